@@ -114,6 +114,21 @@ func (f *FSM) State() *State {
 	return f.state.Clone()
 }
 
+// Snapshot returns a deep copy of the state and the index it was applied up
+// to, taken atomically.
+func (f *FSM) Snapshot() (*State, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Clone(), f.index
+}
+
+// Counts returns the number of nodes and of assigned channels.
+func (f *FSM) Counts() (nodes, channels int) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.state.Nodes), len(f.state.Channels)
+}
+
 // Node returns one node's record.
 func (f *FSM) Node(name string) (Node, bool) {
 	f.mu.RLock()

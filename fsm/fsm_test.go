@@ -338,10 +338,11 @@ func randomCommand(r *rand.Rand) Command {
 	}
 }
 
-func encodeState(t *testing.T, s *State) []byte {
+func encodeState(t *testing.T, f *FSM) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := s.Encode(&buf); err != nil {
+	s, index := f.Snapshot()
+	if err := EncodeSnapshot(&buf, s, index); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -368,7 +369,7 @@ func TestPropertyReplicasConverge(t *testing.T) {
 		if !reflect.DeepEqual(f1.State(), f2.State()) {
 			t.Fatalf("seed %d: states differ", seed)
 		}
-		if !bytes.Equal(encodeState(t, f1.State()), encodeState(t, f2.State())) {
+		if !bytes.Equal(encodeState(t, f1), encodeState(t, f2)) {
 			t.Fatalf("seed %d: snapshots differ", seed)
 		}
 	}
@@ -391,15 +392,15 @@ func TestPropertySnapshotRestore(t *testing.T) {
 				}
 			}
 			if i == cut {
-				s, err := DecodeState(bytes.NewReader(encodeState(t, orig.State())))
+				s, index, err := DecodeSnapshot(bytes.NewReader(encodeState(t, orig)))
 				if err != nil {
 					t.Fatalf("seed %d: %v", seed, err)
 				}
-				if !reflect.DeepEqual(s, orig.State()) {
-					t.Fatalf("seed %d: restored state differs from the saved one", seed)
+				if !reflect.DeepEqual(s, orig.State()) || index != uint64(i) {
+					t.Fatalf("seed %d: restored state (index %d) differs from the saved one (index %d)", seed, index, i)
 				}
 				restored = New()
-				restored.Restore(s, uint64(i))
+				restored.Restore(s, index)
 			}
 		}
 		if !reflect.DeepEqual(orig.State(), restored.State()) || orig.AppliedIndex() != restored.AppliedIndex() {
@@ -408,7 +409,7 @@ func TestPropertySnapshotRestore(t *testing.T) {
 	}
 }
 
-func TestDecodeStateRejects(t *testing.T) {
+func TestDecodeSnapshotRejects(t *testing.T) {
 	for name, in := range map[string]string{
 		"not json":         "{",
 		"future version":   `{"version":2,"nodes":[],"channels":[]}`,
@@ -418,8 +419,8 @@ func TestDecodeStateRejects(t *testing.T) {
 		"unknown field":    `{"version":1,"nodes":[],"channels":[],"extra":1}`,
 		"wrong field type": `{"version":"1"}`,
 	} {
-		if _, err := DecodeState(bytes.NewReader([]byte(in))); err == nil {
-			t.Errorf("%s: DecodeState accepted %s", name, in)
+		if _, _, err := DecodeSnapshot(bytes.NewReader([]byte(in))); err == nil {
+			t.Errorf("%s: DecodeSnapshot accepted %s", name, in)
 		}
 	}
 }

@@ -143,43 +143,45 @@ const snapshotVersion = 1
 
 type snapshotFile struct {
 	Version  int       `json:"version"`
+	Index    uint64    `json:"index"`
 	Nodes    []Node    `json:"nodes"`
 	Channels []Channel `json:"channels"`
 }
 
-// Encode writes s in the snapshot format: a versioned JSON document with
-// nodes and channels in sorted order, so equal states encode to equal bytes.
-func (s *State) Encode(w io.Writer) error {
-	f := snapshotFile{Version: snapshotVersion, Nodes: s.SortedNodes(), Channels: s.SortedChannels()}
+// EncodeSnapshot writes s, applied up to index, in the snapshot format: a
+// versioned JSON document with nodes and channels in sorted order, so equal
+// states encode to equal bytes.
+func EncodeSnapshot(w io.Writer, s *State, index uint64) error {
+	f := snapshotFile{Version: snapshotVersion, Index: index, Nodes: s.SortedNodes(), Channels: s.SortedChannels()}
 	if err := json.NewEncoder(w).Encode(f); err != nil {
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
 	return nil
 }
 
-// DecodeState reads a state written by Encode.
-func DecodeState(r io.Reader) (*State, error) {
+// DecodeSnapshot reads a snapshot written by EncodeSnapshot.
+func DecodeSnapshot(r io.Reader) (*State, uint64, error) {
 	var f snapshotFile
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("decode snapshot: %w", err)
+		return nil, 0, fmt.Errorf("decode snapshot: %w", err)
 	}
 	if f.Version != snapshotVersion {
-		return nil, fmt.Errorf("decode snapshot: unsupported version %d (want %d)", f.Version, snapshotVersion)
+		return nil, 0, fmt.Errorf("decode snapshot: unsupported version %d (want %d)", f.Version, snapshotVersion)
 	}
 	s := NewState()
 	for _, n := range f.Nodes {
 		if _, dup := s.Nodes[n.Name]; dup || n.Name == "" {
-			return nil, fmt.Errorf("decode snapshot: bad or duplicate node %q", n.Name)
+			return nil, 0, fmt.Errorf("decode snapshot: bad or duplicate node %q", n.Name)
 		}
 		s.Nodes[n.Name] = n
 	}
 	for _, c := range f.Channels {
 		if _, dup := s.Channels[c.ID]; dup || c.ID == "" {
-			return nil, fmt.Errorf("decode snapshot: bad or duplicate channel %q", c.ID)
+			return nil, 0, fmt.Errorf("decode snapshot: bad or duplicate channel %q", c.ID)
 		}
 		s.Channels[c.ID] = c
 	}
-	return s, nil
+	return s, f.Index, nil
 }

@@ -1,0 +1,467 @@
+// Package cluster runs sorad's control plane: hashicorp/raft over the
+// cluster port with raft-boltdb/v2 stores, joining and purging nodes, epochs,
+// peer liveness, node modes, and the placement of channels on nodes.
+//
+// Every write goes through Raft and may be issued on any node: a follower
+// sends it to the leader over the internal HTTP protocol that shares the
+// cluster port with Raft. Reads come from the local copy of the replicated
+// state (package fsm). This package knows nothing of HTTP APIs or media; it
+// offers Go methods to the packages above it.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/sorad/sorad/fsm"
+)
+
+// RaftTiming holds the Raft timeouts. Followers start an election after
+// HeartbeatTimeout without hearing from a leader.
+type RaftTiming struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+}
+
+// Config configures a node's control plane.
+type Config struct {
+	// NodeName is the node's Erlang-style name, name@host. host is where
+	// peers reach this node's cluster port.
+	NodeName string
+	// BindAddress is the IP the cluster port listens on.
+	BindAddress string
+	// Port is the cluster port, the same on every node of a cluster.
+	Port int
+	// DataDir holds the Raft state under DataDir/raft.
+	DataDir string
+
+	ExternalAPIURL       string
+	ExternalSignalingURL string
+	Version              string
+	License              fsm.License
+
+	// ContactNodeNames are nodes to join at start (see autoJoinLoop).
+	ContactNodeNames []string
+
+	// ProbeInterval is how often peers are probed; a peer with no successful
+	// probe for PeerTimeout is not connected.
+	ProbeInterval time.Duration
+	PeerTimeout   time.Duration
+	// RequestTimeout bounds internal requests and Raft writes.
+	RequestTimeout time.Duration
+	Raft           RaftTiming
+
+	Logger *slog.Logger
+	// Connections reports the number of live connections on this node, for
+	// placement. Nil counts as zero.
+	Connections func() int
+}
+
+func (cfg *Config) setDefaults() {
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = time.Second
+	}
+	if cfg.PeerTimeout <= 0 {
+		cfg.PeerTimeout = 3 * time.Second
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 5 * time.Second
+	}
+	if cfg.Raft.HeartbeatTimeout <= 0 {
+		cfg.Raft.HeartbeatTimeout = 500 * time.Millisecond
+	}
+	if cfg.Raft.ElectionTimeout <= 0 {
+		cfg.Raft.ElectionTimeout = 500 * time.Millisecond
+	}
+	if cfg.Raft.LeaderLeaseTimeout <= 0 {
+		cfg.Raft.LeaderLeaseTimeout = 250 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Connections == nil {
+		cfg.Connections = func() int { return 0 }
+	}
+}
+
+// SplitNodeName splits name@host. It fails unless both parts are present.
+func SplitNodeName(name string) (short, host string, err error) {
+	short, host, ok := strings.Cut(name, "@")
+	if !ok || short == "" || host == "" || strings.ContainsAny(name, " \t\r\n/") || strings.Contains(host, "@") {
+		return "", "", fmt.Errorf("node name %q is not of the form name@host", name)
+	}
+	return short, host, nil
+}
+
+// Cluster is one node's view of, and handle on, the cluster.
+type Cluster struct {
+	cfg         Config
+	log         *slog.Logger
+	incarnation string // identifies this process in RegisterNode
+	mux         *mux
+	internal    *http.Server
+	client      *peerClient
+	liveness    *liveness
+
+	mu      sync.RWMutex
+	inst    *instance // nil while being replaced
+	joining bool      // a join is replacing the instance
+	purged  bool      // the cluster removed this node
+
+	// membership serialises membership changes that involve this node:
+	// joining another cluster, and adding a member while leader.
+	membership chan struct{}
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	loops   sync.WaitGroup
+	serving sync.WaitGroup
+}
+
+// Open starts the node: it listens on the cluster port, starts Raft on the
+// state in DataDir (forming a one-node cluster on first start), and begins
+// registering itself, probing peers and, with contact nodes configured,
+// joining them. It returns without waiting for any of that.
+func Open(cfg Config) (*Cluster, error) {
+	cfg.setDefaults()
+	if _, _, err := SplitNodeName(cfg.NodeName); err != nil {
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
+	for _, n := range cfg.ContactNodeNames {
+		if _, _, err := SplitNodeName(n); err != nil {
+			return nil, fmt.Errorf("open cluster: contact: %w", err)
+		}
+	}
+	if err := claimDataDir(cfg.DataDir, cfg.NodeName); err != nil {
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.BindAddress, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("open cluster: listen on cluster port: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cluster{
+		cfg:         cfg,
+		log:         cfg.Logger.With("node_name", cfg.NodeName),
+		incarnation: newIncarnation(),
+		mux:         newMux(ln, cfg.Logger),
+		client:      newPeerClient(cfg.RequestTimeout),
+		liveness:    newLiveness(),
+		membership:  make(chan struct{}, 1),
+		ctx:         ctx,
+		cancel:      cancel,
+	}
+	c.internal = &http.Server{
+		Handler:           c.internalHandler(),
+		ReadHeaderTimeout: cfg.RequestTimeout,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	c.serving.Add(2)
+	go func() {
+		defer c.serving.Done()
+		c.mux.serve()
+	}()
+	go func() {
+		defer c.serving.Done()
+		if err := c.internal.Serve(c.mux.http); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			c.log.Error("internal http server stopped", "error", err)
+		}
+	}()
+
+	inst, err := c.openInstance(true)
+	if err != nil {
+		c.stopServing()
+		cancel()
+		return nil, fmt.Errorf("open cluster: %w", err)
+	}
+	c.mu.Lock()
+	c.inst = inst
+	c.mu.Unlock()
+	c.startLoop(c.registerLoop)
+	c.startLoop(c.probeLoop)
+	if len(cfg.ContactNodeNames) > 0 {
+		c.startLoop(c.autoJoinLoop)
+	}
+	return c, nil
+}
+
+func (c *Cluster) startLoop(loop func(ctx context.Context)) {
+	c.loops.Add(1)
+	go func() {
+		defer c.loops.Done()
+		loop(c.ctx)
+	}()
+}
+
+// Close stops the node. A leader first hands leadership to another voter so
+// the cluster does not wait for an election timeout.
+func (c *Cluster) Close() error {
+	if inst := c.current(); inst != nil && inst.raft.State() == raft.Leader && len(inst.servers()) > 1 {
+		if err := inst.raft.LeadershipTransfer().Error(); err != nil {
+			c.log.Warn("leadership transfer before shutdown failed", "error", err)
+		}
+	}
+	c.cancel()
+	c.loops.Wait()
+	c.mu.Lock()
+	inst := c.inst
+	c.inst = nil
+	c.mu.Unlock()
+	var err error
+	if inst != nil {
+		err = inst.close()
+	}
+	c.stopServing()
+	return err
+}
+
+func (c *Cluster) stopServing() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = c.internal.Shutdown(ctx)
+	_ = c.mux.close()
+	c.serving.Wait()
+	c.client.close()
+}
+
+// NodeName returns this node's name.
+func (c *Cluster) NodeName() string { return c.cfg.NodeName }
+
+// current returns the running Raft instance, or nil while it is replaced.
+func (c *Cluster) current() *instance {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.inst
+}
+
+// selfAddress is where peers reach this node's cluster port.
+func (c *Cluster) selfAddress() string { return c.addressOf(c.cfg.NodeName) }
+
+// addressOf maps a node name to its cluster address: the host of the name
+// and the cluster port, which is the same on every node.
+func (c *Cluster) addressOf(name string) string {
+	_, host, _ := strings.Cut(name, "@")
+	return net.JoinHostPort(host, strconv.Itoa(c.cfg.Port))
+}
+
+// info is what this node registers about itself.
+func (c *Cluster) info() fsm.NodeInfo {
+	return fsm.NodeInfo{
+		Name:                 c.cfg.NodeName,
+		RaftAddress:          c.selfAddress(),
+		ExternalAPIURL:       c.cfg.ExternalAPIURL,
+		ExternalSignalingURL: c.cfg.ExternalSignalingURL,
+		Version:              c.cfg.Version,
+		License:              c.cfg.License,
+	}
+}
+
+func newIncarnation() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// claimDataDir creates dataDir and records the node name in it, refusing a
+// data directory that belongs to another node name: its Raft state names a
+// different server and would confuse the cluster.
+func claimDataDir(dataDir, nodeName string) error {
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return fmt.Errorf("create data_dir: %w", err)
+	}
+	path := filepath.Join(dataDir, "node_name")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if got := strings.TrimSpace(string(b)); got != nodeName {
+			return fmt.Errorf("data_dir %s belongs to node %q, not %q: use another data_dir or the same node_name", dataDir, got, nodeName)
+		}
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.WriteFile(path, []byte(nodeName+"\n"), 0o640); err != nil {
+			return fmt.Errorf("record node name in data_dir: %w", err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("read data_dir node name: %w", err)
+	}
+}
+
+// NodeStatus is one known node as this node sees it.
+type NodeStatus struct {
+	Name      string
+	Connected bool
+	// Record is the replicated record, or nil for a node known only from the
+	// Raft configuration (joining, or partly purged).
+	Record *fsm.Node
+}
+
+// Nodes lists every node this node knows of, itself included, by name. This
+// node is always connected; before it is registered its record shows mode
+// initial.
+func (c *Cluster) Nodes() []NodeStatus {
+	inst := c.current()
+	known := map[string]*fsm.Node{}
+	if inst != nil && !c.isPurged() {
+		for _, n := range inst.fsm.State().Nodes {
+			known[n.Name] = &n
+		}
+		for _, s := range inst.servers() {
+			if _, ok := known[string(s.ID)]; !ok {
+				known[string(s.ID)] = nil
+			}
+		}
+	}
+	// This node shows its own configuration with mode initial until this
+	// process is registered (keeping epoch and member_since if it had them).
+	if self := known[c.cfg.NodeName]; self == nil {
+		known[c.cfg.NodeName] = &fsm.Node{NodeInfo: c.info(), Mode: fsm.ModeInitial}
+	} else if c.modeOf(self) == fsm.ModeInitial {
+		rec := *self
+		rec.Mode = fsm.ModeInitial
+		known[c.cfg.NodeName] = &rec
+	}
+	out := make([]NodeStatus, 0, len(known))
+	for name, rec := range known {
+		out = append(out, NodeStatus{Name: name, Connected: c.Connected(name), Record: rec})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ChannelStatus is one channel's assignment as this node sees it.
+type ChannelStatus struct {
+	fsm.Channel
+	Stale     bool
+	Connected bool // the node in charge is connected to this node
+}
+
+// Channels lists every assigned channel by channel ID.
+func (c *Cluster) Channels() []ChannelStatus {
+	inst := c.current()
+	if inst == nil {
+		return nil
+	}
+	s := inst.fsm.State()
+	out := make([]ChannelStatus, 0, len(s.Channels))
+	for _, ch := range s.SortedChannels() {
+		out = append(out, ChannelStatus{Channel: ch, Stale: s.Stale(ch), Connected: c.Connected(ch.NodeInCharge)})
+	}
+	return out
+}
+
+// Mode returns this node's mode: initial until it is a registered member.
+func (c *Cluster) Mode() fsm.Mode {
+	inst := c.current()
+	if inst == nil {
+		return fsm.ModeInitial
+	}
+	n, ok := inst.fsm.Node(c.cfg.NodeName)
+	if !ok {
+		return fsm.ModeInitial
+	}
+	return c.modeOf(&n)
+}
+
+// modeOf reports initial for this node's own record while this process has
+// not registered yet, or after the cluster purged it.
+func (c *Cluster) modeOf(n *fsm.Node) fsm.Mode {
+	if n.Name == c.cfg.NodeName && (n.Incarnation != c.incarnation || c.isPurged() || c.isJoining()) {
+		return fsm.ModeInitial
+	}
+	return n.Mode
+}
+
+// SetMode changes this node's mode through Raft.
+func (c *Cluster) SetMode(ctx context.Context, mode fsm.Mode) error {
+	if !mode.Settable() {
+		return invalid(TypeInvalidMode, fmt.Sprintf("mode must be normal, block_new_session or block_new_connection, not %q", mode))
+	}
+	if c.Mode() == fsm.ModeInitial {
+		return unavailable(TypeNodeNotReady, "this node has not joined a cluster yet", nil)
+	}
+	res, err := c.propose(ctx, fsm.SetMode{Node: c.cfg.NodeName, Mode: mode})
+	if err != nil {
+		return fmt.Errorf("set mode %s: %w", mode, err)
+	}
+	return resultErr(res)
+}
+
+// RaftStats is the Raft status shown in GetStatsReport and metrics.
+type RaftStats struct {
+	State        string // leader, follower, candidate, shutdown
+	Term         uint64
+	CommitIndex  uint64
+	AppliedIndex uint64
+	LastIndex    uint64
+	Leader       string // the leader's node name, "" if unknown
+	Voters       int
+	Nodes        int // registered nodes
+	Channels     int // assigned channels
+}
+
+// Stats returns the current Raft status.
+func (c *Cluster) Stats() RaftStats {
+	inst := c.current()
+	if inst == nil {
+		return RaftStats{State: "shutdown"}
+	}
+	_, leader := inst.raft.LeaderWithID()
+	nodes, channels := inst.fsm.Counts()
+	return RaftStats{
+		State:        strings.ToLower(inst.raft.State().String()),
+		Term:         inst.raft.CurrentTerm(),
+		CommitIndex:  inst.raft.CommitIndex(),
+		AppliedIndex: inst.raft.AppliedIndex(),
+		LastIndex:    inst.raft.LastIndex(),
+		Leader:       string(leader),
+		Voters:       len(inst.servers()),
+		Nodes:        nodes,
+		Channels:     channels,
+	}
+}
+
+func (c *Cluster) isPurged() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.purged
+}
+
+func (c *Cluster) isJoining() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.joining
+}
+
+// resultErr turns a refused command's domain error into an API error.
+func resultErr(res fsm.Result) error {
+	if res.Err == nil {
+		return nil
+	}
+	switch res.Err.Code {
+	case fsm.CodeNodeNotFound:
+		return invalid(TypeNodeNotFound, res.Err.Message)
+	case fsm.CodeInvalidCommand:
+		return invalid(TypeInvalidCommand, res.Err.Message)
+	default:
+		return &Error{Kind: KindInvalid, Type: string(res.Err.Code), Reason: res.Err.Message, Err: res.Err}
+	}
+}

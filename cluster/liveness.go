@@ -1,0 +1,135 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// liveness is this node's view of which peers it can reach. A probe is a GET
+// of the peer's status over the internal protocol; a peer whose last good
+// probe is older than PeerTimeout is not connected. Readers never wait on the
+// network: they read the latest results.
+type liveness struct {
+	mu    sync.Mutex
+	peers map[string]peerProbe
+}
+
+type peerProbe struct {
+	lastOK time.Time
+	status nodeStatus
+}
+
+func newLiveness() *liveness {
+	return &liveness{peers: map[string]peerProbe{}}
+}
+
+func (l *liveness) record(name string, st nodeStatus, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.peers[name] = peerProbe{lastOK: at, status: st}
+}
+
+func (l *liveness) forget(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.peers, name)
+}
+
+// keepOnly drops peers that are no longer targets.
+func (l *liveness) keepOnly(names map[string]string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for n := range l.peers {
+		if _, ok := names[n]; !ok {
+			delete(l.peers, n)
+		}
+	}
+}
+
+func (l *liveness) get(name string) (peerProbe, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p, ok := l.peers[name]
+	return p, ok
+}
+
+// Connected reports whether this node currently reaches the named node. A
+// node is always connected to itself.
+func (c *Cluster) Connected(name string) bool {
+	if name == c.cfg.NodeName {
+		return true
+	}
+	p, ok := c.liveness.get(name)
+	return ok && time.Since(p.lastOK) < c.cfg.PeerTimeout
+}
+
+// probeTargets maps every peer this node knows of (replicated node records
+// and Raft configuration) to its cluster address.
+func (c *Cluster) probeTargets() map[string]string {
+	targets := map[string]string{}
+	inst := c.current()
+	if inst == nil {
+		return targets
+	}
+	for _, n := range inst.fsm.State().Nodes {
+		targets[n.Name] = n.RaftAddress
+	}
+	for _, s := range inst.servers() {
+		targets[string(s.ID)] = string(s.Address)
+	}
+	delete(targets, c.cfg.NodeName)
+	return targets
+}
+
+// probeLoop probes every peer each ProbeInterval, all in parallel, each probe
+// bounded by the interval so rounds never pile up.
+func (c *Cluster) probeLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		targets := c.probeTargets()
+		c.liveness.keepOnly(targets)
+		var wg sync.WaitGroup
+		for name, addr := range targets {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.probe(ctx, name, addr)
+			}()
+		}
+		wg.Wait()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Cluster) probe(ctx context.Context, name, addr string) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ProbeInterval)
+	defer cancel()
+	var st nodeStatus
+	if err := c.client.get(ctx, addr, pathStatus, &st); err != nil || st.NodeName != name {
+		return
+	}
+	c.liveness.record(name, st, time.Now())
+	// A leader that no longer lists this node has purged it (for example
+	// while this node was cut off). Stop acting as a member.
+	if st.RaftState == "Leader" && !slices.Contains(st.Members, c.cfg.NodeName) && !c.isJoining() && !c.joinable() {
+		if inst := c.current(); inst != nil && hasServer(inst.servers(), name) {
+			c.markPurged()
+		}
+	}
+}
+
+// peerConnections returns the connection count a peer last reported.
+func (c *Cluster) peerConnections(name string) int {
+	if name == c.cfg.NodeName {
+		return c.cfg.Connections()
+	}
+	p, _ := c.liveness.get(name)
+	return p.status.Connections
+}

@@ -1,0 +1,365 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/sorad/sorad/fsm"
+)
+
+// Joining works as Sora's JoinCluster: called on node X with contact Y, X
+// becomes a member of Y's cluster (Y's cluster is a one-node cluster if Y is
+// alone). Raft cannot merge two logs, so X must give up its own state: only a
+// node that is alone in its cluster (or was purged from one) may join
+// another, and it starts over with an empty Raft state that the leader of
+// Y's cluster fills. A node already in a multi-node cluster refuses.
+//
+// Nodes that start together with each other in contact_node_name_list join
+// by this rule (autoJoinLoop): a lone node joins a contact that is in a
+// multi-node cluster, or a lone contact whose name sorts before its own. The
+// node whose name sorts first never joins another lone node, so nodes
+// converge on one cluster: any cluster with two members was formed by a lone
+// node joining one that never leaves, and every remaining lone node then
+// joins a multi-node cluster.
+
+// Join makes this node join the cluster of contact and returns the names of
+// the cluster's nodes.
+func (c *Cluster) Join(ctx context.Context, contact string) ([]string, error) {
+	if _, _, err := SplitNodeName(contact); err != nil {
+		return nil, invalid(TypeInvalidNodeName, err.Error())
+	}
+	if contact == c.cfg.NodeName {
+		return nil, invalid(TypeCannotJoinSelf, "contact_node_name is this node; name a node of the cluster to join")
+	}
+	if err := c.lockMembership(ctx); err != nil {
+		return nil, err
+	}
+	defer c.unlockMembership()
+
+	st, err := c.contactStatus(ctx, contact)
+	if err != nil {
+		return nil, err
+	}
+	if inst := c.current(); inst != nil && !c.isPurged() && hasServer(inst.servers(), contact) {
+		return c.memberNames(), nil // already in that cluster
+	}
+	if !c.joinable() {
+		return nil, invalid(TypeAlreadyInCluster, map[string]any{
+			"message":        fmt.Sprintf("%s is already a member of a cluster; call JoinCluster on %s with this node as contact_node_name to add it", c.cfg.NodeName, contact),
+			"node_name_list": c.memberNames(),
+		})
+	}
+	if st.Joining || !st.Registered {
+		return nil, unavailable(TypeContactNodeBusy, map[string]string{"contact_node": contact}, nil)
+	}
+	if err := c.joinVia(ctx, contact); err != nil {
+		return nil, err
+	}
+	return c.memberNames(), nil
+}
+
+// contactStatus asks contact for its status and checks that it is the node
+// it was named as.
+func (c *Cluster) contactStatus(ctx context.Context, contact string) (nodeStatus, error) {
+	var st nodeStatus
+	probeCtx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	if err := c.client.get(probeCtx, c.addressOf(contact), pathStatus, &st); err != nil {
+		return st, unavailable(TypeContactNodeUnreachable, map[string]string{"contact_node": contact}, err)
+	}
+	if st.NodeName != contact {
+		return st, invalid(TypeContactNodeMismatch, map[string]string{"contact_node": contact, "answered_as": st.NodeName})
+	}
+	return st, nil
+}
+
+// joinable reports whether this node may leave its current state to join
+// another cluster: it is alone in its cluster, or was purged.
+func (c *Cluster) joinable() bool {
+	inst := c.current()
+	if inst == nil || c.isJoining() {
+		return false
+	}
+	if c.isPurged() {
+		return true
+	}
+	servers := inst.servers()
+	return len(servers) == 1 && string(servers[0].ID) == c.cfg.NodeName
+}
+
+// memberNames lists the names of the registered nodes, sorted.
+func (c *Cluster) memberNames() []string {
+	var names []string
+	for _, n := range c.Nodes() {
+		if n.Record != nil {
+			names = append(names, n.Name)
+		}
+	}
+	return names
+}
+
+// joinVia replaces this node's Raft state with an empty one and asks contact
+// to add it. On failure the node forms a fresh one-node cluster again, so it
+// stays usable. The caller holds the membership lock.
+func (c *Cluster) joinVia(ctx context.Context, contact string) error {
+	c.log.Info("joining cluster", "contact_node", contact)
+	if err := c.replaceInstance(false); err != nil {
+		return c.recoverAlone(unavailable(TypeJoinFailed, "cannot reset raft state", err))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*c.cfg.RequestTimeout)
+	defer cancel()
+	req, _ := json.Marshal(joinRequest{Register: fsm.RegisterNode{
+		Info: c.info(), Incarnation: c.incarnation, TimeMicros: time.Now().UnixMicro(),
+	}})
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		_, _, err := c.client.post(ctx, c.addressOf(contact), pathJoin, req, false)
+		if err == nil {
+			break
+		}
+		lastErr = err
+		if !retryable(err) || !sleepCtx(ctx, backoff(attempt)) {
+			return c.recoverAlone(unavailable(TypeJoinFailed, map[string]string{"contact_node": contact}, lastErr))
+		}
+	}
+	// The leader has added and registered us; wait for our copy of the
+	// state to show it before answering.
+	inst := c.current()
+	err := inst.applied.wait(ctx, func() bool {
+		n, ok := inst.fsm.Node(c.cfg.NodeName)
+		return ok && n.Incarnation == c.incarnation
+	})
+	c.mu.Lock()
+	c.joining = false
+	c.mu.Unlock()
+	if err != nil {
+		return unavailable(TypeJoinFailed, "joined, but the cluster state did not reach this node in time", err)
+	}
+	c.log.Info("joined cluster", "contact_node", contact)
+	return nil
+}
+
+// recoverAlone forms a fresh one-node cluster after a failed join and
+// returns cause.
+func (c *Cluster) recoverAlone(cause error) error {
+	c.log.Error("join failed; continuing as a one-node cluster", "error", cause)
+	if err := c.replaceInstance(true); err != nil {
+		c.log.Error("cannot form a one-node cluster after a failed join", "error", err)
+	}
+	c.mu.Lock()
+	c.joining = false
+	c.mu.Unlock()
+	return cause
+}
+
+// replaceInstance stops the current Raft instance, deletes its state and
+// starts an empty one, bootstrapped as a one-node cluster if bootstrap is
+// set. Until the caller clears joining, the node reports mode initial.
+func (c *Cluster) replaceInstance(bootstrap bool) error {
+	c.mu.Lock()
+	old := c.inst
+	c.inst, c.joining, c.purged = nil, true, false
+	c.mu.Unlock()
+	if old != nil {
+		if err := old.close(); err != nil {
+			c.log.Warn("closing raft instance", "error", err)
+		}
+	}
+	if err := os.RemoveAll(raftDir(c.cfg.DataDir)); err != nil {
+		return fmt.Errorf("remove raft state: %w", err)
+	}
+	inst, err := c.openInstance(bootstrap)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.inst = inst
+	c.mu.Unlock()
+	return nil
+}
+
+// lockMembership takes the membership lock, giving up when ctx ends.
+func (c *Cluster) lockMembership(ctx context.Context) error {
+	select {
+	case c.membership <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return unavailable(TypeContactNodeBusy, "another membership change is in progress on "+c.cfg.NodeName, ctx.Err())
+	}
+}
+
+func (c *Cluster) unlockMembership() { <-c.membership }
+
+// addMember runs on the leader: it adds the node as a Raft voter and
+// registers it.
+func (c *Cluster) addMember(ctx context.Context, inst *instance, reg fsm.RegisterNode) (fsm.Result, error) {
+	if _, _, err := SplitNodeName(reg.Info.Name); err != nil {
+		return fsm.Result{}, invalid(TypeInvalidNodeName, err.Error())
+	}
+	if err := c.lockMembership(ctx); err != nil {
+		return fsm.Result{}, err
+	}
+	defer c.unlockMembership()
+	if c.isJoining() {
+		return fsm.Result{}, unavailable(TypeContactNodeBusy, c.cfg.NodeName+" is joining another cluster", nil)
+	}
+	timeout := c.cfg.RequestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := inst.raft.AddVoter(raft.ServerID(reg.Info.Name), raft.ServerAddress(reg.Info.RaftAddress), 0, timeout)
+	if err := f.Error(); err != nil {
+		return fsm.Result{}, raftWriteError(fmt.Errorf("add voter %s: %w", reg.Info.Name, err))
+	}
+	encoded, err := fsm.Encode(reg)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	res, err := c.applyAsLeader(ctx, inst, encoded)
+	if err != nil {
+		return res, err
+	}
+	c.log.Info("added cluster member", "member", reg.Info.Name, "epoch", res.Node.Epoch)
+	return res, resultErr(res)
+}
+
+// autoJoinLoop joins the configured contact nodes while this node is alone
+// (see the rule at the top of this file).
+func (c *Cluster) autoJoinLoop(ctx context.Context) {
+	for {
+		if c.joinable() {
+			c.tryAutoJoin(ctx)
+		}
+		// Jitter keeps nodes started together from probing in lockstep.
+		if !sleepCtx(ctx, c.cfg.ProbeInterval/2+rand.N(c.cfg.ProbeInterval)) {
+			return
+		}
+	}
+}
+
+func (c *Cluster) tryAutoJoin(ctx context.Context) {
+	for _, contact := range c.cfg.ContactNodeNames {
+		if contact == c.cfg.NodeName || ctx.Err() != nil {
+			continue
+		}
+		st, err := c.contactStatus(ctx, contact)
+		if err != nil || !st.Registered || st.Joining {
+			continue
+		}
+		alone := len(st.Members) <= 1
+		if alone && contact > c.cfg.NodeName {
+			continue // that node joins us, or someone sorting before both
+		}
+		if err := c.lockMembership(ctx); err != nil {
+			return
+		}
+		if !c.joinable() { // someone joined us meanwhile
+			c.unlockMembership()
+			return
+		}
+		err = c.joinVia(ctx, contact)
+		c.unlockMembership()
+		if err == nil {
+			return
+		}
+		c.log.Warn("automatic join failed", "contact_node", contact, "error", err)
+	}
+}
+
+// Purge removes a node that is down from the cluster: from Raft membership
+// and from the replicated state, freeing its channels. A node this node still
+// sees as connected is refused with NODE-IS-ALIVE.
+func (c *Cluster) Purge(ctx context.Context, target string) error {
+	if target == c.cfg.NodeName {
+		return invalid(TypeCannotPurgeSelf, map[string]string{"target_node": target, "message": "a node cannot purge itself; call PurgeClusterNode on another node"})
+	}
+	inst := c.current()
+	if inst == nil || c.Mode() == fsm.ModeInitial {
+		return unavailable(TypeNodeNotReady, c.cfg.NodeName+" is not a registered member of a cluster", nil)
+	}
+	if _, ok := inst.fsm.Node(target); !ok && !hasServer(inst.servers(), target) {
+		return invalid(TypeNodeNotFound, targetNode{TargetNode: target})
+	}
+	if c.Connected(target) {
+		return invalid(TypeNodeIsAlive, targetNode{TargetNode: target})
+	}
+	body, _ := json.Marshal(purgeRequest{Node: target})
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		err := c.purgeOnce(ctx, body, target)
+		if err == nil || !retryable(err) {
+			return err
+		}
+		if !sleepCtx(ctx, backoff(attempt)) {
+			return err
+		}
+	}
+}
+
+func (c *Cluster) purgeOnce(ctx context.Context, body []byte, target string) error {
+	inst := c.current()
+	if inst == nil {
+		return unavailable(TypeNodeNotReady, c.cfg.NodeName+" is joining a cluster", nil)
+	}
+	if inst.raft.State() == raft.Leader {
+		if err := c.purgeAsLeader(ctx, inst, target); err != nil {
+			return err
+		}
+		return nil
+	}
+	leader, _ := inst.raft.LeaderWithID()
+	if leader == "" {
+		return unavailable(TypeNoQuorum, "no leader elected", nil)
+	}
+	if _, _, err := c.client.post(ctx, string(leader), pathPurge, body, false); err != nil {
+		return err
+	}
+	// Make the purge visible to reads on this node before answering.
+	return inst.waitApplied(ctx, inst.raft.CommitIndex())
+}
+
+// purgeAsLeader runs on the leader. It checks liveness from its own view too:
+// a node the leader still hears from is not purged.
+func (c *Cluster) purgeAsLeader(ctx context.Context, inst *instance, target string) error {
+	if target == c.cfg.NodeName || c.Connected(target) {
+		return invalid(TypeNodeIsAlive, targetNode{TargetNode: target})
+	}
+	encoded, err := fsm.Encode(fsm.PurgeNode{Node: target})
+	if err != nil {
+		return err
+	}
+	if _, err := c.applyAsLeader(ctx, inst, encoded); err != nil {
+		return err
+	}
+	if hasServer(inst.servers(), target) {
+		timeout := c.cfg.RequestTimeout
+		if d, ok := ctx.Deadline(); ok {
+			timeout = time.Until(d)
+		}
+		if err := inst.raft.RemoveServer(raft.ServerID(target), 0, timeout).Error(); err != nil {
+			return raftWriteError(fmt.Errorf("remove server %s: %w", target, err))
+		}
+	}
+	c.liveness.forget(target)
+	c.log.Info("purged cluster node", "target_node", target)
+	return nil
+}
+
+// errNoLiveNode is returned by placement when no node may take a channel.
+var errNoLiveNode = errors.New("no connected node in mode normal")
+
+// sortedCopy returns a sorted copy of names.
+func sortedCopy(names []string) []string {
+	out := slices.Clone(names)
+	slices.Sort(out)
+	return out
+}

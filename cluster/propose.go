@@ -1,0 +1,166 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/sorad/sorad/fsm"
+)
+
+// propose commits cmd through Raft from any node and waits until this node's
+// state machine has applied it, so a read after a write on the same node sees
+// the write. Retryable failures (no leader yet, leadership changing, a peer
+// restarting) are retried until RequestTimeout; every command is idempotent
+// or compare-and-set, so a retry after an ambiguous failure is harmless.
+// A refused command is not an error here: its Result carries Err.
+func (c *Cluster) propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	encoded, err := fsm.Encode(cmd)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		inst := c.current()
+		res, err := c.proposeOnce(ctx, inst, encoded, attempt)
+		if err == nil {
+			// The write is committed; waiting for the local copy only makes
+			// reads consistent, so a slow follower does not fail the write.
+			_ = inst.waitApplied(ctx, res.Index)
+			return res, nil
+		}
+		if !retryable(err) {
+			return fsm.Result{}, err
+		}
+		lastErr = err
+		if !sleepCtx(ctx, backoff(attempt)) {
+			var e *Error
+			if errors.As(lastErr, &e) && e.Type == TypeNodeNotReady {
+				return fsm.Result{}, lastErr
+			}
+			return fsm.Result{}, unavailable(TypeNoQuorum, "no leader could commit the change in time", lastErr)
+		}
+	}
+}
+
+// proposeOnce makes one attempt: apply locally when leading, else send to the
+// leader, or, with no leader known, to some peer that may know one.
+func (c *Cluster) proposeOnce(ctx context.Context, inst *instance, encoded []byte, attempt int) (fsm.Result, error) {
+	if inst == nil || c.isJoining() {
+		return fsm.Result{}, unavailable(TypeNodeNotReady, c.cfg.NodeName+" is joining a cluster", nil)
+	}
+	if inst.raft.State() == raft.Leader {
+		return c.applyAsLeader(ctx, inst, encoded)
+	}
+	target, _ := inst.raft.LeaderWithID()
+	if target == "" {
+		peers := otherServers(inst.servers(), c.cfg.NodeName)
+		if len(peers) == 0 {
+			return fsm.Result{}, unavailable(TypeNoQuorum, "no leader elected yet", nil)
+		}
+		target = peers[attempt%len(peers)].Address
+	}
+	return c.client.apply(ctx, string(target), encoded)
+}
+
+func otherServers(servers []raft.Server, self string) []raft.Server {
+	out := make([]raft.Server, 0, len(servers))
+	for _, s := range servers {
+		if string(s.ID) != self {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// backoff is the pause before retry number attempt+1: 25 ms doubling up to
+// 400 ms.
+func backoff(attempt int) time.Duration {
+	d := 25 * time.Millisecond << min(attempt, 4)
+	return d
+}
+
+// sleepCtx sleeps for d and reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// registerLoop keeps this process registered: after every start, and after
+// joining a cluster, the node's record must carry this process's incarnation
+// (which bumps its epoch exactly once per process).
+func (c *Cluster) registerLoop(ctx context.Context) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	warned := false
+	for {
+		if c.needsRegistration() {
+			reg := fsm.RegisterNode{Info: c.info(), Incarnation: c.incarnation, TimeMicros: time.Now().UnixMicro()}
+			res, err := c.propose(ctx, reg)
+			if err == nil {
+				err = resultErr(res)
+			}
+			var e *Error
+			switch {
+			case err == nil:
+				if res.Node != nil {
+					c.log.Info("registered in the cluster", "epoch", res.Node.Epoch)
+				}
+				warned = false
+			case errors.As(err, &e) && e.Type == TypeNodeNotMember:
+				c.markPurged()
+			case ctx.Err() != nil:
+				return
+			case !warned:
+				c.log.Warn("cannot register in the cluster yet; retrying", "error", err)
+				warned = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Cluster) needsRegistration() bool {
+	c.mu.RLock()
+	inst, joining, purged := c.inst, c.joining, c.purged
+	c.mu.RUnlock()
+	if inst == nil || joining || purged {
+		return false
+	}
+	n, ok := inst.fsm.Node(c.cfg.NodeName)
+	return !ok || n.Incarnation != c.incarnation
+}
+
+// markPurged records that the cluster no longer counts this node as a
+// member. The node reports mode initial and may join a cluster again.
+func (c *Cluster) markPurged() {
+	c.mu.Lock()
+	already := c.purged
+	c.purged = true
+	c.mu.Unlock()
+	if !already {
+		c.log.Error("this node was purged from its cluster; it serves nothing until it joins a cluster again (JoinCluster, or contact_node_name_list)")
+	}
+}
+
+func wrapf(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}

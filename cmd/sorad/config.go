@@ -1,0 +1,772 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+)
+
+// Config is the resolved configuration of the sorad daemon.
+type Config struct {
+	ConfigFile             string        // the file actually read, "" if none
+	NodeName               string        // node_name
+	DataDir                string        // data_dir
+	ListenAddress          string        // listen_address
+	APIPort                int           // api_port
+	SignalingPort          int           // signaling_port
+	ClusterPort            int           // cluster_port
+	ContactNodeNameList    []string      // contact_node_name_list
+	ExternalAPIURL         string        // external_api_url
+	ExternalSignalingURL   string        // external_signaling_url
+	APIBearerToken         string        // api_bearer_token
+	APICORSOrigin          string        // api_cors_origin
+	APIMaxBodySize         int64         // api_max_body_size
+	LicenseMaxConnections  int           // license_max_connections
+	LicenseMaxNodes        int           // license_max_nodes
+	LicenseSerialCode      string        // license_serial_code
+	LicenseType            string        // license_type
+	LogLevel               string        // log_level
+	LogFormat              string        // log_format
+	ProbeInterval          time.Duration // cluster_probe_interval
+	PeerTimeout            time.Duration // cluster_peer_timeout
+	RaftHeartbeatTimeout   time.Duration // raft_heartbeat_timeout
+	RaftElectionTimeout    time.Duration // raft_election_timeout
+	RaftLeaderLeaseTimeout time.Duration // raft_leader_lease_timeout
+	ClusterRequestTimeout  time.Duration // cluster_request_timeout
+	ShutdownTimeout        time.Duration // shutdown_timeout
+}
+
+// errHelp is returned by loadConfig after the usage text was printed because
+// of --help or -h. It is flag.ErrHelp itself, so callers may test for either.
+var errHelp = flag.ErrHelp
+
+const (
+	// defaultConfigFile is read when no config path is given and it exists.
+	defaultConfigFile = "sorad.conf"
+	// envPrefix prefixes the upper-cased key of every environment variable.
+	envPrefix = "SORAD_"
+	// configKey is the flag (and, upper-cased, the env suffix) naming the config file.
+	configKey = "config"
+	// minRaftTimeout mirrors the lower bound hashicorp/raft enforces.
+	minRaftTimeout = 5 * time.Millisecond
+)
+
+// keySpec describes one configuration key. The table of specs is never mutated.
+type keySpec struct {
+	name    string
+	def     string // literal default; unused when derive is set
+	defHelp string // default as shown by --help
+	desc    string
+	// derive computes the default from already resolved keys; it is only
+	// called when no source gave the key.
+	derive func(c *Config, hostname func() (string, error)) (string, error)
+	// set parses and validates v and stores it into c.
+	set func(c *Config, v string) error
+}
+
+// keySpecs lists every key in --help order. Derived keys come after the keys
+// they depend on, except node_name which only depends on listen_address and
+// is resolved in a second pass together with the other derived keys.
+var keySpecs = []keySpec{
+	{
+		name:    "node_name",
+		defHelp: "sorad@<host of listen_address>",
+		desc:    "name@host of this node; host is where peers reach the cluster port (hostname when listen_address is 0.0.0.0 or ::)",
+		derive:  deriveNodeName,
+		set:     setNodeName,
+	},
+	{
+		name: "data_dir",
+		def:  "./data",
+		desc: "directory of the Raft log, stable store and snapshots",
+		set: stringField(func(c *Config) *string { return &c.DataDir }, func(v string) error {
+			if v == "" {
+				return errors.New("must not be empty")
+			}
+			return nil
+		}),
+	},
+	{
+		name: "listen_address",
+		def:  "127.0.0.1",
+		desc: "IP address the API, signaling and cluster listeners bind",
+		set: stringField(func(c *Config) *string { return &c.ListenAddress }, func(v string) error {
+			if net.ParseIP(v) == nil {
+				return fmt.Errorf("%q is not an IP address", v)
+			}
+			return nil
+		}),
+	},
+	{
+		name: "api_port",
+		def:  "3000",
+		desc: "port of the Sora HTTP API (POST / with x-sora-target)",
+		set:  portField(func(c *Config) *int { return &c.APIPort }),
+	},
+	{
+		name: "signaling_port",
+		def:  "5000",
+		desc: "port of the WebSocket signaling (/signaling)",
+		set:  portField(func(c *Config) *int { return &c.SignalingPort }),
+	},
+	{
+		name: "cluster_port",
+		def:  "5890",
+		desc: "port of Raft and internal cluster traffic; must be the same on every node",
+		set:  portField(func(c *Config) *int { return &c.ClusterPort }),
+	},
+	{
+		name:    "contact_node_name_list",
+		defHelp: "(empty)",
+		desc:    "comma-separated node names (name@host) to join at start",
+		set:     setContactList,
+	},
+	{
+		name:    "external_api_url",
+		defHelp: "http://<node host>:<api_port>/",
+		desc:    "API URL other nodes and operators use; shown in ListClusterNodes",
+		derive: func(c *Config, _ func() (string, error)) (string, error) {
+			return "http://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.APIPort)) + "/", nil
+		},
+		set: urlField(func(c *Config) *string { return &c.ExternalAPIURL }, "http", "https"),
+	},
+	{
+		name:    "external_signaling_url",
+		defHelp: "ws://<node host>:<signaling_port>/signaling",
+		desc:    "signaling URL clients are redirected to in order to reach this node",
+		derive: func(c *Config, _ func() (string, error)) (string, error) {
+			return "ws://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.SignalingPort)) + "/signaling", nil
+		},
+		set: urlField(func(c *Config) *string { return &c.ExternalSignalingURL }, "ws", "wss"),
+	},
+	{
+		name:    "api_bearer_token",
+		defHelp: "(empty)",
+		desc:    "when set, every API call needs Authorization: Bearer <token>",
+		set:     stringField(func(c *Config) *string { return &c.APIBearerToken }, nil),
+	},
+	{
+		name:    "api_cors_origin",
+		defHelp: "http://<node host>:<signaling_port>",
+		desc:    "value of the access-control-allow-origin header of API responses",
+		derive: func(c *Config, _ func() (string, error)) (string, error) {
+			return "http://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.SignalingPort)), nil
+		},
+		set: stringField(func(c *Config) *string { return &c.APICORSOrigin }, noWhitespace),
+	},
+	{
+		name: "api_max_body_size",
+		def:  "1048576",
+		desc: "largest accepted API request body in bytes (at least 1024)",
+		set: func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", v)
+			}
+			if n < 1024 {
+				return fmt.Errorf("%d is less than 1024", n)
+			}
+			c.APIMaxBodySize = n
+			return nil
+		},
+	},
+	{
+		name: "license_max_connections",
+		def:  "500",
+		desc: "admission limit of this node, shown in ListClusterNodes",
+		set:  intField(func(c *Config) *int { return &c.LicenseMaxConnections }, 1),
+	},
+	{
+		name: "license_max_nodes",
+		def:  "0",
+		desc: "label shown in ListClusterNodes",
+		set:  intField(func(c *Config) *int { return &c.LicenseMaxNodes }, 0),
+	},
+	{
+		name:    "license_serial_code",
+		defHelp: "(empty)",
+		desc:    "label shown in ListClusterNodes",
+		set:     stringField(func(c *Config) *string { return &c.LicenseSerialCode }, nil),
+	},
+	{
+		name: "license_type",
+		def:  "sorad",
+		desc: "label shown in ListClusterNodes",
+		set:  stringField(func(c *Config) *string { return &c.LicenseType }, nil),
+	},
+	{
+		name: "log_level",
+		def:  "info",
+		desc: "debug, info, warn or error",
+		set:  enumField(func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
+	},
+	{
+		name: "log_format",
+		def:  "json",
+		desc: "json or text",
+		set:  enumField(func(c *Config) *string { return &c.LogFormat }, "json", "text"),
+	},
+	{
+		name: "cluster_probe_interval",
+		def:  "1s",
+		desc: "how often each node probes its peers; less than cluster_peer_timeout",
+		set:  durationField(func(c *Config) *time.Duration { return &c.ProbeInterval }),
+	},
+	{
+		name: "cluster_peer_timeout",
+		def:  "3s",
+		desc: "a peer with no successful probe for this long is shown connected: false",
+		set:  durationField(func(c *Config) *time.Duration { return &c.PeerTimeout }),
+	},
+	{
+		name: "raft_heartbeat_timeout",
+		def:  "500ms",
+		desc: "Raft heartbeat timeout (at least 5ms)",
+		set:  durationField(func(c *Config) *time.Duration { return &c.RaftHeartbeatTimeout }),
+	},
+	{
+		name: "raft_election_timeout",
+		def:  "500ms",
+		desc: "Raft election timeout; at least raft_heartbeat_timeout",
+		set:  durationField(func(c *Config) *time.Duration { return &c.RaftElectionTimeout }),
+	},
+	{
+		name: "raft_leader_lease_timeout",
+		def:  "250ms",
+		desc: "Raft leader lease timeout; at most raft_heartbeat_timeout (at least 5ms)",
+		set:  durationField(func(c *Config) *time.Duration { return &c.RaftLeaderLeaseTimeout }),
+	},
+	{
+		name: "cluster_request_timeout",
+		def:  "5s",
+		desc: "bound on internal requests and on Raft writes",
+		set:  durationField(func(c *Config) *time.Duration { return &c.ClusterRequestTimeout }),
+	},
+	{
+		name: "shutdown_timeout",
+		def:  "10s",
+		desc: "graceful shutdown bound",
+		set:  durationField(func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	},
+}
+
+// lookupSpec returns the spec of key, or nil when key is unknown.
+func lookupSpec(key string) *keySpec {
+	for i := range keySpecs {
+		if keySpecs[i].name == key {
+			return &keySpecs[i]
+		}
+	}
+	return nil
+}
+
+func envName(key string) string { return envPrefix + strings.ToUpper(key) }
+
+// sourceKind orders the configuration sources by increasing precedence.
+type sourceKind int
+
+const (
+	fromDefault sourceKind = iota
+	fromFile
+	fromEnv
+	fromFlag
+)
+
+// source records where the value of one key came from, for error messages.
+type source struct {
+	kind sourceKind
+	file string // fromFile only
+	line int    // fromFile only
+}
+
+// describe returns the error prefix for key coming from s, e.g.
+// `flag --api_port` or `sorad.conf:7: api_port`.
+func (s source) describe(key string) string {
+	switch s.kind {
+	case fromFile:
+		return fmt.Sprintf("%s:%d: %s", s.file, s.line, key)
+	case fromEnv:
+		return "env " + envName(key)
+	case fromFlag:
+		return "flag --" + key
+	default:
+		return "default " + key
+	}
+}
+
+// setting is a raw value of one key and its origin.
+type setting struct {
+	value string
+	src   source
+}
+
+// loadConfig resolves the configuration from args (without the program name),
+// the environment lookup function and the file system.
+func loadConfig(args []string, getenv func(string) (string, bool), stdout io.Writer) (Config, error) {
+	return resolveConfig(args, getenv, stdout, os.Hostname)
+}
+
+// resolveConfig is loadConfig with an injectable hostname function.
+func resolveConfig(args []string, getenv func(string) (string, bool), stdout io.Writer, hostname func() (string, error)) (Config, error) {
+	// 1. Flags, collected raw; validation happens once every source is known.
+	flagValues := map[string]string{}
+	fset := flag.NewFlagSet("sorad", flag.ContinueOnError)
+	fset.SetOutput(io.Discard)
+	fset.Usage = func() {}
+	var configFlag *string
+	fset.Func(configKey, "config file path", func(v string) error {
+		configFlag = &v
+		return nil
+	})
+	for _, spec := range keySpecs {
+		fset.Func(spec.name, spec.desc, func(v string) error {
+			flagValues[spec.name] = v
+			return nil
+		})
+	}
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeUsage(stdout)
+			return Config{}, errHelp
+		}
+		return Config{}, fmt.Errorf("%w (see sorad --help)", err)
+	}
+	if fset.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q (see sorad --help)", fset.Arg(0))
+	}
+
+	// 2. The config file: --config, then SORAD_CONFIG, then ./sorad.conf if present.
+	var (
+		path     string
+		explicit bool
+	)
+	if configFlag != nil {
+		path, explicit = *configFlag, true
+	} else if v, ok := getenv(envName(configKey)); ok {
+		path, explicit = v, true
+	} else {
+		path = defaultConfigFile
+	}
+	var fileValues map[string]setting
+	cfg := Config{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			fileValues, err = parseConfigFile(path, data)
+			if err != nil {
+				return Config{}, err
+			}
+			cfg.ConfigFile = path
+		case !explicit && errors.Is(err, fs.ErrNotExist):
+			// No default config file: fine.
+		case explicit:
+			how := "flag --" + configKey
+			if configFlag == nil {
+				how = "env " + envName(configKey)
+			}
+			return Config{}, fmt.Errorf("%s: config file: %w", how, err)
+		default:
+			return Config{}, fmt.Errorf("config file: %w", err)
+		}
+	}
+
+	// 3. Merge: flag > env > file; keys given nowhere are left to defaults.
+	// Flag and env values are trimmed like unquoted file values.
+	given := map[string]setting{}
+	for _, spec := range keySpecs {
+		if v, ok := flagValues[spec.name]; ok {
+			given[spec.name] = setting{value: strings.TrimSpace(v), src: source{kind: fromFlag}}
+		} else if v, ok := getenv(envName(spec.name)); ok {
+			given[spec.name] = setting{value: strings.TrimSpace(v), src: source{kind: fromEnv}}
+		} else if s, ok := fileValues[spec.name]; ok {
+			given[spec.name] = s
+		}
+	}
+
+	// 4. Apply given values and literal defaults, then derived defaults, which
+	// may depend on any non-derived key and on node_name.
+	sources := map[string]source{}
+	apply := func(spec *keySpec, s setting) error {
+		sources[spec.name] = s.src
+		if err := spec.set(&cfg, s.value); err != nil {
+			return fmt.Errorf("%s: %w", s.src.describe(spec.name), err)
+		}
+		return nil
+	}
+	for pass := range 2 {
+		for i := range keySpecs {
+			spec := &keySpecs[i]
+			s, ok := given[spec.name]
+			switch {
+			case (spec.derive != nil) != (pass == 1):
+				continue
+			case ok:
+			case spec.derive != nil:
+				v, err := spec.derive(&cfg, hostname)
+				if err != nil {
+					return Config{}, fmt.Errorf("default %s: %w", spec.name, err)
+				}
+				s = setting{value: v, src: source{kind: fromDefault}}
+			default:
+				s = setting{value: spec.def, src: source{kind: fromDefault}}
+			}
+			if err := apply(spec, s); err != nil {
+				return Config{}, err
+			}
+		}
+	}
+
+	if err := crossCheck(&cfg, sources); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// crossCheck validates constraints between keys. The error names the first
+// key and its source, and the other key with its value and source.
+func crossCheck(c *Config, sources map[string]source) error {
+	fail := func(key, format string, args ...any) error {
+		return fmt.Errorf("%s: %s", sources[key].describe(key), fmt.Sprintf(format, args...))
+	}
+	other := func(key string, v any) string {
+		return fmt.Sprintf("%s (%v, %s)", key, v, sources[key].describe(key))
+	}
+	if c.ProbeInterval >= c.PeerTimeout {
+		return fail("cluster_probe_interval", "%s must be less than %s",
+			c.ProbeInterval, other("cluster_peer_timeout", c.PeerTimeout))
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"raft_heartbeat_timeout", c.RaftHeartbeatTimeout},
+		{"raft_election_timeout", c.RaftElectionTimeout},
+		{"raft_leader_lease_timeout", c.RaftLeaderLeaseTimeout},
+	} {
+		if d.v < minRaftTimeout {
+			return fail(d.key, "%s is less than %s", d.v, minRaftTimeout)
+		}
+	}
+	if c.RaftElectionTimeout < c.RaftHeartbeatTimeout {
+		return fail("raft_election_timeout", "%s must not be less than %s",
+			c.RaftElectionTimeout, other("raft_heartbeat_timeout", c.RaftHeartbeatTimeout))
+	}
+	if c.RaftLeaderLeaseTimeout > c.RaftHeartbeatTimeout {
+		return fail("raft_leader_lease_timeout", "%s must not be greater than %s",
+			c.RaftLeaderLeaseTimeout, other("raft_heartbeat_timeout", c.RaftHeartbeatTimeout))
+	}
+	ports := []struct {
+		key string
+		v   int
+	}{
+		{"api_port", c.APIPort},
+		{"signaling_port", c.SignalingPort},
+		{"cluster_port", c.ClusterPort},
+	}
+	for i := range ports {
+		for j := range i {
+			if ports[i].v == ports[j].v {
+				return fail(ports[i].key, "port %d is already used by %s",
+					ports[i].v, other(ports[j].key, ports[j].v))
+			}
+		}
+	}
+	return nil
+}
+
+// parseConfigFile parses the flat `key = value` format of sorad.conf.
+func parseConfigFile(path string, data []byte) (map[string]setting, error) {
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
+	values := map[string]setting{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), len(data)+1)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: expected key = value, got %q", path, n, line)
+		}
+		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		if key == "" {
+			return nil, fmt.Errorf("%s:%d: missing key before =", path, n)
+		}
+		if lookupSpec(key) == nil {
+			return nil, fmt.Errorf("%s:%d: unknown key %q", path, n, key)
+		}
+		if prev, dup := values[key]; dup {
+			return nil, fmt.Errorf("%s:%d: duplicate key %q (first set at line %d)", path, n, key, prev.src.line)
+		}
+		if strings.HasPrefix(value, `"`) {
+			if len(value) < 2 || !strings.HasSuffix(value, `"`) {
+				return nil, fmt.Errorf("%s:%d: %s: unterminated quoted value", path, n, key)
+			}
+			value = value[1 : len(value)-1]
+		}
+		values[key] = setting{value: value, src: source{kind: fromFile, file: path, line: n}}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return values, nil
+}
+
+// writeUsage prints the --help text: every key in table order with its
+// default and a one-line description.
+func writeUsage(w io.Writer) {
+	fmt.Fprintf(w, `Usage: sorad [--config <path>] [--<key>=<value> ...]
+
+sorad is a WebRTC SFU cluster compatible with Sora.
+
+Every key below can be set, by increasing precedence, in the config file
+(key = value lines, # comments), in the environment (%s<KEY>) or as a
+flag (--<key> <value> or --<key>=<value>).
+
+  --config <path>  config file (env %s); when not given, ./%s
+                   is read if it exists; an empty path reads no file
+  -h, --help       print this text and exit
+
+Keys:
+`, envPrefix, envName(configKey), defaultConfigFile)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, spec := range keySpecs {
+		def := spec.defHelp
+		if def == "" {
+			def = spec.def
+		}
+		fmt.Fprintf(tw, "  --%s\t%s\t%s\n", spec.name, def, spec.desc)
+	}
+	tw.Flush()
+}
+
+// LogValue renders the configuration for slog without the bearer token,
+// which appears only as "set" or "unset".
+func (c Config) LogValue() slog.Value {
+	token := "unset"
+	if c.APIBearerToken != "" {
+		token = "set"
+	}
+	contacts := c.ContactNodeNameList
+	if contacts == nil {
+		contacts = []string{}
+	}
+	return slog.GroupValue(
+		slog.String("config_file", c.ConfigFile),
+		slog.String("node_name", c.NodeName),
+		slog.String("data_dir", c.DataDir),
+		slog.String("listen_address", c.ListenAddress),
+		slog.Int("api_port", c.APIPort),
+		slog.Int("signaling_port", c.SignalingPort),
+		slog.Int("cluster_port", c.ClusterPort),
+		slog.Any("contact_node_name_list", contacts),
+		slog.String("external_api_url", c.ExternalAPIURL),
+		slog.String("external_signaling_url", c.ExternalSignalingURL),
+		slog.String("api_bearer_token", token),
+		slog.String("api_cors_origin", c.APICORSOrigin),
+		slog.Int64("api_max_body_size", c.APIMaxBodySize),
+		slog.Int("license_max_connections", c.LicenseMaxConnections),
+		slog.Int("license_max_nodes", c.LicenseMaxNodes),
+		slog.String("license_serial_code", c.LicenseSerialCode),
+		slog.String("license_type", c.LicenseType),
+		slog.String("log_level", c.LogLevel),
+		slog.String("log_format", c.LogFormat),
+		slog.String("cluster_probe_interval", c.ProbeInterval.String()),
+		slog.String("cluster_peer_timeout", c.PeerTimeout.String()),
+		slog.String("raft_heartbeat_timeout", c.RaftHeartbeatTimeout.String()),
+		slog.String("raft_election_timeout", c.RaftElectionTimeout.String()),
+		slog.String("raft_leader_lease_timeout", c.RaftLeaderLeaseTimeout.String()),
+		slog.String("cluster_request_timeout", c.ClusterRequestTimeout.String()),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+	)
+}
+
+// String renders the configuration as key=value pairs without the bearer
+// token, so that printing a Config with %v or %s cannot leak it either.
+func (c Config) String() string {
+	var b strings.Builder
+	for i, a := range c.LogValue().Group() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%v", a.Key, a.Value)
+	}
+	return b.String()
+}
+
+// GoString keeps %#v from printing the bearer token.
+func (c Config) GoString() string { return "main.Config{" + c.String() + "}" }
+
+// --- key parsers ---
+
+func deriveNodeName(c *Config, hostname func() (string, error)) (string, error) {
+	host := c.ListenAddress
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		h, err := hostname()
+		if err != nil {
+			return "", fmt.Errorf("listen_address %s is unspecified and the hostname is unknown: %w", host, err)
+		}
+		host = h
+	}
+	return "sorad@" + host, nil
+}
+
+func setNodeName(c *Config, v string) error {
+	if err := checkNodeName(v); err != nil {
+		return err
+	}
+	c.NodeName = v
+	return nil
+}
+
+func setContactList(c *Config, v string) error {
+	var list []string
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if err := checkNodeName(item); err != nil {
+			return err
+		}
+		list = append(list, item)
+	}
+	c.ContactNodeNameList = list
+	return nil
+}
+
+// checkNodeName accepts name@host with non-empty parts, a single @ and no
+// whitespace.
+func checkNodeName(v string) error {
+	name, host, ok := strings.Cut(v, "@")
+	switch {
+	case !ok || name == "" || host == "" || strings.Contains(host, "@"):
+		return fmt.Errorf("%q is not a node name of the form name@host", v)
+	case strings.ContainsFunc(v, unicode.IsSpace):
+		return fmt.Errorf("node name %q contains whitespace", v)
+	}
+	return nil
+}
+
+// nodeHost returns the host part of a validated node name.
+func nodeHost(nodeName string) string {
+	_, host, _ := strings.Cut(nodeName, "@")
+	return host
+}
+
+func noWhitespace(v string) error {
+	if strings.ContainsFunc(v, unicode.IsSpace) {
+		return fmt.Errorf("%q contains whitespace", v)
+	}
+	return nil
+}
+
+func stringField(field func(*Config) *string, check func(string) error) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if check != nil {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
+		*field(c) = v
+		return nil
+	}
+}
+
+func enumField(field func(*Config) *string, allowed ...string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		for _, a := range allowed {
+			if v == a {
+				*field(c) = v
+				return nil
+			}
+		}
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+}
+
+func parseInt(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an integer", v)
+	}
+	return n, nil
+}
+
+func intField(field func(*Config) *int, min int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := parseInt(v)
+		if err != nil {
+			return err
+		}
+		if n < min {
+			return fmt.Errorf("%d is less than %d", n, min)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func portField(field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := parseInt(v)
+		if err != nil {
+			return err
+		}
+		if n < 1 || n > 65535 {
+			return fmt.Errorf("port %d out of range 1-65535", n)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func durationField(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (e.g. 500ms, 3s)", v)
+		}
+		if d <= 0 {
+			return fmt.Errorf("duration %s must be greater than 0", d)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func urlField(field func(*Config) *string, schemes ...string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		u, err := url.Parse(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a URL: %w", v, err)
+		}
+		ok := false
+		for _, s := range schemes {
+			ok = ok || u.Scheme == s
+		}
+		if !ok {
+			return fmt.Errorf("URL %q must have scheme %s", v, strings.Join(schemes, " or "))
+		}
+		if u.Host == "" {
+			return fmt.Errorf("URL %q has no host", v)
+		}
+		*field(c) = v
+		return nil
+	}
+}

@@ -1,0 +1,544 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// mapEnv returns a getenv function backed by m.
+func mapEnv(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+// writeConf writes content to a sorad.conf in a fresh temporary directory and
+// returns its path.
+func writeConf(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sorad.conf")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// inEmptyDir runs the test in an empty working directory so that a stray
+// ./sorad.conf cannot influence it.
+func inEmptyDir(t *testing.T) {
+	t.Helper()
+	t.Chdir(t.TempDir())
+}
+
+func fixedHostname(name string) func() (string, error) {
+	return func() (string, error) { return name, nil }
+}
+
+func TestDefaults(t *testing.T) {
+	inEmptyDir(t)
+	got, err := loadConfig(nil, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		ConfigFile:             "",
+		NodeName:               "sorad@127.0.0.1",
+		DataDir:                "./data",
+		ListenAddress:          "127.0.0.1",
+		APIPort:                3000,
+		SignalingPort:          5000,
+		ClusterPort:            5890,
+		ContactNodeNameList:    nil,
+		ExternalAPIURL:         "http://127.0.0.1:3000/",
+		ExternalSignalingURL:   "ws://127.0.0.1:5000/signaling",
+		APIBearerToken:         "",
+		APICORSOrigin:          "http://127.0.0.1:5000",
+		APIMaxBodySize:         1048576,
+		LicenseMaxConnections:  500,
+		LicenseMaxNodes:        0,
+		LicenseSerialCode:      "",
+		LicenseType:            "sorad",
+		LogLevel:               "info",
+		LogFormat:              "json",
+		ProbeInterval:          time.Second,
+		PeerTimeout:            3 * time.Second,
+		RaftHeartbeatTimeout:   500 * time.Millisecond,
+		RaftElectionTimeout:    500 * time.Millisecond,
+		RaftLeaderLeaseTimeout: 250 * time.Millisecond,
+		ClusterRequestTimeout:  5 * time.Second,
+		ShutdownTimeout:        10 * time.Second,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults:\n got %#v\nwant %#v", got, want)
+	}
+}
+
+func TestUnspecifiedListenAddressUsesHostname(t *testing.T) {
+	inEmptyDir(t)
+	for _, addr := range []string{"0.0.0.0", "::"} {
+		t.Run(addr, func(t *testing.T) {
+			got, err := resolveConfig([]string{"--listen_address", addr}, mapEnv(nil), io.Discard, fixedHostname("box1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.NodeName != "sorad@box1" || got.ExternalAPIURL != "http://box1:3000/" {
+				t.Errorf("node_name %q external_api_url %q", got.NodeName, got.ExternalAPIURL)
+			}
+		})
+	}
+	_, err := resolveConfig([]string{"--listen_address=0.0.0.0"}, mapEnv(nil), io.Discard,
+		func() (string, error) { return "", errors.New("no hostname") })
+	if err == nil || !strings.Contains(err.Error(), "node_name") {
+		t.Errorf("hostname failure: err = %v", err)
+	}
+	// An explicit node name needs no hostname.
+	got, err := resolveConfig([]string{"--listen_address=0.0.0.0", "--node_name=a@10.0.0.1"}, mapEnv(nil), io.Discard,
+		func() (string, error) { return "", errors.New("no hostname") })
+	if err != nil || got.NodeName != "a@10.0.0.1" {
+		t.Errorf("got %q, %v", got.NodeName, err)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	inEmptyDir(t)
+	conf := writeConf(t, "api_port = 3001\n")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{"default", nil, nil, 3000},
+		{"file", []string{"--config", conf}, nil, 3001},
+		{"env over file", []string{"--config", conf}, map[string]string{"SORAD_API_PORT": "3002"}, 3002},
+		{"flag over env and file", []string{"--config", conf, "--api_port=3003"}, map[string]string{"SORAD_API_PORT": "3002"}, 3003},
+		{"flag with separate value", []string{"--api_port", "3004"}, map[string]string{"SORAD_API_PORT": "3002"}, 3004},
+		{"config from env", nil, map[string]string{"SORAD_CONFIG": conf}, 3001},
+		{"env without file", nil, map[string]string{"SORAD_API_PORT": "3002"}, 3002},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := loadConfig(tt.args, mapEnv(tt.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.APIPort != tt.want {
+				t.Errorf("APIPort = %d, want %d", got.APIPort, tt.want)
+			}
+		})
+	}
+}
+
+func TestConfigFileSelection(t *testing.T) {
+	inEmptyDir(t)
+	a := writeConf(t, "license_type = a\n")
+	b := writeConf(t, "license_type = b\n")
+	// --config beats SORAD_CONFIG.
+	got, err := loadConfig([]string{"--config=" + a}, mapEnv(map[string]string{"SORAD_CONFIG": b}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LicenseType != "a" || got.ConfigFile != a {
+		t.Errorf("license_type %q config_file %q", got.LicenseType, got.ConfigFile)
+	}
+
+	// ./sorad.conf is read when nothing names a file.
+	if err := os.WriteFile(defaultConfigFile, []byte("license_type = cwd\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err = loadConfig(nil, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LicenseType != "cwd" || got.ConfigFile != defaultConfigFile {
+		t.Errorf("license_type %q config_file %q", got.LicenseType, got.ConfigFile)
+	}
+
+	// An empty explicit path reads no file at all.
+	got, err = loadConfig([]string{"--config="}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LicenseType != "sorad" || got.ConfigFile != "" {
+		t.Errorf("license_type %q config_file %q", got.LicenseType, got.ConfigFile)
+	}
+}
+
+func TestDerivedDefaults(t *testing.T) {
+	inEmptyDir(t)
+	tests := []struct {
+		name                       string
+		args                       []string
+		env                        map[string]string
+		wantNode, wantAPI, wantSig string
+		wantCORS                   string
+	}{
+		{
+			name:     "node name overridden",
+			args:     []string{"--node_name=foo@10.0.0.5"},
+			wantNode: "foo@10.0.0.5", wantAPI: "http://10.0.0.5:3000/",
+			wantSig: "ws://10.0.0.5:5000/signaling", wantCORS: "http://10.0.0.5:5000",
+		},
+		{
+			name:     "ports overridden",
+			env:      map[string]string{"SORAD_API_PORT": "8080", "SORAD_SIGNALING_PORT": "8443"},
+			wantNode: "sorad@127.0.0.1", wantAPI: "http://127.0.0.1:8080/",
+			wantSig: "ws://127.0.0.1:8443/signaling", wantCORS: "http://127.0.0.1:8443",
+		},
+		{
+			name:     "listen address overridden",
+			args:     []string{"--listen_address=192.0.2.7"},
+			wantNode: "sorad@192.0.2.7", wantAPI: "http://192.0.2.7:3000/",
+			wantSig: "ws://192.0.2.7:5000/signaling", wantCORS: "http://192.0.2.7:5000",
+		},
+		{
+			name:     "ipv6 host is bracketed",
+			args:     []string{"--listen_address=::1"},
+			wantNode: "sorad@::1", wantAPI: "http://[::1]:3000/",
+			wantSig: "ws://[::1]:5000/signaling", wantCORS: "http://[::1]:5000",
+		},
+		{
+			name: "explicit values are not derived",
+			args: []string{
+				"--node_name=foo@h1",
+				"--external_api_url=https://api.example.com/",
+				"--external_signaling_url=wss://sig.example.com/signaling",
+				"--api_cors_origin=https://app.example.com",
+			},
+			wantNode: "foo@h1", wantAPI: "https://api.example.com/",
+			wantSig: "wss://sig.example.com/signaling", wantCORS: "https://app.example.com",
+		},
+		{
+			name:     "explicitly empty cors origin stays empty",
+			args:     []string{"--api_cors_origin="},
+			wantNode: "sorad@127.0.0.1", wantAPI: "http://127.0.0.1:3000/",
+			wantSig: "ws://127.0.0.1:5000/signaling", wantCORS: "",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := loadConfig(tt.args, mapEnv(tt.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.NodeName != tt.wantNode || got.ExternalAPIURL != tt.wantAPI ||
+				got.ExternalSignalingURL != tt.wantSig || got.APICORSOrigin != tt.wantCORS {
+				t.Errorf("got node %q api %q sig %q cors %q", got.NodeName, got.ExternalAPIURL,
+					got.ExternalSignalingURL, got.APICORSOrigin)
+			}
+		})
+	}
+}
+
+func TestFileSyntax(t *testing.T) {
+	inEmptyDir(t)
+	conf := writeConf(t, strings.Join([]string{
+		"\ufeff# sorad.conf",
+		"",
+		"   # indented comment",
+		"node_name = \"n1@192.0.2.1\"",
+		"\tlicense_serial_code=  \"  spaced  \"  ",
+		"license_type=\"\"",
+		"api_bearer_token = abc#def",
+		"log_level=debug\r",
+		"contact_node_name_list = n2@192.0.2.2, ,n3@192.0.2.3 ,",
+	}, "\n"))
+	got, err := loadConfig([]string{"--config", conf}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.NodeName != "n1@192.0.2.1" {
+		t.Errorf("NodeName %q", got.NodeName)
+	}
+	if got.LicenseSerialCode != "  spaced  " {
+		t.Errorf("LicenseSerialCode %q", got.LicenseSerialCode)
+	}
+	if got.LicenseType != "" {
+		t.Errorf("LicenseType %q", got.LicenseType)
+	}
+	if got.APIBearerToken != "abc#def" {
+		t.Errorf("APIBearerToken %q", got.APIBearerToken)
+	}
+	if got.LogLevel != "debug" {
+		t.Errorf("LogLevel %q", got.LogLevel)
+	}
+	if want := []string{"n2@192.0.2.2", "n3@192.0.2.3"}; !reflect.DeepEqual(got.ContactNodeNameList, want) {
+		t.Errorf("ContactNodeNameList %q, want %q", got.ContactNodeNameList, want)
+	}
+}
+
+func TestContactList(t *testing.T) {
+	inEmptyDir(t)
+	tests := []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{"", nil, ""},
+		{" , ,", nil, ""},
+		{"a@h1", []string{"a@h1"}, ""},
+		{" a@h1 ,b@h2,, c@h3 ", []string{"a@h1", "b@h2", "c@h3"}, ""},
+		{"a@h1,b", nil, `env SORAD_CONTACT_NODE_NAME_LIST: "b" is not a node name`},
+		{"a@h1,@h2", nil, `"@h2" is not a node name`},
+		{"a@h1,b@", nil, `"b@" is not a node name`},
+		{"a b@h1", nil, "contains whitespace"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := loadConfig(nil, mapEnv(map[string]string{"SORAD_CONTACT_NODE_NAME_LIST": tt.in}), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.ContactNodeNameList, tt.want) {
+				t.Errorf("got %q, want %q", got.ContactNodeNameList, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	inEmptyDir(t)
+	missing := filepath.Join(t.TempDir(), "nope.conf")
+	tests := []struct {
+		name    string
+		file    string // written to a temp sorad.conf and passed via --config when non-empty
+		args    []string
+		env     map[string]string
+		wantErr []string // substrings of the error
+	}{
+		{name: "port not an integer", args: []string{"--api_port=abc"},
+			wantErr: []string{`flag --api_port: "abc" is not an integer`}},
+		{name: "port out of range in file", file: "# c\n\nsignaling_port = 5001\napi_port = 70000\n",
+			wantErr: []string{"sorad.conf:4: api_port: port 70000 out of range 1-65535"}},
+		{name: "port zero from env", env: map[string]string{"SORAD_CLUSTER_PORT": "0"},
+			wantErr: []string{"env SORAD_CLUSTER_PORT: port 0 out of range 1-65535"}},
+		{name: "ports collide", args: []string{"--cluster_port=3000"},
+			wantErr: []string{"flag --cluster_port: port 3000 is already used by api_port (3000, default api_port)"}},
+		{name: "node name without at", args: []string{"--node_name=foo"},
+			wantErr: []string{"flag --node_name:", `"foo" is not a node name`}},
+		{name: "node name empty host", env: map[string]string{"SORAD_NODE_NAME": "foo@"},
+			wantErr: []string{"env SORAD_NODE_NAME:", "not a node name"}},
+		{name: "node name two ats", args: []string{"--node_name=a@b@c"},
+			wantErr: []string{"not a node name"}},
+		{name: "node name with whitespace", file: "node_name = \"a b@h\"\n",
+			wantErr: []string{"sorad.conf:1: node_name:", "whitespace"}},
+		{name: "bad duration", args: []string{"--shutdown_timeout=10"},
+			wantErr: []string{`flag --shutdown_timeout: "10" is not a duration`}},
+		{name: "zero duration", env: map[string]string{"SORAD_CLUSTER_REQUEST_TIMEOUT": "0s"},
+			wantErr: []string{"env SORAD_CLUSTER_REQUEST_TIMEOUT:", "greater than 0"}},
+		{name: "negative duration", args: []string{"--cluster_peer_timeout=-1s"},
+			wantErr: []string{"flag --cluster_peer_timeout:", "greater than 0"}},
+		{name: "probe interval not below peer timeout", args: []string{"--cluster_probe_interval=3s"},
+			wantErr: []string{"flag --cluster_probe_interval: 3s must be less than cluster_peer_timeout (3s, default cluster_peer_timeout)"}},
+		{name: "raft timeout too low", args: []string{"--raft_leader_lease_timeout=1ms"},
+			wantErr: []string{"flag --raft_leader_lease_timeout: 1ms is less than 5ms"}},
+		{name: "raft lease above heartbeat", args: []string{"--raft_leader_lease_timeout=600ms"},
+			wantErr: []string{"flag --raft_leader_lease_timeout:", "raft_heartbeat_timeout"}},
+		{name: "raft election below heartbeat", env: map[string]string{"SORAD_RAFT_ELECTION_TIMEOUT": "400ms"},
+			wantErr: []string{"env SORAD_RAFT_ELECTION_TIMEOUT:", "raft_heartbeat_timeout"}},
+		{name: "bad log level", args: []string{"--log_level=trace"},
+			wantErr: []string{`flag --log_level: "trace" is not one of debug, info, warn, error`}},
+		{name: "bad log format", env: map[string]string{"SORAD_LOG_FORMAT": "xml"},
+			wantErr: []string{"env SORAD_LOG_FORMAT:", "json, text"}},
+		{name: "body size too small", args: []string{"--api_max_body_size=1023"},
+			wantErr: []string{"flag --api_max_body_size: 1023 is less than 1024"}},
+		{name: "max connections zero", args: []string{"--license_max_connections=0"},
+			wantErr: []string{"flag --license_max_connections: 0 is less than 1"}},
+		{name: "max nodes negative", args: []string{"--license_max_nodes=-1"},
+			wantErr: []string{"flag --license_max_nodes: -1 is less than 0"}},
+		{name: "listen address not an IP", args: []string{"--listen_address=localhost"},
+			wantErr: []string{`flag --listen_address: "localhost" is not an IP address`}},
+		{name: "api url bad scheme", args: []string{"--external_api_url=ws://h:3000/"},
+			wantErr: []string{"flag --external_api_url:", "http or https"}},
+		{name: "signaling url bad scheme", args: []string{"--external_signaling_url=http://h:5000/signaling"},
+			wantErr: []string{"flag --external_signaling_url:", "ws or wss"}},
+		{name: "api url unparsable", args: []string{"--external_api_url=http://[::1"},
+			wantErr: []string{"flag --external_api_url:", "not a URL"}},
+		{name: "explicitly empty api url", env: map[string]string{"SORAD_EXTERNAL_API_URL": ""},
+			wantErr: []string{"env SORAD_EXTERNAL_API_URL:"}},
+		{name: "unknown file key", file: "api_port = 3000\n\n# x\nfoo = bar\n",
+			wantErr: []string{`sorad.conf:4: unknown key "foo"`}},
+		{name: "config is not a file key", file: "config = x\n",
+			wantErr: []string{`sorad.conf:1: unknown key "config"`}},
+		{name: "duplicate file key", file: "api_port = 3000\nlog_level = info\napi_port = 3001\n",
+			wantErr: []string{`sorad.conf:3: duplicate key "api_port" (first set at line 1)`}},
+		{name: "malformed line", file: "# ok\napi_port 3000\n",
+			wantErr: []string{"sorad.conf:2: expected key = value"}},
+		{name: "missing key", file: "= 3000\n",
+			wantErr: []string{"sorad.conf:1: missing key"}},
+		{name: "unterminated quote", file: "license_type = \"abc\n",
+			wantErr: []string{"sorad.conf:1: license_type: unterminated quoted value"}},
+		{name: "missing explicit config flag", args: []string{"--config", missing},
+			wantErr: []string{"flag --config: config file:", "nope.conf"}},
+		{name: "missing explicit config env", env: map[string]string{"SORAD_CONFIG": missing},
+			wantErr: []string{"env SORAD_CONFIG: config file:", "nope.conf"}},
+		{name: "unknown flag", args: []string{"--nope=1"},
+			wantErr: []string{"flag provided but not defined: -nope"}},
+		{name: "flag without value", args: []string{"--api_port"},
+			wantErr: []string{"flag needs an argument: -api_port"}},
+		{name: "positional argument", args: []string{"extra"},
+			wantErr: []string{`unexpected argument "extra"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				args = append([]string{"--config", writeConf(t, tt.file)}, args...)
+			}
+			_, err := loadConfig(args, mapEnv(tt.env), io.Discard)
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.wantErr)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %q, want containing %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestInvalidOverriddenValueIsIgnored(t *testing.T) {
+	inEmptyDir(t)
+	conf := writeConf(t, "api_port = abc\n")
+	got, err := loadConfig([]string{"--config", conf}, mapEnv(map[string]string{"SORAD_API_PORT": "3100"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.APIPort != 3100 {
+		t.Errorf("APIPort = %d", got.APIPort)
+	}
+}
+
+func TestUnknownEnvIgnored(t *testing.T) {
+	inEmptyDir(t)
+	env := map[string]string{"SORAD_NOPE": "x", "SORAD_node_name": "ignored@x"}
+	got, err := loadConfig(nil, mapEnv(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.NodeName != "sorad@127.0.0.1" {
+		t.Errorf("NodeName %q", got.NodeName)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	inEmptyDir(t)
+	for _, arg := range []string{"--help", "-h", "-help"} {
+		t.Run(arg, func(t *testing.T) {
+			var out bytes.Buffer
+			// A broken config file must not prevent --help.
+			env := map[string]string{"SORAD_CONFIG": filepath.Join(t.TempDir(), "missing.conf")}
+			_, err := loadConfig([]string{"--api_port=1", arg}, mapEnv(env), &out)
+			if !errors.Is(err, errHelp) || !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("err = %v, want errHelp", err)
+			}
+			text := out.String()
+			last := 0
+			for _, spec := range keySpecs {
+				i := strings.Index(text, "--"+spec.name+" ")
+				if i < 0 {
+					t.Errorf("usage lacks key %s", spec.name)
+					continue
+				}
+				if i < last {
+					t.Errorf("key %s out of order", spec.name)
+				}
+				last = i
+				line := text[i:]
+				line = line[:strings.IndexByte(line, '\n')]
+				def := spec.defHelp
+				if def == "" {
+					def = spec.def
+				}
+				if !strings.Contains(line, def) || !strings.Contains(line, spec.desc) {
+					t.Errorf("usage line %q lacks default %q or description", line, def)
+				}
+			}
+			for _, w := range []string{"--config", "SORAD_CONFIG", "SORAD_<KEY>", "1048576", "sorad@<host of listen_address>"} {
+				if !strings.Contains(text, w) {
+					t.Errorf("usage lacks %q", w)
+				}
+			}
+		})
+	}
+	// Errors print nothing to stdout.
+	var out bytes.Buffer
+	if _, err := loadConfig([]string{"--nope"}, mapEnv(nil), &out); err == nil || out.Len() != 0 {
+		t.Errorf("err = %v, stdout %q", err, out.String())
+	}
+}
+
+func TestKeySpecsComplete(t *testing.T) {
+	// Every Config field but ConfigFile has a complete key spec.
+	inEmptyDir(t)
+	for _, spec := range keySpecs {
+		if spec.set == nil || spec.desc == "" {
+			t.Errorf("spec %s incomplete", spec.name)
+		}
+		if spec.derive == nil && spec.defHelp == "" && spec.def == "" {
+			t.Errorf("spec %s has no default shown in help", spec.name)
+		}
+	}
+	if len(keySpecs) != reflect.TypeFor[Config]().NumField()-1 {
+		t.Errorf("%d keys for %d Config fields", len(keySpecs), reflect.TypeFor[Config]().NumField()-1)
+	}
+}
+
+func TestRedactedLogValue(t *testing.T) {
+	inEmptyDir(t)
+	const token = "s3cr3t-T0KEN"
+	cfg, err := loadConfig([]string{"--api_bearer_token", token, "--contact_node_name_list=a@h1"}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.APIBearerToken != token {
+		t.Fatalf("token not loaded: %q", cfg.APIBearerToken)
+	}
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		var h slog.Handler = slog.NewJSONHandler(&buf, nil)
+		if format == "text" {
+			h = slog.NewTextHandler(&buf, nil)
+		}
+		slog.New(h).Info("config", "config", cfg)
+		out := buf.String()
+		if strings.Contains(out, token) {
+			t.Errorf("%s log contains the token: %s", format, out)
+		}
+		if !strings.Contains(out, "api_bearer_token") || !strings.Contains(out, "set") {
+			t.Errorf("%s log lacks api_bearer_token=set: %s", format, out)
+		}
+		if !strings.Contains(out, "sorad@127.0.0.1") || !strings.Contains(out, "a@h1") {
+			t.Errorf("%s log lacks other values: %s", format, out)
+		}
+	}
+	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), cfg.String()} {
+		if strings.Contains(s, token) {
+			t.Errorf("formatted config contains the token: %s", s)
+		}
+	}
+	var buf bytes.Buffer
+	cfg.APIBearerToken = ""
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", cfg)
+	if !strings.Contains(buf.String(), "config.api_bearer_token=unset") {
+		t.Errorf("unset token not shown: %s", buf.String())
+	}
+}

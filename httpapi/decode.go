@@ -1,0 +1,96 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+)
+
+// Request bodies are decoded in two steps so each kind of bad input gets its
+// own error: the body must be one JSON object (INVALID-JSON,
+// INVALID-REQUEST-BODY); then each field the target knows is decoded on its
+// own (INVALID-FIELD-TYPE names the field and the type it needs), required
+// fields must be present and not null (MISSING-FIELD), and required strings
+// must not be empty (INVALID-FIELD-VALUE). Unknown fields are ignored, as Sora
+// ignores them.
+//
+// Request structs declare fields with a json tag and, when required, an api
+// tag: `json:"channel_id" api:"required"`.
+
+// decodeBody decodes body into a new T. An empty body counts as {}.
+func decodeBody[T any](body []byte) (T, error) {
+	var out T
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		body = []byte("{}")
+	}
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&fields); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return out, apiErr(400, "INVALID-REQUEST-BODY", "the request body must be a JSON object")
+		}
+		return out, apiErr(400, "INVALID-JSON", "the request body is not valid JSON: "+err.Error())
+	}
+	if fields == nil { // the body was null
+		return out, apiErr(400, "INVALID-REQUEST-BODY", "the request body must be a JSON object")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return out, apiErr(400, "INVALID-JSON", "unexpected data after the JSON object")
+	}
+	v := reflect.ValueOf(&out).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		required := f.Tag.Get("api") == "required"
+		raw, present := fields[name]
+		if !present || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			if required {
+				return out, apiErr(400, "MISSING-FIELD", fieldReason{Field: name, Expected: typeName(f.Type)})
+			}
+			continue
+		}
+		if err := json.Unmarshal(raw, v.Field(i).Addr().Interface()); err != nil {
+			return out, apiErr(400, "INVALID-FIELD-TYPE", fieldReason{Field: name, Expected: typeName(f.Type)})
+		}
+		if required && f.Type.Kind() == reflect.String && v.Field(i).String() == "" {
+			return out, apiErr(400, "INVALID-FIELD-VALUE", fieldReason{Field: name, Expected: "non-empty string"})
+		}
+	}
+	return out, nil
+}
+
+type fieldReason struct {
+	Field    string `json:"field"`
+	Expected string `json:"expected"`
+}
+
+// typeName names a Go field type in JSON terms for error reasons.
+func typeName(t reflect.Type) string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	default:
+		return "object"
+	}
+}

@@ -1,0 +1,99 @@
+package httpapi
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sorad/sorad/cluster"
+)
+
+// metrics is the node's Prometheus registry: API calls, and cluster state
+// read once per scrape.
+type metrics struct {
+	registry *prometheus.Registry
+	calls    *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newMetrics(cl *cluster.Cluster, targets map[string]target) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sorad_api_requests_total",
+			Help: "API calls by x-sora-target and HTTP status.",
+		}, []string{"target", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sorad_api_request_duration_seconds",
+			Help:    "API call latency by x-sora-target.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"target"}),
+	}
+	m.registry.MustRegister(
+		m.calls, m.latency,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&clusterCollector{cl: cl},
+	)
+	// Create the series for every known target so dashboards see zeros.
+	for name := range targets {
+		m.latency.WithLabelValues(name)
+	}
+	return m
+}
+
+func (m *metrics) observe(target string, status int, d time.Duration) {
+	m.calls.WithLabelValues(target, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(target).Observe(d.Seconds())
+}
+
+var (
+	descRaftState = prometheus.NewDesc("sorad_raft_state", "1 for this node's current Raft state.", []string{"state"}, nil)
+	descRaftTerm  = prometheus.NewDesc("sorad_raft_term", "Current Raft term.", nil, nil)
+	descCommit    = prometheus.NewDesc("sorad_raft_commit_index", "Raft commit index.", nil, nil)
+	descApplied   = prometheus.NewDesc("sorad_raft_applied_index", "Raft index applied to the state machine.", nil, nil)
+	descLast      = prometheus.NewDesc("sorad_raft_last_index", "Last Raft log index.", nil, nil)
+	descVoters    = prometheus.NewDesc("sorad_cluster_voters", "Raft voters in the cluster configuration.", nil, nil)
+	descNodes     = prometheus.NewDesc("sorad_cluster_nodes", "Registered cluster nodes.", nil, nil)
+	descConnected = prometheus.NewDesc("sorad_cluster_connected_nodes", "Cluster nodes this node is connected to, itself included.", nil, nil)
+	descChannels  = prometheus.NewDesc("sorad_cluster_channels", "Channels assigned to a node in charge.", nil, nil)
+)
+
+// clusterCollector reads the cluster's state at scrape time.
+type clusterCollector struct{ cl *cluster.Cluster }
+
+func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRaftState, descRaftTerm, descCommit, descApplied, descLast, descVoters, descNodes, descConnected, descChannels} {
+		ch <- d
+	}
+}
+
+func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.cl.Stats()
+	for _, s := range []string{"leader", "follower", "candidate", "shutdown"} {
+		v := 0.0
+		if s == st.State {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRaftState, prometheus.GaugeValue, v, s)
+	}
+	connected := 0
+	for _, n := range c.cl.Nodes() {
+		if n.Connected {
+			connected++
+		}
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	gauge(descRaftTerm, float64(st.Term))
+	gauge(descCommit, float64(st.CommitIndex))
+	gauge(descApplied, float64(st.AppliedIndex))
+	gauge(descLast, float64(st.LastIndex))
+	gauge(descVoters, float64(st.Voters))
+	gauge(descNodes, float64(st.Nodes))
+	gauge(descConnected, float64(connected))
+	gauge(descChannels, float64(st.Channels))
+}

@@ -1,0 +1,276 @@
+// Package httpapi serves Sora's HTTP API on echo: POST / with an
+// x-sora-target header naming the operation, JSON in and out. It owns the
+// target table, request decoding and validation, the error format, CORS,
+// the optional bearer token, and /metrics. It does no cluster or media work
+// itself: handlers call package cluster (and later media).
+package httpapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sorad/sorad/cluster"
+)
+
+// Config configures the API server.
+type Config struct {
+	// CORSOrigin is sent as access-control-allow-origin; empty sends no CORS
+	// headers.
+	CORSOrigin string
+	// BearerToken, when set, is required as "Authorization: Bearer <token>".
+	BearerToken string
+	// MaxBodySize is the largest accepted request body in bytes.
+	MaxBodySize int64
+	// Version is reported by GetStatsReport.
+	Version string
+	// RequestTimeout bounds a cluster operation started by one call. Joins
+	// get three times as long (they wait for the state to replicate).
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Server is the API server's HTTP handler.
+type Server struct {
+	cfg     Config
+	cluster *cluster.Cluster
+	echo    *echo.Echo
+	targets map[string]target
+	metrics *metrics
+}
+
+// corsAllowHeaders is the seeds' access-control-allow-headers value.
+const corsAllowHeaders = "Origin, X-Requested-With, Content-Type, Accept, x-sora-target"
+
+// New builds the API server for a node.
+func New(cfg Config, cl *cluster.Cluster) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodySize <= 0 {
+		cfg.MaxBodySize = 1 << 20
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 5 * time.Second
+	}
+	s := &Server{cfg: cfg, cluster: cl, echo: echo.New()}
+	s.targets = s.targetTable()
+	s.metrics = newMetrics(cl, s.targets)
+
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleEchoError
+	e.Use(s.recoverPanics)
+	e.POST("/", s.dispatch)
+	e.OPTIONS("/", s.preflight)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
+	return s
+}
+
+// ServeHTTP makes Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// target is one API operation: it decodes its own body and returns the value
+// to encode as the 200 answer, or an error.
+type target func(ctx context.Context, body []byte) (any, error)
+
+// apiError is an error answer: status plus Sora's error body.
+type apiError struct {
+	Status int
+	Type   string
+	Reason any
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %v", e.Status, e.Type, e.Reason) }
+
+func apiErr(status int, typ string, reason any) *apiError {
+	return &apiError{Status: status, Type: typ, Reason: reason}
+}
+
+// toAPIError maps any handler error to its answer. This is the one place
+// where error kinds become statuses.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var ce *cluster.Error
+	if errors.As(err, &ce) {
+		switch ce.Kind {
+		case cluster.KindInvalid:
+			return apiErr(http.StatusBadRequest, ce.Type, ce.Reason)
+		default:
+			return apiErr(http.StatusServiceUnavailable, ce.Type, ce.Reason)
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return apiErr(http.StatusServiceUnavailable, cluster.TypeNoQuorum, "the operation did not finish in time")
+	}
+	return apiErr(http.StatusInternalServerError, "INTERNAL-ERROR", "unexpected error; see the server log")
+}
+
+func (s *Server) setCORS(h http.Header) {
+	if s.cfg.CORSOrigin == "" {
+		return
+	}
+	allow := corsAllowHeaders
+	if s.cfg.BearerToken != "" {
+		allow += ", Authorization"
+	}
+	h.Set("Access-Control-Allow-Headers", allow)
+	h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+	h.Set("Access-Control-Allow-Origin", s.cfg.CORSOrigin)
+	h.Set("Access-Control-Max-Age", "1000")
+}
+
+func (s *Server) preflight(c echo.Context) error {
+	s.setCORS(c.Response().Header())
+	return c.NoContent(http.StatusOK)
+}
+
+// dispatch serves POST /.
+func (s *Server) dispatch(c echo.Context) error {
+	start := time.Now()
+	name := c.Request().Header.Get("x-sora-target")
+	status, err := s.call(c, name)
+	label := name
+	if _, known := s.targets[name]; !known {
+		label = "unknown" // bound the label set
+	}
+	s.metrics.observe(label, status, time.Since(start))
+	return err
+}
+
+// call runs one API call and writes its answer; it returns the status sent.
+func (s *Server) call(c echo.Context, name string) (int, error) {
+	s.setCORS(c.Response().Header())
+	if !s.authorized(c.Request()) {
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="sorad"`)
+		return s.writeError(c, apiErr(http.StatusUnauthorized, "UNAUTHORIZED", "a valid Authorization: Bearer token is required"))
+	}
+	if name == "" {
+		return s.writeError(c, apiErr(http.StatusBadRequest, "MISSING-TARGET", "the x-sora-target header is required"))
+	}
+	op, ok := s.targets[name]
+	if !ok {
+		return s.writeError(c, apiErr(http.StatusBadRequest, "UNKNOWN-TARGET", map[string]string{"target": name}))
+	}
+	body, err := s.readBody(c.Request())
+	if err != nil {
+		return s.writeError(c, err)
+	}
+	out, err := op(c.Request().Context(), body)
+	if err != nil {
+		return s.writeError(c, err)
+	}
+	return http.StatusOK, s.writeJSON(c, http.StatusOK, out)
+}
+
+// readBody reads the request body up to MaxBodySize.
+func (s *Server) readBody(r *http.Request) ([]byte, error) {
+	limit := s.cfg.MaxBodySize
+	tooLarge := apiErr(http.StatusBadRequest, "REQUEST-BODY-TOO-LARGE", map[string]int64{"max_body_size": limit})
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, apiErr(http.StatusBadRequest, "INVALID-REQUEST-BODY", "cannot read the request body")
+	}
+	if int64(len(body)) > limit {
+		return nil, tooLarge
+	}
+	return body, nil
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.cfg.BearerToken == "" {
+		return true
+	}
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(s.cfg.BearerToken)) == 1
+}
+
+type errorBody struct {
+	ErrorType   string `json:"error_type"`
+	ErrorReason any    `json:"error_reason"`
+}
+
+func (s *Server) writeError(c echo.Context, err error) (int, error) {
+	ae := toAPIError(err)
+	if ae.Status >= 500 {
+		s.cfg.Logger.Error("api call failed", "target", c.Request().Header.Get("x-sora-target"), "error", err)
+	}
+	return ae.Status, s.writeJSON(c, ae.Status, errorBody{ErrorType: ae.Type, ErrorReason: ae.Reason})
+}
+
+// writeJSON writes v with content-type application/json (no charset, as in
+// the seeds).
+func (s *Server) writeJSON(c echo.Context, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode answer: %w", err)
+	}
+	h := c.Response().Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	c.Response().WriteHeader(status)
+	_, err = c.Response().Write(b)
+	return err
+}
+
+// handleEchoError answers routing errors (unknown path, wrong method) in the
+// API's error format.
+func (s *Server) handleEchoError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	status, typ, reason := http.StatusInternalServerError, "INTERNAL-ERROR", any("unexpected error; see the server log")
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		status = he.Code
+		switch he.Code {
+		case http.StatusNotFound:
+			typ, reason = "NOT-FOUND", "the API is served at POST /"
+		case http.StatusMethodNotAllowed:
+			typ, reason = "METHOD-NOT-ALLOWED", "use POST / with an x-sora-target header"
+		default:
+			typ, reason = "HTTP-ERROR", http.StatusText(he.Code)
+		}
+	} else {
+		s.cfg.Logger.Error("api handler error", "error", err)
+	}
+	s.setCORS(c.Response().Header())
+	_ = s.writeJSON(c, status, errorBody{ErrorType: typ, ErrorReason: reason})
+}
+
+// recoverPanics turns a handler panic into a logged 500 instead of a dropped
+// connection. Handlers must not panic; this is the last line of defence.
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.cfg.Logger.Error("api handler panicked", "panic", fmt.Sprint(r), "target", c.Request().Header.Get("x-sora-target"))
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		return next(c)
+	}
+}

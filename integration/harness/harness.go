@@ -1,0 +1,359 @@
+// Package harness runs real sorad processes for black-box tests and
+// benchmarks: it builds the binary once, starts nodes each on its own
+// loopback address (127.0.x.y) with its own data directory, kills and
+// restarts them, and calls their API. Traffic only ever goes to 127.0.0.0/8.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Ports every harness node uses on its own address. They differ from the
+// defaults so a sorad (or anything else) on 0.0.0.0:3000 does not clash.
+const (
+	APIPort       = 13000
+	SignalingPort = 15000
+	ClusterPort   = 15890
+)
+
+// Build compiles cmd/sorad into dir and returns the binary's path. It finds
+// the module root by walking up from the working directory.
+func Build(ctx context.Context, dir string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "sorad")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/sorad")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/sorad: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// addresses hands out loopback addresses 127.0.10.1, 127.0.10.2, ... so that
+// no two nodes of a test run share one.
+var addresses atomic.Int32
+
+// NextAddress returns a loopback address no other node of this run uses.
+func NextAddress() string {
+	n := addresses.Add(1) - 1
+	return fmt.Sprintf("127.0.%d.%d", 10+n/250, 1+n%250)
+}
+
+// Harness owns the nodes of one test.
+type Harness struct {
+	t   testing.TB
+	bin string
+
+	mu    sync.Mutex
+	nodes []*Node
+}
+
+// New returns a harness for t using the binary at bin. Every node still
+// running when t ends is killed; if t failed, each node's log tail is
+// printed.
+func New(t testing.TB, bin string) *Harness {
+	h := &Harness{t: t, bin: bin}
+	t.Cleanup(h.cleanup)
+	return h
+}
+
+func (h *Harness) cleanup() {
+	h.mu.Lock()
+	nodes := h.nodes
+	h.mu.Unlock()
+	for _, n := range nodes {
+		n.Kill()
+	}
+	if h.t.Failed() {
+		for _, n := range nodes {
+			h.t.Logf("--- log of %s (last lines) ---\n%s", n.Name, n.LogTail(40))
+		}
+	}
+}
+
+// Node is one sorad process (running or not) with its identity and data.
+type Node struct {
+	Name    string // name@address
+	Address string // its loopback IP
+	DataDir string
+	Args    []string // extra flags
+
+	h       *Harness
+	logPath string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// NewNode prepares a node named short@<fresh address>; Start runs it.
+func (h *Harness) NewNode(short string, args ...string) *Node {
+	addr := NextAddress()
+	dir := h.t.TempDir()
+	n := &Node{
+		Name:    short + "@" + addr,
+		Address: addr,
+		DataDir: filepath.Join(dir, "data"),
+		Args:    args,
+		h:       h,
+		logPath: filepath.Join(dir, "sorad.log"),
+	}
+	h.mu.Lock()
+	h.nodes = append(h.nodes, n)
+	h.mu.Unlock()
+	return n
+}
+
+// Start runs the node's process. It does not wait for the API.
+func (n *Node) Start() {
+	n.h.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		n.h.t.Fatalf("start %s: already running", n.Name)
+	}
+	args := append([]string{
+		"--config=",
+		"--node_name=" + n.Name,
+		"--listen_address=" + n.Address,
+		"--data_dir=" + n.DataDir,
+		fmt.Sprintf("--api_port=%d", APIPort),
+		fmt.Sprintf("--signaling_port=%d", SignalingPort),
+		fmt.Sprintf("--cluster_port=%d", ClusterPort),
+		"--log_level=debug",
+	}, n.Args...)
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		n.h.t.Fatalf("start %s: %v", n.Name, err)
+	}
+	fmt.Fprintf(logf, "=== start %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
+	cmd := exec.Command(n.h.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = cleanEnv()
+	// The node dies with the test process, even if the test is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		n.h.t.Fatalf("start %s: %v", n.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	n.cmd, n.exited = cmd, exited
+}
+
+// cleanEnv is the environment without SORAD_* variables, so the developer's
+// settings do not leak into test nodes.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SORAD_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// Running reports whether the process is running.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+// Kill sends SIGKILL (kill -9) and waits for the process to go.
+func (n *Node) Kill() { n.signal(syscall.SIGKILL, 5*time.Second) }
+
+// Stop sends SIGTERM and waits up to 15 s for a clean exit, then kills.
+func (n *Node) Stop() {
+	n.h.t.Helper()
+	if !n.signal(syscall.SIGTERM, 15*time.Second) {
+		n.h.t.Errorf("%s did not stop within 15s of SIGTERM; killed", n.Name)
+		n.Kill()
+	}
+}
+
+// signal sends sig and waits up to wait for the process to exit; it reports
+// whether it did.
+func (n *Node) signal(sig syscall.Signal, wait time.Duration) bool {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return true
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(wait):
+		return false
+	}
+	n.mu.Lock()
+	n.cmd = nil
+	n.mu.Unlock()
+	return true
+}
+
+// Restart stops the node cleanly and starts it again on the same data.
+func (n *Node) Restart() {
+	n.h.t.Helper()
+	n.Stop()
+	n.Start()
+}
+
+// LogTail returns the last lines of the node's log.
+func (n *Node) LogTail(lines int) string {
+	f, err := os.Open(n.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var all []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		all = append(all, sc.Text())
+	}
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// APIURL is the node's API endpoint.
+func (n *Node) APIURL() string { return fmt.Sprintf("http://%s:%d/", n.Address, APIPort) }
+
+// ClusterAddress is the node's cluster port address.
+func (n *Node) ClusterAddress() string { return fmt.Sprintf("%s:%d", n.Address, ClusterPort) }
+
+// Response is an API answer.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into v.
+func (r Response) JSON(v any) error {
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		return fmt.Errorf("decode %q: %w", r.Body, err)
+	}
+	return nil
+}
+
+var apiClient = &http.Client{Timeout: 30 * time.Second}
+
+// Call posts body (nil for none; a []byte or string is sent as is, anything
+// else as JSON) to the node's API with the given target.
+func (n *Node) Call(target string, body any) (Response, error) {
+	var raw []byte
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		raw = b
+	case string:
+		raw = []byte(b)
+	default:
+		var err error
+		if raw, err = json.Marshal(b); err != nil {
+			return Response{}, err
+		}
+	}
+	req, err := http.NewRequest(http.MethodPost, n.APIURL(), bytes.NewReader(raw))
+	if err != nil {
+		return Response{}, err
+	}
+	req.Header.Set("x-sora-target", target)
+	if raw != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		return Response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
+}
+
+// MustCall is Call that fails the test on a transport error or a status
+// other than want.
+func (n *Node) MustCall(want int, target string, body any) Response {
+	n.h.t.Helper()
+	r, err := n.Call(target, body)
+	if err != nil {
+		n.h.t.Fatalf("%s %s: %v", n.Name, target, err)
+	}
+	if r.Status != want {
+		n.h.t.Fatalf("%s %s: status %d, want %d: %s", n.Name, target, r.Status, want, r.Body)
+	}
+	return r
+}
+
+// Eventually polls cond every 50 ms until it holds or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// Options sends an OPTIONS / (a CORS preflight) to the node's API.
+func (n *Node) Options() (Response, error) {
+	req, err := http.NewRequest(http.MethodOptions, n.APIURL(), nil)
+	if err != nil {
+		return Response{}, err
+	}
+	req.Header.Set("Origin", "http://127.0.0.1:5000")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		return Response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
+}
