@@ -321,7 +321,7 @@ func (c *Cluster) Nodes() []NodeStatus {
 	inst := c.current()
 	known := map[string]*fsm.Node{}
 	if inst != nil && !c.isPurged() {
-		for _, n := range inst.fsm.State().Nodes {
+		for _, n := range inst.fsm.Nodes() {
 			known[n.Name] = &n
 		}
 		for _, s := range inst.servers() {

@@ -225,7 +225,7 @@ func newPeerClient(timeout time.Duration) *peerClient {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dialCluster(ctx, addr, muxHTTP)
 		},
-		MaxIdleConnsPerHost:   4,
+		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       30 * time.Second,
 		ResponseHeaderTimeout: timeout,
 	}

@@ -73,7 +73,7 @@ func (c *Cluster) probeTargets() map[string]string {
 	if inst == nil {
 		return targets
 	}
-	for _, n := range inst.fsm.State().Nodes {
+	for _, n := range inst.fsm.Nodes() {
 		targets[n.Name] = n.RaftAddress
 	}
 	for _, s := range inst.servers() {

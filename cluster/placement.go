@@ -74,15 +74,22 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 	if channelID == "" {
 		return Assignment{}, invalid(TypeInvalidCommand, "empty channel_id")
 	}
-	for attempt := 0; attempt < maxAcquireAttempts; attempt++ {
-		inst := c.current()
-		if inst == nil || c.Mode() == fsm.ModeInitial {
-			return Assignment{}, unavailable(TypeNodeNotReady, c.cfg.NodeName+" is not a registered member of a cluster", nil)
+	inst := c.current()
+	if inst == nil || c.Mode() == fsm.ModeInitial {
+		return Assignment{}, unavailable(TypeNodeNotReady, c.cfg.NodeName+" is not a registered member of a cluster", nil)
+	}
+	// The first look is at the local copy; after a conflict, at the
+	// leader's answer, which a lagging local copy may not show yet.
+	var holder *fsm.Node
+	cur, stale, exists := inst.fsm.Channel(channelID)
+	if exists {
+		if n, ok := inst.fsm.Node(cur.NodeInCharge); ok {
+			holder = &n
 		}
-		cur, stale, exists := inst.fsm.Channel(channelID)
+	}
+	for attempt := 0; attempt < maxAcquireAttempts; attempt++ {
 		if exists && !stale {
-			owner, _ := inst.fsm.Node(cur.NodeInCharge)
-			return Assignment{Channel: cur, Owner: owner, Local: owner.Name == c.cfg.NodeName}, nil
+			return Assignment{Channel: cur, Owner: *holder, Local: holder.Name == c.cfg.NodeName}, nil
 		}
 		target, ok := place(c.candidates(inst), c.cfg.NodeName)
 		if !ok {
@@ -92,7 +99,7 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 		if exists {
 			cmd.ExpectedNode, cmd.ExpectedEpoch = cur.NodeInCharge, cur.NodeInChargeEpoch
 		}
-		res, err := c.propose(ctx, cmd)
+		res, _, err := c.commit(ctx, cmd)
 		if err != nil {
 			return Assignment{}, fmt.Errorf("assign channel %q: %w", channelID, err)
 		}
@@ -100,9 +107,17 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 		case res.Err == nil:
 			owner, _ := inst.fsm.Node(target)
 			return Assignment{Channel: *res.Channel, Owner: owner, Local: target == c.cfg.NodeName, Assigned: true}, nil
-		case errors.Is(res.Err, fsm.ErrConflict), errors.Is(res.Err, fsm.ErrNodeNotNormal), errors.Is(res.Err, fsm.ErrNodeNotFound):
-			// Someone else won, or the target changed mode or left: look again.
-			continue
+		case errors.Is(res.Err, fsm.ErrConflict):
+			// Someone else holds it now: take the leader's view of it.
+			exists = res.Channel != nil
+			if exists {
+				cur, holder = *res.Channel, res.Node
+				stale = holder == nil || holder.Epoch != cur.NodeInChargeEpoch
+			}
+		case errors.Is(res.Err, fsm.ErrNodeNotNormal), errors.Is(res.Err, fsm.ErrNodeNotFound):
+			// The target changed mode or left since this node looked: wait
+			// for the local copy to catch up, then place again.
+			_ = inst.waitApplied(ctx, res.Index)
 		default:
 			return Assignment{}, fmt.Errorf("assign channel %q: %w", channelID, resultErr(res))
 		}
@@ -113,7 +128,7 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 // candidates lists the nodes that may take a new channel.
 func (c *Cluster) candidates(inst *instance) []candidate {
 	var out []candidate
-	for _, n := range inst.fsm.State().SortedNodes() {
+	for _, n := range inst.fsm.Nodes() {
 		if n.Mode != fsm.ModeNormal || !c.Connected(n.Name) {
 			continue
 		}

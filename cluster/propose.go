@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -18,9 +17,25 @@ import (
 // or compare-and-set, so a retry after an ambiguous failure is harmless.
 // A refused command is not an error here: its Result carries Err.
 func (c *Cluster) propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	res, inst, err := c.commit(ctx, cmd)
+	if err == nil {
+		// The write is committed; waiting for the local copy only makes
+		// reads consistent, so a slow follower does not fail the write.
+		_ = inst.waitApplied(ctx, res.Index)
+	}
+	return res, err
+}
+
+// commit is propose without the wait for the local copy: for callers that
+// use the Result and need no read of their own write (a follower learns the
+// commit with the leader's next message, which under load is most of the
+// latency of a forwarded write).
+func (c *Cluster) commit(ctx context.Context, cmd fsm.Command) (fsm.Result, *instance, error) {
 	encoded, err := fsm.Encode(cmd)
 	if err != nil {
-		return fsm.Result{}, err
+		return fsm.Result{}, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
@@ -29,21 +44,18 @@ func (c *Cluster) propose(ctx context.Context, cmd fsm.Command) (fsm.Result, err
 		inst := c.current()
 		res, err := c.proposeOnce(ctx, inst, encoded, attempt)
 		if err == nil {
-			// The write is committed; waiting for the local copy only makes
-			// reads consistent, so a slow follower does not fail the write.
-			_ = inst.waitApplied(ctx, res.Index)
-			return res, nil
+			return res, inst, nil
 		}
 		if !retryable(err) {
-			return fsm.Result{}, err
+			return fsm.Result{}, nil, err
 		}
 		lastErr = err
 		if !sleepCtx(ctx, backoff(attempt)) {
 			var e *Error
 			if errors.As(lastErr, &e) && e.Type == TypeNodeNotReady {
-				return fsm.Result{}, lastErr
+				return fsm.Result{}, nil, lastErr
 			}
-			return fsm.Result{}, unavailable(TypeNoQuorum, "no leader could commit the change in time", lastErr)
+			return fsm.Result{}, nil, unavailable(TypeNoQuorum, "no leader could commit the change in time", lastErr)
 		}
 	}
 }
@@ -156,11 +168,4 @@ func (c *Cluster) markPurged() {
 	if !already {
 		c.log.Error("this node was purged from its cluster; it serves nothing until it joins a cluster again (JoinCluster, or contact_node_name_list)")
 	}
-}
-
-func wrapf(err error, format string, args ...any) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf(format+": %w", append(args, err)...)
 }

@@ -52,8 +52,9 @@ func domainErr(code ErrorCode, format string, args ...any) *Error {
 type Result struct {
 	// Index is the Raft index the command was applied at.
 	Index uint64 `json:"index"`
-	// Node is the node the command concerned, after it was applied (absent
-	// for channel commands and for a purge).
+	// Node is the node the command concerned, after it was applied: the
+	// registered or changed node, or, when an assignment conflicts, the
+	// current holder (absent if the holder is gone).
 	Node *Node `json:"node,omitempty"`
 	// Channel is the channel record after the command: the new assignment on
 	// success, the current holder on a conflict, nil once released.
@@ -120,6 +121,13 @@ func (f *FSM) Snapshot() (*State, uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.state.Clone(), f.index
+}
+
+// Nodes returns every node, sorted by name, without copying the channels.
+func (f *FSM) Nodes() []Node {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.SortedNodes()
 }
 
 // Counts returns the number of nodes and of assigned channels.
@@ -218,7 +226,11 @@ func (s *State) assignChannel(index uint64, c AssignChannel) Result {
 		if !exists {
 			return Result{Err: domainErr(CodeConflict, "assign channel %q: it is unassigned, expected %q", c.Channel, c.ExpectedNode)}
 		}
-		return Result{Channel: &cur, Err: domainErr(CodeConflict, "assign channel %q: held by %q at epoch %d", c.Channel, cur.NodeInCharge, cur.NodeInChargeEpoch)}
+		res := Result{Channel: &cur, Err: domainErr(CodeConflict, "assign channel %q: held by %q at epoch %d", c.Channel, cur.NodeInCharge, cur.NodeInChargeEpoch)}
+		if holder, ok := s.Nodes[cur.NodeInCharge]; ok {
+			res.Node = &holder // lets the proposer tell a live holder from a stale one
+		}
+		return res
 	}
 	n, ok := s.Nodes[c.Node]
 	if !ok {

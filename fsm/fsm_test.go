@@ -130,6 +130,9 @@ func TestApply(t *testing.T) {
 				if last.Channel == nil || last.Channel.NodeInCharge != a {
 					t.Fatalf("conflict result = %+v", last.Channel)
 				}
+				if last.Node == nil || last.Node.Name != a || last.Node.Epoch != 1 {
+					t.Fatalf("conflict result does not carry the holder's record: %+v", last.Node)
+				}
 				if s.Channels["sora"].NodeInCharge != a {
 					t.Fatal("holder changed on conflict")
 				}

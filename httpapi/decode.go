@@ -20,10 +20,14 @@ import (
 // Request structs declare fields with a json tag and, when required, an api
 // tag: `json:"channel_id" api:"required"`.
 
+// jsonWhitespace is all RFC 8259 allows around a value; other Unicode
+// spaces make a body that is not JSON.
+const jsonWhitespace = " \t\r\n"
+
 // decodeBody decodes body into a new T. An empty body counts as {}.
 func decodeBody[T any](body []byte) (T, error) {
 	var out T
-	body = bytes.TrimSpace(body)
+	body = bytes.Trim(body, jsonWhitespace)
 	if len(body) == 0 {
 		body = []byte("{}")
 	}

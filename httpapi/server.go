@@ -117,6 +117,9 @@ func toAPIError(err error) *apiError {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return apiErr(http.StatusServiceUnavailable, cluster.TypeNoQuorum, "the operation did not finish in time")
 	}
+	if errors.Is(err, context.Canceled) {
+		return apiErr(http.StatusServiceUnavailable, "REQUEST-CANCELLED", "the request was cancelled before the operation finished")
+	}
 	return apiErr(http.StatusInternalServerError, "INTERNAL-ERROR", "unexpected error; see the server log")
 }
 
@@ -140,15 +143,18 @@ func (s *Server) preflight(c echo.Context) error {
 }
 
 // dispatch serves POST /.
-func (s *Server) dispatch(c echo.Context) error {
+func (s *Server) dispatch(c echo.Context) (err error) {
 	start := time.Now()
 	name := c.Request().Header.Get("x-sora-target")
-	status, err := s.call(c, name)
-	label := name
-	if _, known := s.targets[name]; !known {
-		label = "unknown" // bound the label set
-	}
-	s.metrics.observe(label, status, time.Since(start))
+	status := http.StatusInternalServerError // unless call returns
+	defer func() {
+		label := name
+		if _, known := s.targets[name]; !known {
+			label = "unknown" // bound the label set
+		}
+		s.metrics.observe(label, status, time.Since(start))
+	}()
+	status, err = s.call(c, name)
 	return err
 }
 
