@@ -108,12 +108,24 @@ func (c *Cluster) probeLoop(ctx context.Context) {
 	}
 }
 
-func (c *Cluster) probe(ctx context.Context, name, addr string) {
+// probeNow probes one peer at once, bounded by ProbeInterval, and reports
+// whether it answered.
+func (c *Cluster) probeNow(ctx context.Context, inst *instance, name string) bool {
+	addr := c.addressOf(name)
+	if n, ok := inst.fsm.Node(name); ok {
+		addr = n.RaftAddress
+	}
+	return c.probe(ctx, name, addr)
+}
+
+// probe asks a peer for its status, records the answer, and reports whether
+// there was one.
+func (c *Cluster) probe(ctx context.Context, name, addr string) bool {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ProbeInterval)
 	defer cancel()
 	var st nodeStatus
 	if err := c.client.get(ctx, addr, pathStatus, &st); err != nil || st.NodeName != name {
-		return
+		return false
 	}
 	c.liveness.record(name, st, time.Now())
 	// A leader that no longer lists this node has purged it (for example
@@ -123,6 +135,7 @@ func (c *Cluster) probe(ctx context.Context, name, addr string) {
 			c.markPurged()
 		}
 	}
+	return true
 }
 
 // peerConnections returns the connection count a peer last reported.

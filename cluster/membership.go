@@ -327,10 +327,12 @@ func (c *Cluster) purgeOnce(ctx context.Context, body []byte, target string) err
 	return inst.waitApplied(ctx, inst.raft.CommitIndex())
 }
 
-// purgeAsLeader runs on the leader. It checks liveness from its own view too:
-// a node the leader still hears from is not purged.
+// purgeAsLeader runs on the leader. Before purging it probes the target
+// itself, now: a node that answers is alive whatever the caller's view was,
+// and a dead one is purged without waiting for the leader's own view of it
+// to time out.
 func (c *Cluster) purgeAsLeader(ctx context.Context, inst *instance, target string) error {
-	if target == c.cfg.NodeName || c.Connected(target) {
+	if target == c.cfg.NodeName || c.probeNow(ctx, inst, target) {
 		return invalid(TypeNodeIsAlive, targetNode{TargetNode: target})
 	}
 	encoded, err := fsm.Encode(fsm.PurgeNode{Node: target})

@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -243,4 +244,30 @@ func TestWholeClusterRestartKeepsState(t *testing.T) {
 				chans[1].ChannelID == "sora" && chans[1].NodeInCharge == nodes[0].Name
 		})
 	}
+}
+
+// TestDefaultStandaloneNode runs sorad as `go run ./cmd/sorad` does on a
+// fresh clone: no flags, no environment, an empty working directory. It must
+// answer ListClusterNodes on 127.0.0.1:3000 with itself in mode normal, keep
+// its state in ./data, and come back with that state after a restart.
+func TestDefaultStandaloneNode(t *testing.T) {
+	h := harness.New(t, soradBin)
+	n := h.NewBareNode()
+	ready := func() bool {
+		list := listNodes(n, false)
+		return len(list) == 1 && list[0].NodeName == "sorad@127.0.0.1" && list[0].Mode == "normal"
+	}
+	n.Start()
+	took := harness.Eventually(t, 10*time.Second, "default node serving itself in mode normal", ready)
+	t.Logf("default node answered with itself in mode normal %v after start (issue target: 2s)", took.Round(time.Millisecond))
+	if _, err := os.Stat(filepath.Join(n.WorkDir, "data", "raft", "raft.db")); err != nil {
+		t.Fatalf("no Raft state in ./data: %v", err)
+	}
+	n.MustCall(200, targetChangeMode, map[string]string{"mode": "block_new_session"})
+	first, _ := entry(listNodes(n, false), n.Name)
+	n.Restart()
+	harness.Eventually(t, 10*time.Second, "restarted default node", func() bool {
+		e, ok := entry(listNodes(n, false), n.Name)
+		return ok && e.Epoch == first.Epoch+1 && e.Mode == "block_new_session" && e.MemberSince == first.MemberSince
+	})
 }

@@ -542,3 +542,47 @@ func TestRedactedLogValue(t *testing.T) {
 		t.Errorf("unset token not shown: %s", buf.String())
 	}
 }
+
+// TestExampleConfigFile keeps deploy/sorad.conf in step with the keys: it
+// documents every key, and with its "# key = value" lines uncommented it
+// parses to the defaults (the contact list aside, which has no default).
+func TestExampleConfigFile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "sorad.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		kv, ok := strings.CutPrefix(line, "# ")
+		k, _, isSetting := strings.Cut(kv, " =")
+		if !ok || !isSetting || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz_") != "" {
+			continue
+		}
+		documented[k] = true
+		if k != "contact_node_name_list" {
+			lines = append(lines, kv)
+		}
+	}
+	for _, s := range keySpecs {
+		if !documented[s.name] {
+			t.Errorf("deploy/sorad.conf does not document %s", s.name)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "sorad.conf")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := loadConfig([]string{"--config", path}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatalf("example config with its settings uncommented: %v", err)
+	}
+	defaults, err := loadConfig([]string{"--config="}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile.ConfigFile = ""
+	if !reflect.DeepEqual(fromFile, defaults) {
+		t.Fatalf("example config's values differ from the defaults:\nfile:     %+v\ndefaults: %+v", fromFile, defaults)
+	}
+}

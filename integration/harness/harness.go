@@ -32,15 +32,20 @@ const (
 	ClusterPort   = 15890
 )
 
-// Build compiles cmd/sorad into dir and returns the binary's path. It finds
-// the module root by walking up from the working directory.
+// Build compiles cmd/sorad into dir and returns the binary's path, with the
+// race detector when the caller runs with it. It finds the module root by
+// walking up from the working directory.
 func Build(ctx context.Context, dir string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "sorad")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/sorad")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/sorad")...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/sorad: %w\n%s", err, out)
@@ -99,6 +104,9 @@ func (h *Harness) cleanup() {
 	h.mu.Unlock()
 	for _, n := range nodes {
 		n.Kill()
+		if b, err := os.ReadFile(n.logPath); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			h.t.Errorf("%s reported a data race; see its log", n.Name)
+		}
 	}
 	if h.t.Failed() {
 		for _, n := range nodes {
@@ -113,12 +121,18 @@ type Node struct {
 	Address string // its loopback IP
 	DataDir string
 	Args    []string // extra flags
+	// Bare runs the binary with Args only, in WorkDir, as a user typing
+	// `sorad` would: no harness flags, so every setting is the default.
+	Bare    bool
+	WorkDir string
 
 	h       *Harness
 	logPath string
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{}
+	waitErr error // the last run's exit status, set before exited closes
+	apiPort int   // 0: APIPort
 }
 
 // NewNode prepares a node named short@<fresh address>; Start runs it.
@@ -157,12 +171,16 @@ func (n *Node) Start() {
 		fmt.Sprintf("--cluster_port=%d", ClusterPort),
 		"--log_level=debug",
 	}, n.Args...)
+	if n.Bare {
+		args = n.Args
+	}
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		n.h.t.Fatalf("start %s: %v", n.Name, err)
 	}
 	fmt.Fprintf(logf, "=== start %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
 	cmd := exec.Command(n.h.bin, args...)
+	cmd.Dir = n.WorkDir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = cleanEnv()
 	// The node dies with the test process, even if the test is killed.
@@ -173,8 +191,11 @@ func (n *Node) Start() {
 	}
 	exited := make(chan struct{})
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
 		logf.Close()
+		n.mu.Lock()
+		n.waitErr = err
+		n.mu.Unlock()
 		close(exited)
 	}()
 	n.cmd, n.exited = cmd, exited
@@ -202,12 +223,23 @@ func (n *Node) Running() bool {
 // Kill sends SIGKILL (kill -9) and waits for the process to go.
 func (n *Node) Kill() { n.signal(syscall.SIGKILL, 5*time.Second) }
 
-// Stop sends SIGTERM and waits up to 15 s for a clean exit, then kills.
+// Stop sends SIGTERM and waits up to 15 s for a clean exit (status 0); it
+// fails the test otherwise.
 func (n *Node) Stop() {
 	n.h.t.Helper()
+	if !n.Running() {
+		return
+	}
 	if !n.signal(syscall.SIGTERM, 15*time.Second) {
 		n.h.t.Errorf("%s did not stop within 15s of SIGTERM; killed", n.Name)
 		n.Kill()
+		return
+	}
+	n.mu.Lock()
+	err := n.waitErr
+	n.mu.Unlock()
+	if err != nil {
+		n.h.t.Errorf("%s exited uncleanly after SIGTERM: %v", n.Name, err)
 	}
 }
 
@@ -258,8 +290,35 @@ func (n *Node) LogTail(lines int) string {
 	return strings.Join(all, "\n")
 }
 
+// NewBareNode prepares a node that runs with no flags at all in a fresh
+// working directory: the defaults, 127.0.0.1 and port 3000.
+func (h *Harness) NewBareNode() *Node {
+	dir := h.t.TempDir()
+	n := &Node{
+		Name:    "sorad@127.0.0.1",
+		Address: "127.0.0.1",
+		DataDir: filepath.Join(dir, "data"),
+		Bare:    true,
+		WorkDir: dir,
+		h:       h,
+		logPath: filepath.Join(h.t.TempDir(), "sorad.log"),
+		apiPort: 3000,
+	}
+	h.mu.Lock()
+	h.nodes = append(h.nodes, n)
+	h.mu.Unlock()
+	return n
+}
+
+func (n *Node) port() int {
+	if n.apiPort != 0 {
+		return n.apiPort
+	}
+	return APIPort
+}
+
 // APIURL is the node's API endpoint.
-func (n *Node) APIURL() string { return fmt.Sprintf("http://%s:%d/", n.Address, APIPort) }
+func (n *Node) APIURL() string { return fmt.Sprintf("http://%s:%d/", n.Address, n.port()) }
 
 // ClusterAddress is the node's cluster port address.
 func (n *Node) ClusterAddress() string { return fmt.Sprintf("%s:%d", n.Address, ClusterPort) }
