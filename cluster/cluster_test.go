@@ -138,6 +138,20 @@ func registeredNames(n *testNode) []string {
 	return out
 }
 
+// acquireOnTie acquires a new channel on n while every node is idle: on
+// that tie placement must choose the contacted node.
+func acquireOnTie(t *testing.T, n *testNode, id string) string {
+	t.Helper()
+	a, err := n.AcquireChannel(ctxT(t), id, ChannelOptions{})
+	if err != nil {
+		t.Fatalf("acquire %s on %s: %v", id, n.NodeName(), err)
+	}
+	if !a.Local || !a.Assigned || a.Owner.Name != n.NodeName() {
+		t.Fatalf("on a tie, %s went to %s, not the contacted node %s", id, a.Owner.Name, n.NodeName())
+	}
+	return id
+}
+
 func errType(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
@@ -360,20 +374,7 @@ func TestPurge(t *testing.T) {
 	}
 
 	// Give the doomed node a channel, then let it die.
-	var owned string
-	for i := 0; owned == "" && i < 50; i++ {
-		id := fmt.Sprintf("chan-%d", i)
-		as, err := dead.AcquireChannel(ctxT(t), id, ChannelOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if as.Owner.Name == dead.NodeName() {
-			owned = id
-		}
-	}
-	if owned == "" {
-		t.Fatal("placement never chose the contacted node on a tie")
-	}
+	owned := acquireOnTie(t, dead, "doomed")
 	dead.stop()
 	waitFor(t, 3*time.Second, "dead node disconnected", func() bool {
 		return !a.Connected(dead.NodeName()) && !b.Connected(dead.NodeName())
@@ -532,17 +533,7 @@ func TestPlace(t *testing.T) {
 func TestRestartedMemberRejoinsWithNextEpoch(t *testing.T) {
 	nodes := formCluster(t, 3)
 	n := nodes[1]
-	var owned string
-	for i := 0; owned == "" && i < 50; i++ {
-		id := fmt.Sprintf("mine-%d", i)
-		a, err := n.AcquireChannel(ctxT(t), id, ChannelOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a.Local {
-			owned = id
-		}
-	}
+	owned := acquireOnTie(t, n, "mine")
 	n.restart()
 	for _, other := range nodes {
 		waitFor(t, 5*time.Second, "epoch 2 visible on "+other.NodeName(), func() bool {
@@ -593,4 +584,11 @@ func TestLeaderLossElectsNewLeaderAndWritesResume(t *testing.T) {
 		r := survivors[1].record(survivors[0].NodeName())
 		return r != nil && r.Mode == fsm.ModeBlockNewSession
 	})
+}
+
+// sortedCopy returns a sorted copy of names.
+func sortedCopy(names []string) []string {
+	out := slices.Clone(names)
+	slices.Sort(out)
+	return out
 }

@@ -3,11 +3,9 @@ package cluster
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -127,6 +125,9 @@ func (c *Cluster) joinVia(ctx context.Context, contact string) error {
 		}
 		lastErr = err
 		if !retryable(err) || !sleepCtx(ctx, backoff(attempt)) {
+			if c.reachedByLeader() {
+				break // the leader added us but its answer was lost
+			}
 			return c.recoverAlone(unavailable(TypeJoinFailed, map[string]string{"contact_node": contact}, lastErr))
 		}
 	}
@@ -145,6 +146,14 @@ func (c *Cluster) joinVia(ctx context.Context, contact string) error {
 	}
 	c.log.Info("joined cluster", "contact_node", contact)
 	return nil
+}
+
+// reachedByLeader reports whether the empty instance of a join has received
+// a configuration naming this node: then some leader counts it as a voter,
+// and forming a cluster of its own would split the cluster.
+func (c *Cluster) reachedByLeader() bool {
+	inst := c.current()
+	return inst != nil && hasServer(inst.servers(), c.cfg.NodeName)
 }
 
 // recoverAlone forms a fresh one-node cluster after a failed join and
@@ -204,6 +213,9 @@ func (c *Cluster) addMember(ctx context.Context, inst *instance, reg fsm.Registe
 	if _, _, err := SplitNodeName(reg.Info.Name); err != nil {
 		return fsm.Result{}, invalid(TypeInvalidNodeName, err.Error())
 	}
+	if reg.Info.Name == c.cfg.NodeName {
+		return fsm.Result{}, invalid(TypeInvalidNodeName, reg.Info.Name+" is the name of the leader itself")
+	}
 	if err := c.lockMembership(ctx); err != nil {
 		return fsm.Result{}, err
 	}
@@ -224,11 +236,14 @@ func (c *Cluster) addMember(ctx context.Context, inst *instance, reg fsm.Registe
 		return fsm.Result{}, err
 	}
 	res, err := c.applyAsLeader(ctx, inst, encoded)
+	if err == nil {
+		err = resultErr(res)
+	}
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("register %s: %w", reg.Info.Name, err)
 	}
 	c.log.Info("added cluster member", "member", reg.Info.Name, "epoch", res.Node.Epoch)
-	return res, resultErr(res)
+	return res, nil
 }
 
 // autoJoinLoop joins the configured contact nodes while this node is alone
@@ -247,7 +262,10 @@ func (c *Cluster) autoJoinLoop(ctx context.Context) {
 
 func (c *Cluster) tryAutoJoin(ctx context.Context) {
 	for _, contact := range c.cfg.ContactNodeNames {
-		if contact == c.cfg.NodeName || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		if contact == c.cfg.NodeName {
 			continue
 		}
 		st, err := c.contactStatus(ctx, contact)
@@ -354,14 +372,4 @@ func (c *Cluster) purgeAsLeader(ctx context.Context, inst *instance, target stri
 	c.liveness.forget(target)
 	c.log.Info("purged cluster node", "target_node", target)
 	return nil
-}
-
-// errNoLiveNode is returned by placement when no node may take a channel.
-var errNoLiveNode = errors.New("no connected node in mode normal")
-
-// sortedCopy returns a sorted copy of names.
-func sortedCopy(names []string) []string {
-	out := slices.Clone(names)
-	slices.Sort(out)
-	return out
 }

@@ -8,6 +8,9 @@ import (
 	"github.com/sorad/sorad/fsm"
 )
 
+// errNoLiveNode is returned by placement when no node may take a channel.
+var errNoLiveNode = errors.New("no connected node in mode normal")
+
 // candidate is a node that placement may choose for a new channel.
 type candidate struct {
 	Name           string

@@ -364,6 +364,10 @@ func (n *Node) Call(target string, body any) (Response, error) {
 	if raw != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return do(req)
+}
+
+func do(req *http.Request) (Response, error) {
 	resp, err := apiClient.Do(req)
 	if err != nil {
 		return Response{}, err
@@ -408,11 +412,5 @@ func (n *Node) Options() (Response, error) {
 	}
 	req.Header.Set("Origin", "http://127.0.0.1:5000")
 	req.Header.Set("Access-Control-Request-Method", "POST")
-	resp, err := apiClient.Do(req)
-	if err != nil {
-		return Response{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
+	return do(req)
 }
