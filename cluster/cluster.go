@@ -120,9 +120,10 @@ type Cluster struct {
 	liveness    *liveness
 
 	mu      sync.RWMutex
-	inst    *instance // nil while being replaced
+	inst    *instance // nil while being replaced, and after Close
 	joining bool      // a join is replacing the instance
 	purged  bool      // the cluster removed this node
+	closed  bool      // Close was called: no new instance may start
 
 	// membership serialises membership changes that involve this node:
 	// joining another cluster, and adding a member while leader.
@@ -221,7 +222,7 @@ func (c *Cluster) Close() error {
 	c.loops.Wait()
 	c.mu.Lock()
 	inst := c.inst
-	c.inst = nil
+	c.inst, c.closed = nil, true
 	c.mu.Unlock()
 	var err error
 	if inst != nil {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -133,11 +134,13 @@ func (c *Cluster) joinVia(ctx context.Context, contact string) error {
 	}
 	// The leader has added and registered us; wait for our copy of the
 	// state to show it before answering.
-	inst := c.current()
-	err := inst.applied.wait(ctx, func() bool {
-		n, ok := inst.fsm.Node(c.cfg.NodeName)
-		return ok && n.Incarnation == c.incarnation
-	})
+	err := errClosed
+	if inst := c.current(); inst != nil {
+		err = inst.applied.wait(ctx, func() bool {
+			n, ok := inst.fsm.Node(c.cfg.NodeName)
+			return ok && n.Incarnation == c.incarnation
+		})
+	}
 	c.mu.Lock()
 	c.joining = false
 	c.mu.Unlock()
@@ -174,6 +177,10 @@ func (c *Cluster) recoverAlone(cause error) error {
 // set. Until the caller clears joining, the node reports mode initial.
 func (c *Cluster) replaceInstance(bootstrap bool) error {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return errClosed
+	}
 	old := c.inst
 	c.inst, c.joining, c.purged = nil, true, false
 	c.mu.Unlock()
@@ -190,10 +197,17 @@ func (c *Cluster) replaceInstance(bootstrap bool) error {
 		return err
 	}
 	c.mu.Lock()
+	if c.closed { // Close ran while the instance started: it is ours to stop
+		c.mu.Unlock()
+		return errors.Join(errClosed, inst.close())
+	}
 	c.inst = inst
 	c.mu.Unlock()
 	return nil
 }
+
+// errClosed is returned by membership changes that race with Close.
+var errClosed = errors.New("cluster node closed")
 
 // lockMembership takes the membership lock, giving up when ctx ends.
 func (c *Cluster) lockMembership(ctx context.Context) error {

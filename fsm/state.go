@@ -44,7 +44,10 @@ type License struct {
 // NodeInfo is what a node says about itself when it registers: its
 // configuration, not its cluster history.
 type NodeInfo struct {
-	Name                 string  `json:"name"`
+	Name string `json:"name"`
+	// RaftAddress is host:port of the node's cluster port, which carries
+	// both Raft and the internal HTTP protocol (forwarding, probes): it is
+	// the node's internal address too.
 	RaftAddress          string  `json:"raft_address"`
 	ExternalAPIURL       string  `json:"external_api_url"`
 	ExternalSignalingURL string  `json:"external_signaling_url"`
