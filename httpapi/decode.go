@@ -77,10 +77,38 @@ type fieldReason struct {
 	Expected string `json:"expected"`
 }
 
+// jsonObject is a request field that must hold a JSON object.
+type jsonObject json.RawMessage
+
+func (o *jsonObject) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '{' {
+		return errors.New("not an object")
+	}
+	*o = append((*o)[:0], b...)
+	return nil
+}
+
+func (jsonObject) apiType() string { return "object" }
+
+// jsonValue is a request field that may hold any JSON value.
+type jsonValue json.RawMessage
+
+func (v *jsonValue) UnmarshalJSON(b []byte) error {
+	*v = append((*v)[:0], b...)
+	return nil
+}
+
+func (jsonValue) apiType() string { return "any JSON value" }
+
+type apiTyped interface{ apiType() string }
+
 // typeName names a Go field type in JSON terms for error reasons.
 func typeName(t reflect.Type) string {
 	if t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if at, ok := reflect.Zero(t).Interface().(apiTyped); ok {
+		return at.apiType()
 	}
 	switch t.Kind() {
 	case reflect.String:

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sorad/sorad/cluster"
+	"github.com/sorad/sorad/media"
 )
 
 // metrics is the node's Prometheus registry: API calls, and cluster state
@@ -18,7 +19,7 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 }
 
-func newMetrics(cl *cluster.Cluster, targets map[string]target) *metrics {
+func newMetrics(cl *cluster.Cluster, med *media.Media, targets map[string]target) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -36,6 +37,7 @@ func newMetrics(cl *cluster.Cluster, targets map[string]target) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&clusterCollector{cl: cl},
+		&mediaCollector{med: med},
 	)
 	// Create the series for every known target so dashboards see zeros.
 	for name := range targets {
@@ -96,4 +98,48 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descNodes, float64(st.Nodes))
 	gauge(descConnected, float64(connected))
 	gauge(descChannels, float64(st.Channels))
+}
+
+var (
+	descConnections = prometheus.NewDesc("sorad_connections", "Connections admitted and not yet closed.", nil, nil)
+	descSessions    = prometheus.NewDesc("sorad_sessions", "Live channel sessions on this node.", nil, nil)
+	descTracks      = prometheus.NewDesc("sorad_tracks", "Published tracks being forwarded.", nil, nil)
+	descConnTotal   = prometheus.NewDesc("sorad_connections_total", "Connections by outcome since start.", []string{"outcome"}, nil)
+	descFwdPackets  = prometheus.NewDesc("sorad_forwarded_packets_total", "RTP packets received from publishers and forwarded.", nil, nil)
+	descFwdBytes    = prometheus.NewDesc("sorad_forwarded_bytes_total", "RTP bytes received from publishers and forwarded.", nil, nil)
+	descNACKs       = prometheus.NewDesc("sorad_nacks_received_total", "NACK feedback messages from receivers.", nil, nil)
+	descPLIs        = prometheus.NewDesc("sorad_plis_received_total", "PLI and FIR from receivers.", nil, nil)
+	descPLIsSent    = prometheus.NewDesc("sorad_keyframe_requests_sent_total", "Key frame requests (PLI) sent to publishers.", nil, nil)
+)
+
+// mediaCollector reads the media counters at scrape time.
+type mediaCollector struct{ med *media.Media }
+
+func (c *mediaCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent} {
+		ch <- d
+	}
+}
+
+func (c *mediaCollector) Collect(ch chan<- prometheus.Metric) {
+	k := c.med.Counters()
+	r := c.med.Stats().Report()
+	gauge := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(descConnections, k.Ongoing)
+	gauge(descSessions, k.Sessions)
+	gauge(descTracks, k.Tracks)
+	counter(descConnTotal, r.TotalConnectionCreated, "created")
+	counter(descConnTotal, r.TotalSuccessfulConnections, "successful")
+	counter(descConnTotal, r.TotalFailedConnections, "failed")
+	counter(descConnTotal, r.TotalConnectionDestroyed, "destroyed")
+	counter(descFwdPackets, k.ForwardedPackets)
+	counter(descFwdBytes, k.ForwardedBytes)
+	counter(descNACKs, k.NACKsReceived)
+	counter(descPLIs, k.PLIsReceived)
+	counter(descPLIsSent, k.PLIsSent)
 }

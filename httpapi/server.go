@@ -2,7 +2,7 @@
 // x-sora-target header naming the operation, JSON in and out. It owns the
 // target table, request decoding and validation, the error format, CORS,
 // the optional bearer token, and /metrics. It does no cluster or media work
-// itself: handlers call package cluster (and later media).
+// itself: handlers call packages cluster and media.
 package httpapi
 
 import (
@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sorad/sorad/cluster"
+	"github.com/sorad/sorad/media"
 )
 
 // Config configures the API server.
@@ -45,6 +46,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	cluster *cluster.Cluster
+	media   *media.Media
 	echo    *echo.Echo
 	targets map[string]target
 	metrics *metrics
@@ -54,7 +56,7 @@ type Server struct {
 const corsAllowHeaders = "Origin, X-Requested-With, Content-Type, Accept, x-sora-target"
 
 // New builds the API server for a node.
-func New(cfg Config, cl *cluster.Cluster) *Server {
+func New(cfg Config, cl *cluster.Cluster, med *media.Media) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -64,9 +66,12 @@ func New(cfg Config, cl *cluster.Cluster) *Server {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
 	}
-	s := &Server{cfg: cfg, cluster: cl, echo: echo.New()}
+	s := &Server{cfg: cfg, cluster: cl, media: med, echo: echo.New()}
 	s.targets = s.targetTable()
-	s.metrics = newMetrics(cl, s.targets)
+	for name, t := range s.mediaTargets() {
+		s.targets[name] = t
+	}
+	s.metrics = newMetrics(cl, med, s.targets)
 
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
@@ -104,6 +109,14 @@ func toAPIError(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae
+	}
+	var nf *media.NotFoundError
+	if errors.As(err, &nf) {
+		return apiErr(http.StatusNotFound, nf.Type, nf.Reason)
+	}
+	var inv *media.InvalidError
+	if errors.As(err, &inv) {
+		return apiErr(http.StatusBadRequest, inv.Type, inv.Reason)
 	}
 	var ce *cluster.Error
 	if errors.As(err, &ce) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/sorad/sorad/cluster"
 	"github.com/sorad/sorad/fsm"
+	"github.com/sorad/sorad/media"
 )
 
 // The whole file shares one real single-node cluster, opened in TestMain.
@@ -40,6 +41,7 @@ const (
 )
 
 var (
+	testMedia    *media.Media
 	testCluster  *cluster.Cluster
 	testNodeName string  // testNode, except in fuzz worker processes
 	testAPI      *Server // built with baseConfig
@@ -66,11 +68,23 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	testCluster, testNodeName = cl, cl.NodeName()
-	testAPI = New(baseConfig(), cl)
+	_, host, _ := cluster.SplitNodeName(cl.NodeName())
+	med, err := media.New(media.Config{ListenAddress: host, UDPPort: testPort, Version: "test"}, cl, &media.Stats{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "httpapi tests:", err)
+		_ = cl.Close()
+		return 1
+	}
+	testMedia = med
+	testAPI = New(baseConfig(), cl, med)
 
 	code := m.Run()
 
 	testAPI = nil
+	if err := med.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "httpapi tests: close media:", err)
+		code = 1
+	}
 	if err := cl.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "httpapi tests: close cluster:", err)
 		code = 1
@@ -169,7 +183,7 @@ func newServer(change func(*Config)) *Server {
 	if change != nil {
 		change(&cfg)
 	}
-	return New(cfg, testCluster)
+	return New(cfg, testCluster, testMedia)
 }
 
 // ---- requests and answers ----
@@ -453,7 +467,7 @@ func wantUint(t testing.TB, name string, v any, min uint64) uint64 {
 // fieldSpec describes one request field of a target.
 type fieldSpec struct {
 	name     string
-	kind     string // "string" or "boolean", as error reasons name it
+	kind     string // "string", "boolean", "object" or "any JSON value", as error reasons name it
 	required bool
 	// invalid are values of the right type that the target refuses with
 	// INVALID-FIELD-VALUE (the empty string is added for required strings).
@@ -473,6 +487,68 @@ var targetFields = map[string][]fieldSpec{
 	"Sora_20211215.GetMode":        nil,
 	"Sora_20201013.ListChannels":   {{name: "local", kind: "boolean"}},
 	"Sora_20171010.GetStatsReport": nil,
+
+	"Sora_20151104.DisconnectChannel":                 {channelField, reasonField},
+	"Sora_20151104.DisconnectClient":                  {channelField, reqString("client_id"), reasonField},
+	"Sora_20151104.DisconnectConnection":              {channelField, reqString("connection_id"), reasonField},
+	"Sora_20201120.DisconnectChannelByRole":           {channelField, roleField, reasonField},
+	"Sora_20201013.ListConnections":                   {{name: "local", kind: "boolean"}},
+	"Sora_20201013.ListChannelConnections":            {channelField},
+	"Sora_20160711.PushChannel":                       {channelField, dataField},
+	"Sora_20160711.PushClient":                        {channelField, reqString("client_id"), dataField},
+	"Sora_20160711.PushConnection":                    {channelField, reqString("connection_id"), dataField},
+	"Sora_20201120.PushChannelByRole":                 {channelField, roleField, dataField},
+	"Sora_20201124.ListSignalingNotifyMetadata":       {channelField},
+	"Sora_20201124.GetSignalingNotifyMetadata":        {channelField, reqString("connection_id"), pushField},
+	"Sora_20201124.PutSignalingNotifyMetadata":        {channelField, reqString("connection_id"), {name: "metadata", kind: "object", required: true}, pushField},
+	"Sora_20201124.DeleteSignalingNotifyMetadata":     {channelField, reqString("connection_id"), pushField},
+	"Sora_20201124.PutSignalingNotifyMetadataItem":    {channelField, reqString("connection_id"), reqString("key"), {name: "value", kind: "any JSON value", required: true}, pushField},
+	"Sora_20201124.DeleteSignalingNotifyMetadataItem": {channelField, reqString("connection_id"), reqString("key"), pushField},
+	"Sora_20170529.GetStatsConnection":                {channelField, reqString("connection_id")},
+	"Sora_20170529.GetStatsClient":                    {channelField, reqString("client_id")},
+}
+
+var (
+	channelField = reqString("channel_id")
+	roleField    = fieldSpec{name: "role", kind: "string", required: true, invalid: []string{`"admin"`, `"SENDRECV"`}}
+	reasonField  = fieldSpec{name: "reason", kind: "object"}
+	dataField    = fieldSpec{name: "data", kind: "object", required: true}
+	pushField    = fieldSpec{name: "push", kind: "boolean"}
+)
+
+func reqString(name string) fieldSpec { return fieldSpec{name: name, kind: "string", required: true} }
+
+// validValue is a value of the right type for f that the decoder accepts.
+func (f fieldSpec) validValue() string {
+	switch {
+	case f.name == "role":
+		return `"sendrecv"`
+	case f.kind == "string":
+		return `"x"`
+	case f.kind == "boolean":
+		return `true`
+	case f.kind == "object":
+		return `{}`
+	default:
+		return `1`
+	}
+}
+
+// bodyWith is a request body where f has value v and every other required
+// field of fields a valid value; v == "" leaves f out.
+func bodyWith(fields []fieldSpec, f fieldSpec, v string) string {
+	var parts []string
+	for _, o := range fields {
+		switch {
+		case o.name == f.name:
+			if v != "" {
+				parts = append(parts, `"`+o.name+`":`+v)
+			}
+		case o.required:
+			parts = append(parts, `"`+o.name+`":`+o.validValue())
+		}
+	}
+	return "{" + strings.Join(parts, ",") + "}"
 }
 
 func hasRequired(fields []fieldSpec) bool {
@@ -480,7 +556,11 @@ func hasRequired(fields []fieldSpec) bool {
 }
 
 func TestTargetTableIsCovered(t *testing.T) {
-	got := sortedKeys((&Server{}).targetTable())
+	table := (&Server{}).targetTable()
+	for name, t := range (&Server{}).mediaTargets() {
+		table[name] = t
+	}
+	got := sortedKeys(table)
 	if want := sortedKeys(targetFields); !slices.Equal(got, want) {
 		t.Fatalf("targetTable() = %q\nthe tests know %q", got, want)
 	}
@@ -537,12 +617,19 @@ func badBodyCases(target string) []apiCase {
 var wrongTypes = map[string][]string{
 	"string":  {`1`, `true`, `{}`, `["x"]`, `1.5`},
 	"boolean": {`"yes"`, `1`, `"true"`, `{}`, `[]`, `0`},
+	"object":  {`1`, `"x"`, `[]`, `true`, `[{}]`},
 }
 
 func fieldCases(target string, fields []fieldSpec) []apiCase {
 	var out []apiCase
+	firstRequired := ""
 	for _, f := range fields {
-		obj := func(v string) string { return `{"` + f.name + `":` + v + `}` }
+		if f.required && firstRequired == "" {
+			firstRequired = f.name
+		}
+	}
+	for _, f := range fields {
+		obj := func(v string) string { return bodyWith(fields, f, v) }
 		for _, v := range wrongTypes[f.kind] {
 			out = append(out, apiCase{
 				name: f.name + " is " + v, target: target, body: obj(v), status: 400, errType: "INVALID-FIELD-TYPE",
@@ -550,26 +637,40 @@ func fieldCases(target string, fields []fieldSpec) []apiCase {
 			})
 		}
 		if !f.required {
-			for _, body := range []string{obj("null"), obj("true"), obj("false")} {
-				out = append(out, apiCase{name: body, target: target, body: body, status: 200})
+			if !hasRequired(fields) {
+				for _, body := range []string{obj("null"), obj("true"), obj("false")} {
+					out = append(out, apiCase{name: body, target: target, body: body, status: 200})
+				}
 			}
 			continue
 		}
 		missing := exactly(map[string]string{"field": f.name, "expected": f.kind})
-		for _, c := range []struct {
+		cases := []struct {
 			name, body string
 			opts       []reqOpt
 		}{
-			{"missing " + f.name, `{}`, nil},
+			{"missing " + f.name, obj(""), nil},
 			{f.name + " is null", obj("null"), nil},
-			{f.name + " is null with spaces", `{"` + f.name + `" : null }`, nil},
-			{"only unknown fields", `{"other":"x","` + strings.ToUpper(f.name) + `":"x"}`, nil},
-			{"empty body", "", []reqOpt{withContentLength(0)}},
-			{"whitespace body", " \r\n\t", nil},
-		} {
+			{f.name + " is null with spaces", obj(" null "), nil},
+		}
+		if f.name == firstRequired {
+			// Bodies without any field name the first required one.
+			cases = append(cases, []struct {
+				name, body string
+				opts       []reqOpt
+			}{
+				{"only unknown fields", `{"other":"x","` + strings.ToUpper(f.name) + `":"x"}`, nil},
+				{"empty body", "", []reqOpt{withContentLength(0)}},
+				{"whitespace body", " \r\n\t", nil},
+			}...)
+		}
+		for _, c := range cases {
 			out = append(out, apiCase{name: c.name, target: target, body: c.body, opts: c.opts, status: 400, errType: "MISSING-FIELD", reason: missing})
 		}
-		invalid := append([]string{`""`}, f.invalid...)
+		var invalid []string
+		if f.kind == "string" {
+			invalid = append([]string{`""`}, f.invalid...)
+		}
 		for _, v := range invalid {
 			out = append(out, apiCase{name: f.name + " is " + v, target: target, body: obj(v), status: 400, errType: "INVALID-FIELD-VALUE", reason: fieldNamed(f.name)})
 		}
@@ -771,11 +872,15 @@ func TestChannels(t *testing.T) {
 		}
 	}
 
+	// The whole cluster lists the assigned channel; this node has no live
+	// session in it (the media tests cover local listings).
 	want := normalize(t, []any{map[string]any{"channel_id": "sora", "multistream": true, "spotlight": false}})
-	for _, body := range []string{"", `{}`, `{"local": false}`, `{"local": true}`} {
-		a := listChannels(t, body)
-		if got := a.jsonBody(t); !reflect.DeepEqual(got, want) {
-			t.Errorf("ListChannels %s = %s, want [{\"channel_id\":\"sora\",\"multistream\":true,\"spotlight\":false}]", body, a.Body)
+	if got := listChannels(t, `{"local": false}`).jsonBody(t); !reflect.DeepEqual(got, want) {
+		t.Errorf("ListChannels local=false = %v, want %v", got, want)
+	}
+	for _, body := range []string{"", `{}`, `{"local": true}`} {
+		if got := listChannels(t, body).jsonBody(t); !reflect.DeepEqual(got, normalize(t, []any{})) {
+			t.Errorf("ListChannels %s = %v, want [] (no live session here)", body, got)
 		}
 	}
 }
@@ -809,16 +914,16 @@ func TestChangeMode(t *testing.T) {
 
 func TestGetStatsReport(t *testing.T) {
 	shape := map[string]string{"version": "string", "cluster": "object"}
-	ct := reflect.TypeFor[Counters]()
+	ct := reflect.TypeFor[media.Report]()
 	for i := range ct.NumField() {
 		name, _, _ := strings.Cut(ct.Field(i).Tag.Get("json"), ",")
 		if !strings.HasPrefix(name, "total_") && !strings.HasPrefix(name, "average_") {
-			t.Errorf("Counters.%s has json name %q, want total_* or average_*", ct.Field(i).Name, name)
+			t.Errorf("media.Report.%s has json name %q, want total_* or average_*", ct.Field(i).Name, name)
 		}
 		shape[name] = "number"
 	}
 	if len(shape) < 2+14 {
-		t.Fatalf("only %d counters in Counters", len(shape)-2)
+		t.Fatalf("only %d counters in media.Report", len(shape)-2)
 	}
 	for _, body := range []string{"", `{}`} {
 		a := call(testAPI, "Sora_20171010.GetStatsReport", body)
@@ -1110,7 +1215,7 @@ func FuzzDispatch(f *testing.F) {
 	for _, s := range slices.Compact(long) {
 		f.Add(uint8(0), []byte(s))
 	}
-	s := New(baseConfig(), testCluster)
+	s := New(baseConfig(), testCluster, testMedia)
 	f.Fuzz(func(t *testing.T, idx uint8, body []byte) {
 		target := fuzzTargets[int(idx)%len(fuzzTargets)]
 		r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))

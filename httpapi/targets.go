@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sorad/sorad/fsm"
+	"github.com/sorad/sorad/media"
 )
 
 // targetTable maps every x-sora-target this server answers to its handler.
@@ -197,8 +198,9 @@ func (s *Server) getMode(_ context.Context, body []byte) (any, error) {
 }
 
 type listChannelsRequest struct {
-	// Local lists only the channels this node is in charge of; it defaults
-	// to true, as in Sora. false lists every channel of the cluster.
+	// Local lists the channels with a live session on this node; it
+	// defaults to true, as in Sora. false lists every channel the cluster
+	// has assigned to a node.
 	Local *bool `json:"local"`
 }
 
@@ -213,39 +215,23 @@ func (s *Server) listChannels(_ context.Context, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	local := req.Local == nil || *req.Local
 	out := []channelEntry{}
-	for _, ch := range s.cluster.Channels() {
-		if local && ch.NodeInCharge != s.cluster.NodeName() {
-			continue
+	if req.Local == nil || *req.Local {
+		for _, ch := range s.media.ListChannels() {
+			out = append(out, channelEntry{ChannelID: ch.ChannelID, Multistream: ch.Multistream, Spotlight: ch.Spotlight})
 		}
+		return out, nil
+	}
+	// The whole cluster: every channel a node is in charge of.
+	for _, ch := range s.cluster.Channels() {
 		out = append(out, channelEntry{ChannelID: ch.ID, Multistream: ch.Multistream, Spotlight: ch.Spotlight})
 	}
 	return out, nil
 }
 
-// Counters are the connection counters of GetStatsReport. They stay zero
-// until the media plane reports them.
-type Counters struct {
-	AverageDurationSec                int64 `json:"average_duration_sec"`
-	AverageSetupTimeMsec              int64 `json:"average_setup_time_msec"`
-	TotalConnectionCreated            int64 `json:"total_connection_created"`
-	TotalConnectionDestroyed          int64 `json:"total_connection_destroyed"`
-	TotalConnectionUpdated            int64 `json:"total_connection_updated"`
-	TotalSessionCreated               int64 `json:"total_session_created"`
-	TotalSessionDestroyed             int64 `json:"total_session_destroyed"`
-	TotalDurationSec                  int64 `json:"total_duration_sec"`
-	TotalFailedConnections            int64 `json:"total_failed_connections"`
-	TotalOngoingConnections           int64 `json:"total_ongoing_connections"`
-	TotalSuccessfulConnections        int64 `json:"total_successful_connections"`
-	TotalReceivedInvalidTurnTCPPacket int64 `json:"total_received_invalid_turn_tcp_packet"`
-	TotalTurnTCPConnections           int64 `json:"total_turn_tcp_connections"`
-	TotalTurnUDPConnections           int64 `json:"total_turn_udp_connections"`
-}
-
 type statsReport struct {
 	Version string `json:"version"`
-	Counters
+	media.Report
 	Cluster clusterStats `json:"cluster"`
 }
 
@@ -265,6 +251,7 @@ func (s *Server) getStatsReport(_ context.Context, body []byte) (any, error) {
 	st := s.cluster.Stats()
 	return statsReport{
 		Version: s.cfg.Version,
+		Report:  s.media.Stats().Report(),
 		Cluster: clusterStats{
 			NodeName:         s.cluster.NodeName(),
 			RaftState:        st.State,

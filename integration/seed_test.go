@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sorad/sorad/integration/harness"
+	"github.com/sorad/sorad/integration/soraclient"
 )
 
 // seed loads one example body of seed 000 from testdata.
@@ -246,6 +248,11 @@ func TestSeedClusterAndModeAPIs(t *testing.T) {
 	})
 
 	t.Run("ListChannels", func(t *testing.T) {
+		// Local listings show live sessions: start one in sora, which
+		// nodes[0] is in charge of.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		connectClient(t, ctx, nodes[0], soraclient.Options{ChannelID: "sora", Role: "recvonly", Audio: true, Video: true})
 		got := call(nodes[0], 200, targetListChannels, nil)
 		checkShape(t, "ListChannels", seed(t, "ListChannels.response.json"), got)
 		if l := got.([]any); len(l) != 1 || l[0].(map[string]any)["channel_id"] != "sora" {

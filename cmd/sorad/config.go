@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -21,32 +22,45 @@ import (
 
 // Config is the resolved configuration of the sorad daemon.
 type Config struct {
-	ConfigFile             string        // the file actually read, "" if none
-	NodeName               string        // node_name
-	DataDir                string        // data_dir
-	ListenAddress          string        // listen_address
-	APIPort                int           // api_port
-	SignalingPort          int           // signaling_port
-	ClusterPort            int           // cluster_port
-	ContactNodeNameList    []string      // contact_node_name_list
-	ExternalAPIURL         string        // external_api_url
-	ExternalSignalingURL   string        // external_signaling_url
-	APIBearerToken         string        // api_bearer_token
-	APICORSOrigin          string        // api_cors_origin
-	APIMaxBodySize         int64         // api_max_body_size
-	LicenseMaxConnections  int           // license_max_connections
-	LicenseMaxNodes        int           // license_max_nodes
-	LicenseSerialCode      string        // license_serial_code
-	LicenseType            string        // license_type
-	LogLevel               string        // log_level
-	LogFormat              string        // log_format
-	ProbeInterval          time.Duration // cluster_probe_interval
-	PeerTimeout            time.Duration // cluster_peer_timeout
-	RaftHeartbeatTimeout   time.Duration // raft_heartbeat_timeout
-	RaftElectionTimeout    time.Duration // raft_election_timeout
-	RaftLeaderLeaseTimeout time.Duration // raft_leader_lease_timeout
-	ClusterRequestTimeout  time.Duration // cluster_request_timeout
-	ShutdownTimeout        time.Duration // shutdown_timeout
+	ConfigFile             string        `conf:"config_file"` // the file actually read, "" if none
+	NodeName               string        `conf:"node_name"`
+	DataDir                string        `conf:"data_dir"`
+	ListenAddress          string        `conf:"listen_address"`
+	APIPort                int           `conf:"api_port"`
+	SignalingPort          int           `conf:"signaling_port"`
+	ClusterPort            int           `conf:"cluster_port"`
+	ContactNodeNameList    []string      `conf:"contact_node_name_list"`
+	ExternalAPIURL         string        `conf:"external_api_url"`
+	ExternalSignalingURL   string        `conf:"external_signaling_url"`
+	APIBearerToken         string        `conf:"api_bearer_token"`
+	APICORSOrigin          string        `conf:"api_cors_origin"`
+	APIMaxBodySize         int64         `conf:"api_max_body_size"`
+	LicenseMaxConnections  int           `conf:"license_max_connections"`
+	LicenseMaxNodes        int           `conf:"license_max_nodes"`
+	LicenseSerialCode      string        `conf:"license_serial_code"`
+	LicenseType            string        `conf:"license_type"`
+	LogLevel               string        `conf:"log_level"`
+	LogFormat              string        `conf:"log_format"`
+	ProbeInterval          time.Duration `conf:"cluster_probe_interval"`
+	PeerTimeout            time.Duration `conf:"cluster_peer_timeout"`
+	RaftHeartbeatTimeout   time.Duration `conf:"raft_heartbeat_timeout"`
+	RaftElectionTimeout    time.Duration `conf:"raft_election_timeout"`
+	RaftLeaderLeaseTimeout time.Duration `conf:"raft_leader_lease_timeout"`
+	ClusterRequestTimeout  time.Duration `conf:"cluster_request_timeout"`
+	ShutdownTimeout        time.Duration `conf:"shutdown_timeout"`
+
+	MediaUDPPort            int           `conf:"media_udp_port"`
+	MediaPublicIPList       []string      `conf:"media_public_ip_list"`
+	DefaultVideoCodecType   string        `conf:"default_video_codec_type"`
+	SignalingMaxMessageSize int           `conf:"signaling_max_message_size"`
+	SignalingMessageRate    int           `conf:"signaling_message_rate"`
+	SignalingMessageBurst   int           `conf:"signaling_message_burst"`
+	SignalingConnectTimeout time.Duration `conf:"signaling_connect_timeout"`
+	SignalingPingInterval   time.Duration `conf:"signaling_ping_interval"`
+	SignalingPongTimeout    time.Duration `conf:"signaling_pong_timeout"`
+	ChannelReleaseDelay     time.Duration `conf:"channel_release_delay"`
+	KeyframeRequestInterval time.Duration `conf:"keyframe_request_interval"`
+	NACKBufferSize          int           `conf:"nack_buffer_size"`
 }
 
 // errHelp is returned by loadConfig after the usage text was printed because
@@ -127,6 +141,78 @@ var keySpecs = []keySpec{
 		def:  "5890",
 		desc: "port of Raft and internal cluster traffic; must be the same on every node",
 		set:  portField(func(c *Config) *int { return &c.ClusterPort }),
+	},
+	{
+		name: "media_udp_port",
+		def:  "5000",
+		desc: "the one UDP port of every WebRTC connection (ICE UDP mux); may equal signaling_port, which is TCP",
+		set:  portField(func(c *Config) *int { return &c.MediaUDPPort }),
+	},
+	{
+		name:    "media_public_ip_list",
+		defHelp: "(empty)",
+		desc:    "comma-separated IPs announced in ICE candidates instead of listen_address (NAT 1:1, containers)",
+		set:     setIPList,
+	},
+	{
+		name: "default_video_codec_type",
+		def:  "VP9",
+		desc: "video codec of connections that name none: VP8, VP9, AV1 or H264",
+		set:  enumField(func(c *Config) *string { return &c.DefaultVideoCodecType }, "VP8", "VP9", "AV1", "H264"),
+	},
+	{
+		name: "signaling_max_message_size",
+		def:  "262144",
+		desc: "largest signaling message in bytes; larger ones close the WebSocket with 4490",
+		set:  intField(func(c *Config) *int { return &c.SignalingMaxMessageSize }, 1024),
+	},
+	{
+		name: "signaling_message_rate",
+		def:  "50",
+		desc: "signaling messages per second one connection may send (beyond the burst: 4490)",
+		set:  intField(func(c *Config) *int { return &c.SignalingMessageRate }, 1),
+	},
+	{
+		name: "signaling_message_burst",
+		def:  "200",
+		desc: "signaling messages one connection may send at once above the rate",
+		set:  intField(func(c *Config) *int { return &c.SignalingMessageBurst }, 1),
+	},
+	{
+		name: "signaling_connect_timeout",
+		def:  "30s",
+		desc: "bound on WebSocket open to connect, and on offer to connected",
+		set:  durationField(func(c *Config) *time.Duration { return &c.SignalingConnectTimeout }),
+	},
+	{
+		name: "signaling_ping_interval",
+		def:  "5s",
+		desc: "how often the server pings each client",
+		set:  durationField(func(c *Config) *time.Duration { return &c.SignalingPingInterval }),
+	},
+	{
+		name: "signaling_pong_timeout",
+		def:  "15s",
+		desc: "a client that sends no pong for this long is disconnected; more than signaling_ping_interval",
+		set:  durationField(func(c *Config) *time.Duration { return &c.SignalingPongTimeout }),
+	},
+	{
+		name: "channel_release_delay",
+		def:  "5s",
+		desc: "after a channel's last connection leaves, how long before the node releases the channel in the cluster",
+		set:  durationField(func(c *Config) *time.Duration { return &c.ChannelReleaseDelay }),
+	},
+	{
+		name: "keyframe_request_interval",
+		def:  "500ms",
+		desc: "least time between two key frame requests sent to one publisher track",
+		set:  durationField(func(c *Config) *time.Duration { return &c.KeyframeRequestInterval }),
+	},
+	{
+		name: "nack_buffer_size",
+		def:  "1024",
+		desc: "RTP packets kept per forwarded stream to answer NACKs; a power of two, 1 to 32768",
+		set:  setNACKBufferSize,
 	},
 	{
 		name:    "contact_node_name_list",
@@ -449,6 +535,10 @@ func crossCheck(c *Config, sources map[string]source) error {
 		return fail("cluster_probe_interval", "%s must be less than %s",
 			c.ProbeInterval, other("cluster_peer_timeout", c.PeerTimeout))
 	}
+	if c.SignalingPingInterval >= c.SignalingPongTimeout {
+		return fail("signaling_ping_interval", "%s must be less than %s",
+			c.SignalingPingInterval, other("signaling_pong_timeout", c.SignalingPongTimeout))
+	}
 	for _, d := range []struct {
 		key string
 		v   time.Duration
@@ -558,42 +648,35 @@ Keys:
 // LogValue renders the configuration for slog without the bearer token,
 // which appears only as "set" or "unset".
 func (c Config) LogValue() slog.Value {
-	token := "unset"
-	if c.APIBearerToken != "" {
-		token = "set"
+	v := reflect.ValueOf(c)
+	attrs := make([]slog.Attr, 0, v.NumField())
+	for i := 0; i < v.NumField(); i++ {
+		key := v.Type().Field(i).Tag.Get("conf")
+		switch f := v.Field(i).Interface().(type) {
+		case string:
+			if key == "api_bearer_token" { // never log the token itself
+				f = redactToken(f)
+			}
+			attrs = append(attrs, slog.String(key, f))
+		case time.Duration:
+			attrs = append(attrs, slog.String(key, f.String()))
+		case []string:
+			if f == nil {
+				f = []string{}
+			}
+			attrs = append(attrs, slog.Any(key, f))
+		default:
+			attrs = append(attrs, slog.Any(key, f))
+		}
 	}
-	contacts := c.ContactNodeNameList
-	if contacts == nil {
-		contacts = []string{}
+	return slog.GroupValue(attrs...)
+}
+
+func redactToken(token string) string {
+	if token == "" {
+		return "unset"
 	}
-	return slog.GroupValue(
-		slog.String("config_file", c.ConfigFile),
-		slog.String("node_name", c.NodeName),
-		slog.String("data_dir", c.DataDir),
-		slog.String("listen_address", c.ListenAddress),
-		slog.Int("api_port", c.APIPort),
-		slog.Int("signaling_port", c.SignalingPort),
-		slog.Int("cluster_port", c.ClusterPort),
-		slog.Any("contact_node_name_list", contacts),
-		slog.String("external_api_url", c.ExternalAPIURL),
-		slog.String("external_signaling_url", c.ExternalSignalingURL),
-		slog.String("api_bearer_token", token),
-		slog.String("api_cors_origin", c.APICORSOrigin),
-		slog.Int64("api_max_body_size", c.APIMaxBodySize),
-		slog.Int("license_max_connections", c.LicenseMaxConnections),
-		slog.Int("license_max_nodes", c.LicenseMaxNodes),
-		slog.String("license_serial_code", c.LicenseSerialCode),
-		slog.String("license_type", c.LicenseType),
-		slog.String("log_level", c.LogLevel),
-		slog.String("log_format", c.LogFormat),
-		slog.String("cluster_probe_interval", c.ProbeInterval.String()),
-		slog.String("cluster_peer_timeout", c.PeerTimeout.String()),
-		slog.String("raft_heartbeat_timeout", c.RaftHeartbeatTimeout.String()),
-		slog.String("raft_election_timeout", c.RaftElectionTimeout.String()),
-		slog.String("raft_leader_lease_timeout", c.RaftLeaderLeaseTimeout.String()),
-		slog.String("cluster_request_timeout", c.ClusterRequestTimeout.String()),
-		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
-	)
+	return "set"
 }
 
 // String renders the configuration as key=value pairs without the bearer
@@ -652,6 +735,35 @@ func setContactList(c *Config, v string) error {
 
 // checkNodeName accepts name@host with non-empty parts, a single @ and no
 // whitespace.
+func setIPList(c *Config, v string) error {
+	c.MediaPublicIPList = nil
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if net.ParseIP(item) == nil {
+			return fmt.Errorf("%q is not an IP address", item)
+		}
+		c.MediaPublicIPList = append(c.MediaPublicIPList, item)
+	}
+	return nil
+}
+
+// setNACKBufferSize takes what pion's NACK responder accepts: a power of
+// two up to 32768.
+func setNACKBufferSize(c *Config, v string) error {
+	n, err := parseInt(v)
+	if err != nil {
+		return err
+	}
+	if n < 1 || n > 32768 || n&(n-1) != 0 {
+		return fmt.Errorf("%d is not a power of two from 1 to 32768", n)
+	}
+	c.NACKBufferSize = n
+	return nil
+}
+
 func checkNodeName(v string) error {
 	name, host, ok := strings.Cut(v, "@")
 	switch {

@@ -78,6 +78,19 @@ func TestDefaults(t *testing.T) {
 		RaftLeaderLeaseTimeout: 250 * time.Millisecond,
 		ClusterRequestTimeout:  5 * time.Second,
 		ShutdownTimeout:        10 * time.Second,
+
+		MediaUDPPort:            5000,
+		MediaPublicIPList:       nil,
+		DefaultVideoCodecType:   "VP9",
+		SignalingMaxMessageSize: 262144,
+		SignalingMessageRate:    50,
+		SignalingMessageBurst:   200,
+		SignalingConnectTimeout: 30 * time.Second,
+		SignalingPingInterval:   5 * time.Second,
+		SignalingPongTimeout:    15 * time.Second,
+		ChannelReleaseDelay:     5 * time.Second,
+		KeyframeRequestInterval: 500 * time.Millisecond,
+		NACKBufferSize:          1024,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %#v\nwant %#v", got, want)
@@ -584,5 +597,29 @@ func TestExampleConfigFile(t *testing.T) {
 	fromFile.ConfigFile = ""
 	if !reflect.DeepEqual(fromFile, defaults) {
 		t.Fatalf("example config's values differ from the defaults:\nfile:     %+v\ndefaults: %+v", fromFile, defaults)
+	}
+}
+
+// TestConfigFieldsMatchKeys: every Config field is tagged with a key of the
+// table (so the start-up log shows it), and every key has a field.
+func TestConfigFieldsMatchKeys(t *testing.T) {
+	tags := map[string]bool{}
+	ct := reflect.TypeFor[Config]()
+	for i := 0; i < ct.NumField(); i++ {
+		tag := ct.Field(i).Tag.Get("conf")
+		if tag == "" {
+			t.Errorf("Config.%s has no conf tag", ct.Field(i).Name)
+		}
+		tags[tag] = true
+	}
+	for _, s := range keySpecs {
+		if !tags[s.name] {
+			t.Errorf("key %s has no Config field tagged with it", s.name)
+		}
+		delete(tags, s.name)
+	}
+	delete(tags, "config_file")
+	for tag := range tags {
+		t.Errorf("Config field tagged %q is not a key", tag)
 	}
 }

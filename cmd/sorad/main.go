@@ -23,6 +23,7 @@ import (
 	"github.com/sorad/sorad/cluster"
 	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/httpapi"
+	"github.com/sorad/sorad/media"
 )
 
 // version is sorad's version, reported in ListClusterNodes and
@@ -51,6 +52,7 @@ func main() {
 // order: stop taking API calls, then leave Raft.
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("starting sorad", "version", version, "config", cfg)
+	stats := &media.Stats{}
 	cl, err := cluster.Open(cluster.Config{
 		NodeName:             cfg.NodeName,
 		BindAddress:          cfg.ListenAddress,
@@ -74,21 +76,81 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			ElectionTimeout:    cfg.RaftElectionTimeout,
 			LeaderLeaseTimeout: cfg.RaftLeaderLeaseTimeout,
 		},
-		Logger: log,
+		Logger:      log,
+		Connections: func() int { return int(stats.Ongoing()) },
 	})
 	if err != nil {
 		return err
 	}
-	api := &http.Server{
-		Addr: net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(cfg.APIPort)),
-		Handler: httpapi.New(httpapi.Config{
+	med, err := media.New(media.Config{
+		ListenAddress:     cfg.ListenAddress,
+		UDPPort:           cfg.MediaUDPPort,
+		PublicIPs:         cfg.MediaPublicIPList,
+		Version:           version,
+		MaxMessageSize:    cfg.SignalingMaxMessageSize,
+		MessageRate:       float64(cfg.SignalingMessageRate),
+		MessageBurst:      cfg.SignalingMessageBurst,
+		ConnectTimeout:    cfg.SignalingConnectTimeout,
+		PingInterval:      cfg.SignalingPingInterval,
+		PongTimeout:       cfg.SignalingPongTimeout,
+		ReleaseDelay:      cfg.ChannelReleaseDelay,
+		KeyframeThrottle:  cfg.KeyframeRequestInterval,
+		NACKBufferSize:    uint16(cfg.NACKBufferSize),
+		MaxConnections:    cfg.LicenseMaxConnections,
+		DefaultVideoCodec: cfg.DefaultVideoCodecType,
+		Logger:            log,
+	}, cl, stats)
+	if err != nil {
+		return errors.Join(err, cl.Close())
+	}
+	servers := []*namedServer{
+		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, httpapi.New(httpapi.Config{
 			CORSOrigin:     cfg.APICORSOrigin,
 			BearerToken:    cfg.APIBearerToken,
 			MaxBodySize:    cfg.APIMaxBodySize,
 			Version:        version,
 			RequestTimeout: cfg.ClusterRequestTimeout,
 			Logger:         log.With("component", "api"),
-		}, cl),
+		}, cl, med), log)},
+		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, med.Handler(), log)},
+	}
+	serveErr := make(chan error, len(servers))
+	for _, s := range servers {
+		ln, err := net.Listen("tcp", s.srv.Addr)
+		if err != nil {
+			return errors.Join(fmt.Errorf("listen on %s port: %w", s.name, err), shutdown(servers, med, cl, cfg.ShutdownTimeout))
+		}
+		s.started = true
+		go func() { serveErr <- fmt.Errorf("%s server: %w", s.name, s.srv.Serve(ln)) }()
+	}
+	log.Info("sorad is serving", "api", "http://"+servers[0].srv.Addr+"/", "signaling", "ws://"+servers[1].srv.Addr+"/signaling",
+		"media_udp_port", cfg.MediaUDPPort, "cluster_port", cfg.ClusterPort, "data_dir", cfg.DataDir)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-serveErr:
+	}
+	if err := shutdown(servers, med, cl, cfg.ShutdownTimeout); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	if runErr == nil {
+		log.Info("sorad stopped")
+	}
+	return runErr
+}
+
+type namedServer struct {
+	name    string
+	srv     *http.Server
+	started bool
+}
+
+func newHTTPServer(address string, port int, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              net.JoinHostPort(address, strconv.Itoa(port)),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      time.Minute,
@@ -96,33 +158,29 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	ln, err := net.Listen("tcp", api.Addr)
-	if err != nil {
-		return errors.Join(fmt.Errorf("listen on api port: %w", err), cl.Close())
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- api.Serve(ln) }()
-	log.Info("sorad is serving", "api", "http://"+api.Addr+"/", "cluster_port", cfg.ClusterPort, "data_dir", cfg.DataDir)
+}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case err := <-serveErr:
-		runErr = fmt.Errorf("api server: %w", err)
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+// shutdown stops taking requests, disconnects the media plane's clients,
+// then leaves Raft.
+func shutdown(servers []*namedServer, med *media.Media, cl *cluster.Cluster, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := api.Shutdown(shutdownCtx); err != nil {
-		runErr = errors.Join(runErr, fmt.Errorf("shut down api server: %w", err))
+	var errs []error
+	for _, s := range servers {
+		if !s.started {
+			continue
+		}
+		if err := s.srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("shut down %s server: %w", s.name, err))
+		}
+	}
+	if err := med.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close media: %w", err))
 	}
 	if err := cl.Close(); err != nil {
-		runErr = errors.Join(runErr, fmt.Errorf("close cluster: %w", err))
+		errs = append(errs, fmt.Errorf("close cluster: %w", err))
 	}
-	if runErr == nil {
-		log.Info("sorad stopped")
-	}
-	return runErr
+	return errors.Join(errs...)
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {

@@ -82,8 +82,9 @@ func NextAddress() string {
 
 // Harness owns the nodes of one test.
 type Harness struct {
-	t   testing.TB
-	bin string
+	t      testing.TB
+	bin    string
+	logDir string // node logs; removed after they are printed
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -93,9 +94,18 @@ type Harness struct {
 // running when t ends is killed; if t failed, each node's log tail is
 // printed.
 func New(t testing.TB, bin string) *Harness {
-	h := &Harness{t: t, bin: bin}
+	dir, err := os.MkdirTemp("", "sorad-logs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Harness{t: t, bin: bin, logDir: dir}
 	t.Cleanup(h.cleanup)
 	return h
+}
+
+// logPath returns a fresh log file path for a node.
+func (h *Harness) logPath(name string) string {
+	return filepath.Join(h.logDir, strings.NewReplacer("@", "_", "/", "_").Replace(name)+".log")
 }
 
 func (h *Harness) cleanup() {
@@ -113,6 +123,7 @@ func (h *Harness) cleanup() {
 			h.t.Logf("--- log of %s (last lines) ---\n%s", n.Name, n.LogTail(40))
 		}
 	}
+	os.RemoveAll(h.logDir)
 }
 
 // Node is one sorad process (running or not) with its identity and data.
@@ -145,7 +156,7 @@ func (h *Harness) NewNode(short string, args ...string) *Node {
 		DataDir: filepath.Join(dir, "data"),
 		Args:    args,
 		h:       h,
-		logPath: filepath.Join(dir, "sorad.log"),
+		logPath: h.logPath(short + "@" + addr),
 	}
 	h.mu.Lock()
 	h.nodes = append(h.nodes, n)
@@ -301,7 +312,7 @@ func (h *Harness) NewBareNode() *Node {
 		Bare:    true,
 		WorkDir: dir,
 		h:       h,
-		logPath: filepath.Join(h.t.TempDir(), "sorad.log"),
+		logPath: h.logPath("bare"),
 		apiPort: 3000,
 	}
 	h.mu.Lock()
@@ -413,4 +424,23 @@ func (n *Node) Options() (Response, error) {
 	req.Header.Set("Origin", "http://127.0.0.1:5000")
 	req.Header.Set("Access-Control-Request-Method", "POST")
 	return do(req)
+}
+
+// Metric reads one unlabelled sample from the node's /metrics.
+func (n *Node) Metric(name string) (float64, error) {
+	resp, err := apiClient.Get(n.APIURL() + "metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			var f float64
+			_, err := fmt.Sscan(v, &f)
+			return f, err
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found", name)
 }

@@ -1,0 +1,333 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/sorad/sorad/media"
+)
+
+// mediaTargets are the connection, push, metadata and statistics APIs.
+func (s *Server) mediaTargets() map[string]target {
+	return map[string]target{
+		"Sora_20151104.DisconnectChannel":                 s.disconnectChannel,
+		"Sora_20151104.DisconnectClient":                  s.disconnectClient,
+		"Sora_20151104.DisconnectConnection":              s.disconnectConnection,
+		"Sora_20201120.DisconnectChannelByRole":           s.disconnectChannelByRole,
+		"Sora_20201013.ListConnections":                   s.listConnections,
+		"Sora_20201013.ListChannelConnections":            s.listChannelConnections,
+		"Sora_20160711.PushChannel":                       s.pushChannel,
+		"Sora_20160711.PushClient":                        s.pushClient,
+		"Sora_20160711.PushConnection":                    s.pushConnection,
+		"Sora_20201120.PushChannelByRole":                 s.pushChannelByRole,
+		"Sora_20201124.ListSignalingNotifyMetadata":       s.listSignalingNotifyMetadata,
+		"Sora_20201124.GetSignalingNotifyMetadata":        s.getSignalingNotifyMetadata,
+		"Sora_20201124.PutSignalingNotifyMetadata":        s.putSignalingNotifyMetadata,
+		"Sora_20201124.DeleteSignalingNotifyMetadata":     s.deleteSignalingNotifyMetadata,
+		"Sora_20201124.PutSignalingNotifyMetadataItem":    s.putSignalingNotifyMetadataItem,
+		"Sora_20201124.DeleteSignalingNotifyMetadataItem": s.deleteSignalingNotifyMetadataItem,
+		"Sora_20170529.GetStatsConnection":                s.getStatsConnection,
+		"Sora_20170529.GetStatsClient":                    s.getStatsClient,
+	}
+}
+
+// Requests. channel_id is required everywhere; the optional reason object of
+// the Disconnect APIs is kept for the event webhook.
+
+type channelRequest struct {
+	ChannelID string     `json:"channel_id" api:"required"`
+	Reason    jsonObject `json:"reason"`
+}
+
+type clientRequest struct {
+	ChannelID string     `json:"channel_id" api:"required"`
+	ClientID  string     `json:"client_id" api:"required"`
+	Reason    jsonObject `json:"reason"`
+}
+
+type connectionRequest struct {
+	ChannelID    string     `json:"channel_id" api:"required"`
+	ConnectionID string     `json:"connection_id" api:"required"`
+	Reason       jsonObject `json:"reason"`
+}
+
+type roleRequest struct {
+	ChannelID string     `json:"channel_id" api:"required"`
+	Role      string     `json:"role" api:"required"`
+	Reason    jsonObject `json:"reason"`
+}
+
+// Answers echo the identifying fields, as Sora's do.
+
+type channelAnswer struct {
+	ChannelID string `json:"channel_id"`
+}
+
+type clientAnswer struct {
+	ChannelID string `json:"channel_id"`
+	ClientID  string `json:"client_id"`
+}
+
+type connectionAnswer struct {
+	ChannelID    string `json:"channel_id"`
+	ConnectionID string `json:"connection_id"`
+}
+
+type roleAnswer struct {
+	ChannelID string `json:"channel_id"`
+	Role      string `json:"role"`
+}
+
+func parseRole(r string) (media.Role, error) {
+	switch role := media.Role(r); role {
+	case media.RoleSendrecv, media.RoleSendonly, media.RoleRecvonly:
+		return role, nil
+	}
+	return "", apiErr(400, "INVALID-FIELD-VALUE", fieldReason{Field: "role", Expected: "sendrecv, sendonly or recvonly"})
+}
+
+func (s *Server) disconnectChannel(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[channelRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.Disconnect(media.Selector{ChannelID: req.ChannelID}, json.RawMessage(req.Reason)); err != nil {
+		return nil, err
+	}
+	return channelAnswer{ChannelID: req.ChannelID}, nil
+}
+
+func (s *Server) disconnectClient(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[clientRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.Disconnect(media.Selector{ChannelID: req.ChannelID, ClientID: req.ClientID}, json.RawMessage(req.Reason)); err != nil {
+		return nil, err
+	}
+	return clientAnswer{ChannelID: req.ChannelID, ClientID: req.ClientID}, nil
+}
+
+func (s *Server) disconnectConnection(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[connectionRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.Disconnect(media.Selector{ChannelID: req.ChannelID, ConnectionID: req.ConnectionID}, json.RawMessage(req.Reason)); err != nil {
+		return nil, err
+	}
+	return connectionAnswer{ChannelID: req.ChannelID, ConnectionID: req.ConnectionID}, nil
+}
+
+func (s *Server) disconnectChannelByRole(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[roleRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	role, err := parseRole(req.Role)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.Disconnect(media.Selector{ChannelID: req.ChannelID, Role: role}, json.RawMessage(req.Reason)); err != nil {
+		return nil, err
+	}
+	return roleAnswer{ChannelID: req.ChannelID, Role: req.Role}, nil
+}
+
+type listConnectionsRequest struct {
+	// Local is accepted for compatibility; until cluster-wide listings
+	// exist every node lists its own connections.
+	Local *bool `json:"local"`
+}
+
+func (s *Server) listConnections(_ context.Context, body []byte) (any, error) {
+	if _, err := decodeBody[listConnectionsRequest](body); err != nil {
+		return nil, err
+	}
+	return s.media.ListConnections(), nil
+}
+
+type channelOnlyRequest struct {
+	ChannelID string `json:"channel_id" api:"required"`
+}
+
+func (s *Server) listChannelConnections(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[channelOnlyRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.ListChannelConnections(req.ChannelID), nil
+}
+
+type pushChannelRequest struct {
+	ChannelID string     `json:"channel_id" api:"required"`
+	Data      jsonObject `json:"data" api:"required"`
+}
+
+type pushClientRequest struct {
+	ChannelID string     `json:"channel_id" api:"required"`
+	ClientID  string     `json:"client_id" api:"required"`
+	Data      jsonObject `json:"data" api:"required"`
+}
+
+type pushConnectionRequest struct {
+	ChannelID    string     `json:"channel_id" api:"required"`
+	ConnectionID string     `json:"connection_id" api:"required"`
+	Data         jsonObject `json:"data" api:"required"`
+}
+
+type pushRoleRequest struct {
+	ChannelID string     `json:"channel_id" api:"required"`
+	Role      string     `json:"role" api:"required"`
+	Data      jsonObject `json:"data" api:"required"`
+}
+
+func (s *Server) pushChannel(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[pushChannelRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.Push(media.Selector{ChannelID: req.ChannelID}, json.RawMessage(req.Data)); err != nil {
+		return nil, err
+	}
+	return channelAnswer{ChannelID: req.ChannelID}, nil
+}
+
+func (s *Server) pushClient(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[pushClientRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.Push(media.Selector{ChannelID: req.ChannelID, ClientID: req.ClientID}, json.RawMessage(req.Data)); err != nil {
+		return nil, err
+	}
+	return clientAnswer{ChannelID: req.ChannelID, ClientID: req.ClientID}, nil
+}
+
+func (s *Server) pushConnection(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[pushConnectionRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.Push(media.Selector{ChannelID: req.ChannelID, ConnectionID: req.ConnectionID}, json.RawMessage(req.Data)); err != nil {
+		return nil, err
+	}
+	return connectionAnswer{ChannelID: req.ChannelID, ConnectionID: req.ConnectionID}, nil
+}
+
+func (s *Server) pushChannelByRole(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[pushRoleRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	role, err := parseRole(req.Role)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.Push(media.Selector{ChannelID: req.ChannelID, Role: role}, json.RawMessage(req.Data)); err != nil {
+		return nil, err
+	}
+	return roleAnswer{ChannelID: req.ChannelID, Role: req.Role}, nil
+}
+
+func (s *Server) listSignalingNotifyMetadata(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[channelOnlyRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.ListSignalingNotifyMetadata(req.ChannelID)
+}
+
+type metadataConnectionRequest struct {
+	ChannelID    string `json:"channel_id" api:"required"`
+	ConnectionID string `json:"connection_id" api:"required"`
+	Push         bool   `json:"push"`
+}
+
+func (s *Server) getSignalingNotifyMetadata(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[metadataConnectionRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.GetSignalingNotifyMetadata(req.ChannelID, req.ConnectionID)
+}
+
+type putMetadataRequest struct {
+	ChannelID    string     `json:"channel_id" api:"required"`
+	ConnectionID string     `json:"connection_id" api:"required"`
+	Metadata     jsonObject `json:"metadata" api:"required"`
+	Push         bool       `json:"push"`
+}
+
+func (s *Server) putSignalingNotifyMetadata(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[putMetadataRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.PutSignalingNotifyMetadata(req.ChannelID, req.ConnectionID, json.RawMessage(req.Metadata), req.Push)
+}
+
+func (s *Server) deleteSignalingNotifyMetadata(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[metadataConnectionRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.DeleteSignalingNotifyMetadata(req.ChannelID, req.ConnectionID, req.Push)
+}
+
+type putMetadataItemRequest struct {
+	ChannelID    string    `json:"channel_id" api:"required"`
+	ConnectionID string    `json:"connection_id" api:"required"`
+	Key          string    `json:"key" api:"required"`
+	Value        jsonValue `json:"value" api:"required"`
+	Push         bool      `json:"push"`
+}
+
+func (s *Server) putSignalingNotifyMetadataItem(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[putMetadataItemRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.PutSignalingNotifyMetadataItem(req.ChannelID, req.ConnectionID, req.Key, json.RawMessage(req.Value), req.Push)
+}
+
+type deleteMetadataItemRequest struct {
+	ChannelID    string `json:"channel_id" api:"required"`
+	ConnectionID string `json:"connection_id" api:"required"`
+	Key          string `json:"key" api:"required"`
+	Push         bool   `json:"push"`
+}
+
+func (s *Server) deleteSignalingNotifyMetadataItem(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[deleteMetadataItemRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.DeleteSignalingNotifyMetadataItem(req.ChannelID, req.ConnectionID, req.Key, req.Push)
+}
+
+type statsConnectionRequest struct {
+	ChannelID    string `json:"channel_id" api:"required"`
+	ConnectionID string `json:"connection_id" api:"required"`
+}
+
+func (s *Server) getStatsConnection(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[statsConnectionRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.GetStatsConnection(req.ChannelID, req.ConnectionID)
+}
+
+type statsClientRequest struct {
+	ChannelID string `json:"channel_id" api:"required"`
+	ClientID  string `json:"client_id" api:"required"`
+}
+
+func (s *Server) getStatsClient(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[statsClientRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.GetStatsClient(req.ChannelID, req.ClientID)
+}

@@ -1,0 +1,1010 @@
+// Package soraclient is a small WebRTC client for integration tests and
+// benchmarks of sorad, the Sora-compatible SFU.
+//
+// It speaks only the wire protocol, exactly as an official Sora SDK does: it
+// opens a WebSocket to the signaling URL, sends "connect", waits for the
+// server's "offer", answers it with a pion/webrtc PeerConnection, trickles its
+// ICE candidates and then keeps the signaling socket serviced ("re-offer",
+// "ping", "notify", "push", ...). It imports no sorad package, so a test that
+// uses it exercises a real sorad process the way a browser or a native SDK
+// would.
+//
+// A client whose role sends ("sendrecv", "sendonly") publishes synthetic
+// media on the m-lines named by the offer's "mid": an Opus audio track (one
+// 20 ms frame every 20 ms) and a video track of the negotiated codec (one
+// frame every 33 ms, sized to Options.VideoBitrateKbps; VP8 key frames every
+// 30 frames). The payloads are not real encodings; an SFU forwards bytes.
+// Every remote track is read and counted per "<stream id>/<kind>", where the
+// stream id is the msid stream id, which Sora sets to the sending
+// connection's connection_id.
+//
+// Every received signaling message is kept (the last 10 000) so tests can
+// assert on them with Messages and WaitMessage.
+//
+// Typical use:
+//
+//	c, err := soraclient.Connect(ctx, soraclient.Options{
+//		SignalingURL: "ws://127.0.0.1:5000/signaling",
+//		ChannelID:    "room",
+//		Role:         "sendrecv",
+//		Audio:        true,
+//		Video:        true,
+//	})
+//	if err != nil { ... }
+//	defer c.Close()
+//	err = c.WaitPackets(ctx, otherConnectionID, "video", 50)
+//
+// A client must always be closed with Close, which stops every goroutine it
+// started. A client is not closed when the server closes the WebSocket:
+// Closed and CloseInfo report that, and the PeerConnection and the counters
+// stay available until Close.
+package soraclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+)
+
+// SoraClient is the value sent as "sora_client" in connect.
+const SoraClient = "sorad soraclient"
+
+const (
+	// MaxMessages is how many received signaling messages a Client keeps;
+	// older ones are dropped first.
+	MaxMessages = 10000
+
+	maxRedirects     = 5
+	writeTimeout     = 10 * time.Second
+	closeWaitTimeout = time.Second
+	readLimit        = 16 << 20 // largest signaling frame accepted, bytes
+	defaultVideoKbps = 500
+)
+
+// Options configures Connect. Only SignalingURL is required; everything else
+// is sent as given, so tests can also send odd inputs.
+type Options struct {
+	// SignalingURL is the WebSocket URL, e.g. ws://127.0.0.1:5000/signaling.
+	SignalingURL string
+	// ChannelID is sent as "channel_id" (also when empty).
+	ChannelID string
+	// Role is sent as "role": "sendrecv", "sendonly" or "recvonly". The
+	// client publishes media only for "sendrecv" and "sendonly"; other
+	// values are sent unchanged (for tests of bad inputs).
+	Role string
+	// ClientID and BundleID are sent as "client_id" / "bundle_id" only when
+	// non-empty.
+	ClientID, BundleID string
+	// Metadata is sent as "metadata"; nil is sent as JSON null, as
+	// sora-js-sdk does.
+	Metadata any
+	// SignalingNotifyMetadata is sent as "signaling_notify_metadata" only
+	// when non-nil.
+	SignalingNotifyMetadata any
+	// Audio and Video are sent as booleans and say whether to send (for
+	// sending roles) and receive audio and video. Unlike sora-js-sdk the
+	// zero value is false.
+	Audio, Video bool
+	// VideoCodec, when non-empty and Video is true, makes "video" be sent
+	// as {"codec_type": VideoCodec} (VP8, VP9, AV1, H264, H265) and makes
+	// the client prefer that codec when the offer lists several.
+	VideoCodec string
+	// VideoBitrateKbps sizes the synthetic video frames; default 500.
+	VideoBitrateKbps int
+	// Extra holds top-level fields merged into connect last, overriding
+	// the fields above. A value of Omit removes that field.
+	Extra map[string]any
+	// NoRedirect disables following {"type":"redirect"}. By default the
+	// client, like every official SDK, closes the socket, opens the
+	// redirect location and re-sends connect with "redirect": true. With
+	// NoRedirect, Connect returns a *RedirectError instead.
+	NoRedirect bool
+	// CandidateMinimal sends ICE candidates as {"type":"candidate",
+	// "candidate":"..."} only (the C++/Rust/Android SDK shape) instead of
+	// the JS shape that adds sdpMid, sdpMLineIndex and usernameFragment.
+	CandidateMinimal bool
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+}
+
+type omitField struct{}
+
+// Omit, used as a value in Options.Extra, removes that field from connect
+// (e.g. Extra: map[string]any{"channel_id": soraclient.Omit}).
+var Omit any = omitField{}
+
+// CloseError is the close code and reason of the signaling WebSocket. Connect
+// returns it (unwrapped) when the socket closes before the offer; Code is
+// 1006 with an empty Reason when the connection ended without a close frame.
+type CloseError struct {
+	Code   int
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("soraclient: signaling websocket closed: code %d reason %q", e.Code, e.Reason)
+}
+
+// RedirectError is returned by Connect when Options.NoRedirect is set and the
+// server answered connect with a redirect.
+type RedirectError struct {
+	Location string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("soraclient: server redirected to %q (NoRedirect is set)", e.Location)
+}
+
+// ErrClosed is returned by waits that cannot succeed any more because the
+// WebSocket or the client was closed.
+var ErrClosed = errors.New("soraclient: closed")
+
+// Message is one received signaling frame.
+type Message struct {
+	// Type is the "type" member of a JSON object; empty for binary frames
+	// and frames that are not a JSON object with a string type.
+	Type string
+	// Raw is the frame as received (not necessarily JSON when Type is "").
+	Raw json.RawMessage
+	// At is when the frame was read.
+	At time.Time
+}
+
+// TrackStats counts what one remote track delivered.
+type TrackStats struct {
+	Packets     int64
+	Bytes       int64 // RTP payload bytes
+	FirstPacket time.Time
+}
+
+type trackCounter struct {
+	packets   atomic.Int64
+	bytes     atomic.Int64
+	firstNano atomic.Int64
+}
+
+// Client is one Sora connection. Its methods are safe for concurrent use.
+type Client struct {
+	opts Options
+	log  *slog.Logger
+
+	ctx    context.Context // lifetime; cancelled by Close
+	cancel context.CancelFunc
+
+	goMu    sync.Mutex // guards closing and wg.Add
+	closing bool
+	wg      sync.WaitGroup
+
+	ws   *websocket.Conn // fixed once Connect has the offer
+	wsMu sync.Mutex      // serializes writes on ws
+
+	api *webrtc.API
+	pc  *webrtc.PeerConnection
+
+	offerRaw     json.RawMessage
+	connectionID string
+	audioTrack   *webrtc.TrackLocalStaticSample
+	videoTrack   *webrtc.TrackLocalStaticSample
+
+	candMu     sync.Mutex // orders candidates after the answer
+	answerSent bool
+	pendCands  []webrtc.ICECandidateInit
+	ufrag      string
+
+	msgMu     sync.Mutex
+	msgs      []Message
+	msgSeq    uint64        // number of messages ever recorded
+	msgNotify chan struct{} // closed and replaced on every new message
+
+	tracksMu sync.Mutex
+	tracks   map[string]*trackCounter
+
+	pcConnected     chan struct{}
+	pcConnectedOnce sync.Once
+	pcFailed        chan struct{}
+	pcFailedOnce    sync.Once
+
+	closed     chan struct{} // WebSocket closed
+	closedOnce sync.Once
+	closeMu    sync.Mutex
+	closeInfo  *CloseError
+
+	closeAllOnce sync.Once
+	closeErr     error
+}
+
+// Connect opens the signaling WebSocket, sends connect, follows redirects,
+// answers the offer and returns once the PeerConnection is connected. ctx
+// bounds only the connection attempt; the returned client lives until Close.
+// If the socket closes before the offer, the error is a *CloseError.
+func Connect(ctx context.Context, opts Options) (*Client, error) {
+	if opts.SignalingURL == "" {
+		return nil, errors.New("soraclient: Options.SignalingURL is required")
+	}
+	if opts.VideoBitrateKbps <= 0 {
+		opts.VideoBitrateKbps = defaultVideoKbps
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		opts:        opts,
+		log:         log,
+		ctx:         lctx,
+		cancel:      cancel,
+		msgNotify:   make(chan struct{}),
+		tracks:      make(map[string]*trackCounter),
+		pcConnected: make(chan struct{}),
+		pcFailed:    make(chan struct{}),
+		closed:      make(chan struct{}),
+	}
+	if err := c.connect(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Client) sends() bool {
+	return c.opts.Role == "sendrecv" || c.opts.Role == "sendonly"
+}
+
+// connectMessage builds the connect message as the official SDKs do.
+func (c *Client) connectMessage(redirect bool) map[string]any {
+	o := c.opts
+	m := map[string]any{
+		"type":        "connect",
+		"role":        o.Role,
+		"channel_id":  o.ChannelID,
+		"sora_client": SoraClient,
+		"environment": fmt.Sprintf("%s/%s %s", runtime.GOOS, runtime.GOARCH, runtime.Version()),
+		"metadata":    o.Metadata,
+		"audio":       o.Audio,
+		"video":       o.Video,
+	}
+	if o.Video && o.VideoCodec != "" {
+		m["video"] = map[string]any{"codec_type": o.VideoCodec}
+	}
+	if o.ClientID != "" {
+		m["client_id"] = o.ClientID
+	}
+	if o.BundleID != "" {
+		m["bundle_id"] = o.BundleID
+	}
+	if o.SignalingNotifyMetadata != nil {
+		m["signaling_notify_metadata"] = o.SignalingNotifyMetadata
+	}
+	if redirect {
+		m["redirect"] = true
+	}
+	for k, v := range o.Extra {
+		if _, ok := v.(omitField); ok {
+			delete(m, k)
+			continue
+		}
+		m[k] = v
+	}
+	return m
+}
+
+func (c *Client) connect(ctx context.Context) error {
+	url := c.opts.SignalingURL
+	var offer json.RawMessage
+	for redirects := 0; ; redirects++ {
+		ws, _, err := (&websocket.Dialer{HandshakeTimeout: writeTimeout}).DialContext(ctx, url, nil)
+		if err != nil {
+			return fmt.Errorf("soraclient: dial %s: %w", url, err)
+		}
+		ws.SetReadLimit(readLimit)
+		c.ws = ws
+		stop := context.AfterFunc(ctx, func() { _ = ws.Close() })
+		if err := c.writeJSON(c.connectMessage(redirects > 0)); err != nil {
+			stop()
+			return fmt.Errorf("soraclient: send connect to %s: %w", url, err)
+		}
+		typ, raw, location, err := c.waitOffer(ws)
+		if !stop() || ctx.Err() != nil {
+			return fmt.Errorf("soraclient: waiting for offer from %s: %w", url, context.Cause(ctx))
+		}
+		if err != nil {
+			return err
+		}
+		if typ == "offer" {
+			offer = raw
+			break
+		}
+		// redirect
+		if c.opts.NoRedirect {
+			return &RedirectError{Location: location}
+		}
+		if redirects >= maxRedirects {
+			return fmt.Errorf("soraclient: more than %d redirects (last to %q)", maxRedirects, location)
+		}
+		c.log.Debug("soraclient: redirect", "from", url, "to", location)
+		c.closeSocket(ws)
+		url = location
+	}
+	return c.handleOffer(ctx, offer)
+}
+
+// closeSocket sends a close frame (best effort) and closes the connection.
+func (c *Client) closeSocket(ws *websocket.Conn) {
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	_ = ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWaitTimeout))
+	_ = ws.Close()
+}
+
+// waitOffer reads until an offer or a redirect, ignoring (but recording)
+// every other message, as sora-js-sdk does.
+func (c *Client) waitOffer(ws *websocket.Conn) (typ string, raw json.RawMessage, location string, err error) {
+	for {
+		mt, data, err := ws.ReadMessage()
+		if err != nil {
+			return "", nil, "", c.closeErrorFrom(err)
+		}
+		m := c.record(mt, data)
+		if mt != websocket.TextMessage {
+			return "", nil, "", fmt.Errorf("soraclient: non-text frame (type %d) before offer", mt)
+		}
+		if m.Type == "" {
+			return "", nil, "", fmt.Errorf("soraclient: frame before offer is not a JSON object with a type: %.200q", data)
+		}
+		switch m.Type {
+		case "offer":
+			return "offer", data, "", nil
+		case "redirect":
+			var r struct {
+				Location string `json:"location"`
+			}
+			if err := json.Unmarshal(data, &r); err != nil || r.Location == "" {
+				return "", nil, "", fmt.Errorf("soraclient: redirect without a location: %.200q", data)
+			}
+			return "redirect", nil, r.Location, nil
+		default:
+			c.log.Debug("soraclient: ignoring message before offer", "type", m.Type)
+		}
+	}
+}
+
+// closeErrorFrom turns a read error into a *CloseError and records the close
+// code when the server sent a close frame.
+func (c *Client) closeErrorFrom(err error) *CloseError {
+	var wce *websocket.CloseError
+	if errors.As(err, &wce) && wce.Code != websocket.CloseAbnormalClosure {
+		ce := &CloseError{Code: wce.Code, Reason: wce.Text}
+		c.closeMu.Lock()
+		if c.closeInfo == nil {
+			c.closeInfo = ce
+		}
+		c.closeMu.Unlock()
+		return &CloseError{Code: ce.Code, Reason: ce.Reason}
+	}
+	c.log.Debug("soraclient: websocket ended without close frame", "err", err)
+	return &CloseError{Code: websocket.CloseAbnormalClosure}
+}
+
+type offerMessage struct {
+	SDP          string `json:"sdp"`
+	ConnectionID string `json:"connection_id"`
+	Config       struct {
+		ICEServers []struct {
+			URLs       json.RawMessage `json:"urls"`
+			Username   string          `json:"username"`
+			Credential string          `json:"credential"`
+		} `json:"iceServers"`
+		ICETransportPolicy string `json:"iceTransportPolicy"`
+	} `json:"config"`
+	Mid struct {
+		Audio string `json:"audio"`
+		Video string `json:"video"`
+	} `json:"mid"`
+}
+
+func (o *offerMessage) rtcConfiguration() (webrtc.Configuration, error) {
+	var cfg webrtc.Configuration
+	for i, s := range o.Config.ICEServers {
+		var urls []string
+		if len(s.URLs) > 0 {
+			var one string
+			if err := json.Unmarshal(s.URLs, &one); err == nil {
+				urls = []string{one}
+			} else if err := json.Unmarshal(s.URLs, &urls); err != nil {
+				return cfg, fmt.Errorf("soraclient: offer config.iceServers[%d].urls: %w", i, err)
+			}
+		}
+		cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{
+			URLs:       urls,
+			Username:   s.Username,
+			Credential: s.Credential,
+		})
+	}
+	if o.Config.ICETransportPolicy != "" {
+		cfg.ICETransportPolicy = webrtc.NewICETransportPolicy(o.Config.ICETransportPolicy)
+	}
+	return cfg, nil
+}
+
+func newAPI() (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, fmt.Errorf("soraclient: register codecs: %w", err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		return nil, fmt.Errorf("soraclient: register interceptors: %w", err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true) // tests run on 127.0.x.y
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
+	var offer offerMessage
+	if err := json.Unmarshal(raw, &offer); err != nil {
+		return fmt.Errorf("soraclient: parse offer: %w", err)
+	}
+	if offer.SDP == "" {
+		return errors.New("soraclient: offer has no sdp")
+	}
+	if offer.ConnectionID == "" {
+		return errors.New("soraclient: offer has no connection_id")
+	}
+	c.offerRaw = raw
+	c.connectionID = offer.ConnectionID
+
+	cfg, err := offer.rtcConfiguration()
+	if err != nil {
+		return err
+	}
+	if c.api, err = newAPI(); err != nil {
+		return err
+	}
+	if c.pc, err = c.api.NewPeerConnection(cfg); err != nil {
+		return fmt.Errorf("soraclient: new peer connection: %w", err)
+	}
+	c.pc.OnConnectionStateChange(c.onConnectionState)
+	c.pc.OnICECandidate(c.onICECandidate)
+	c.pc.OnTrack(c.onTrack)
+
+	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
+		return fmt.Errorf("soraclient: set remote offer: %w", err)
+	}
+	if c.sends() {
+		if err := c.attachTracks(offer.SDP, offer.Mid.Audio, offer.Mid.Video); err != nil {
+			return err
+		}
+	}
+	answer, err := c.pc.CreateAnswer(nil)
+	if err != nil {
+		return fmt.Errorf("soraclient: create answer: %w", err)
+	}
+	if err := c.pc.SetLocalDescription(answer); err != nil {
+		return fmt.Errorf("soraclient: set local answer: %w", err)
+	}
+	c.logNegotiatedCodecs()
+
+	if !c.goroutine(c.readLoop) {
+		return ErrClosed
+	}
+	if err := c.sendAnswer(answer.SDP); err != nil {
+		return err
+	}
+
+	select {
+	case <-c.pcConnected:
+	case <-c.pcFailed:
+		return errors.New("soraclient: peer connection failed before connecting")
+	case <-c.closed:
+		if ci := c.CloseInfo(); ci != nil {
+			return fmt.Errorf("soraclient: signaling closed before the peer connection connected: %w", ci)
+		}
+		return fmt.Errorf("soraclient: signaling closed before the peer connection connected: %w", ErrClosed)
+	case <-ctx.Done():
+		return fmt.Errorf("soraclient: waiting for the peer connection to connect: %w", context.Cause(ctx))
+	}
+	if c.audioTrack != nil || c.videoTrack != nil {
+		c.goroutine(c.runMedia)
+	}
+	return nil
+}
+
+// sendAnswer sends the answer, then the candidates gathered meanwhile; later
+// candidates are sent directly by onICECandidate.
+func (c *Client) sendAnswer(sdp string) error {
+	c.candMu.Lock()
+	defer c.candMu.Unlock()
+	if err := c.writeJSON(map[string]any{"type": "answer", "sdp": sdp}); err != nil {
+		return fmt.Errorf("soraclient: send answer: %w", err)
+	}
+	c.answerSent = true
+	if ld := c.pc.LocalDescription(); ld != nil {
+		c.ufrag = sdpAttribute(ld.SDP, "ice-ufrag")
+	}
+	for _, cand := range c.pendCands {
+		c.sendCandidateLocked(cand)
+	}
+	c.pendCands = nil
+	return nil
+}
+
+func (c *Client) onICECandidate(cand *webrtc.ICECandidate) {
+	if cand == nil {
+		return // end of candidates: not signalled, as sora-js-sdk
+	}
+	init := cand.ToJSON()
+	c.candMu.Lock()
+	defer c.candMu.Unlock()
+	if !c.answerSent {
+		c.pendCands = append(c.pendCands, init)
+		return
+	}
+	c.sendCandidateLocked(init)
+}
+
+func (c *Client) sendCandidateLocked(cand webrtc.ICECandidateInit) {
+	msg := map[string]any{"type": "candidate", "candidate": cand.Candidate}
+	if !c.opts.CandidateMinimal {
+		if cand.SDPMid != nil {
+			msg["sdpMid"] = *cand.SDPMid
+		}
+		if cand.SDPMLineIndex != nil {
+			msg["sdpMLineIndex"] = *cand.SDPMLineIndex
+		}
+		msg["usernameFragment"] = c.ufrag
+	}
+	if err := c.writeJSON(msg); err != nil {
+		c.log.Debug("soraclient: send candidate", "err", err)
+	}
+}
+
+func (c *Client) onConnectionState(s webrtc.PeerConnectionState) {
+	c.log.Debug("soraclient: peer connection state", "state", s.String(), "connection_id", c.connectionID)
+	switch s {
+	case webrtc.PeerConnectionStateConnected:
+		c.pcConnectedOnce.Do(func() { close(c.pcConnected) })
+	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+		c.pcFailedOnce.Do(func() { close(c.pcFailed) })
+	}
+}
+
+// attachTracks creates the local tracks and puts them on the transceivers
+// whose mids the offer named. pion creates, for an offered a=recvonly m-line,
+// a transceiver whose direction is already sendonly but which has no
+// RTPSender; giving it one with SetSender makes the answer send there.
+func (c *Client) attachTracks(offerSDP, audioMid, videoMid string) error {
+	if c.opts.Audio && audioMid != "" {
+		track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
+		}, "audio", "soraclient")
+		if err != nil {
+			return fmt.Errorf("soraclient: new audio track: %w", err)
+		}
+		if err := c.attachTrack(webrtc.RTPCodecTypeAudio, audioMid, track); err != nil {
+			return err
+		}
+		c.audioTrack = track
+	}
+	if c.opts.Video && videoMid != "" {
+		capability, err := offeredVideoCodec(offerSDP, videoMid, c.opts.VideoCodec)
+		if err != nil {
+			return err
+		}
+		track, err := webrtc.NewTrackLocalStaticSample(capability, "video", "soraclient")
+		if err != nil {
+			return fmt.Errorf("soraclient: new video track: %w", err)
+		}
+		if err := c.attachTrack(webrtc.RTPCodecTypeVideo, videoMid, track); err != nil {
+			return err
+		}
+		c.videoTrack = track
+	}
+	return nil
+}
+
+func (c *Client) attachTrack(kind webrtc.RTPCodecType, mid string, track *webrtc.TrackLocalStaticSample) error {
+	var tr *webrtc.RTPTransceiver
+	for _, t := range c.pc.GetTransceivers() {
+		if t.Mid() == mid {
+			tr = t
+			break
+		}
+	}
+	if tr == nil {
+		return fmt.Errorf("soraclient: offer.mid.%s is %q but the offer has no such m-line", kind, mid)
+	}
+	if tr.Kind() != kind {
+		return fmt.Errorf("soraclient: offer.mid.%s is %q but that m-line is %s", kind, mid, tr.Kind())
+	}
+	sender := tr.Sender()
+	if sender != nil {
+		// Not the case for a fresh answerer; keep pion's own rules.
+		if err := sender.ReplaceTrack(track); err != nil {
+			return fmt.Errorf("soraclient: replace %s track on mid %s: %w", kind, mid, err)
+		}
+	} else {
+		var err error
+		sender, err = c.api.NewRTPSender(track, c.pc.SCTP().Transport())
+		if err != nil {
+			return fmt.Errorf("soraclient: new %s sender: %w", kind, err)
+		}
+		if err := tr.SetSender(sender, track); err != nil {
+			return fmt.Errorf("soraclient: set %s sender on mid %s: %w", kind, mid, err)
+		}
+	}
+	// RTCP must be read for the interceptors (NACK, reports) to work.
+	c.goroutine(func(context.Context) {
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := sender.Read(buf); err != nil {
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (c *Client) logNegotiatedCodecs() {
+	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	for _, t := range c.pc.GetTransceivers() {
+		if s := t.Sender(); s != nil && s.Track() != nil {
+			if p := s.GetParameters(); len(p.Codecs) > 0 {
+				c.log.Debug("soraclient: sending", "mid", t.Mid(), "kind", t.Kind().String(), "codec", p.Codecs[0].MimeType)
+			}
+		}
+	}
+}
+
+func (c *Client) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	key := track.StreamID() + "/" + track.Kind().String()
+	c.tracksMu.Lock()
+	tc, ok := c.tracks[key]
+	if !ok {
+		tc = &trackCounter{}
+		c.tracks[key] = tc
+	}
+	c.tracksMu.Unlock()
+	c.log.Debug("soraclient: remote track", "key", key, "codec", track.Codec().MimeType)
+	c.goroutine(func(context.Context) {
+		for {
+			pkt, _, err := track.ReadRTP()
+			if err != nil {
+				return
+			}
+			tc.firstNano.CompareAndSwap(0, time.Now().UnixNano())
+			tc.bytes.Add(int64(len(pkt.Payload)))
+			tc.packets.Add(1)
+		}
+	})
+}
+
+// goroutine runs f in a goroutine owned by the client, unless Close has
+// started. It reports whether f was started.
+func (c *Client) goroutine(f func(ctx context.Context)) bool {
+	c.goMu.Lock()
+	defer c.goMu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f(c.ctx)
+	}()
+	return true
+}
+
+// readLoop services the signaling socket after the offer.
+func (c *Client) readLoop(context.Context) {
+	defer c.markClosed()
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			ci := c.closeErrorFrom(err)
+			c.log.Debug("soraclient: websocket closed", "code", ci.Code, "reason", ci.Reason)
+			return
+		}
+		m := c.record(mt, data)
+		switch m.Type {
+		case "re-offer":
+			c.handleReOffer(data, "re-answer")
+		case "update": // legacy re-offer, answered with type update as sora-js-sdk does
+			c.handleReOffer(data, "update")
+		case "ping":
+			c.handlePing(data)
+		case "notify", "push", "offer", "redirect":
+			// recorded; offer and redirect are ignored after connect
+		default:
+			c.log.Debug("soraclient: unknown message", "type", m.Type)
+		}
+	}
+}
+
+func (c *Client) handleReOffer(data []byte, replyType string) {
+	var msg struct {
+		SDP string `json:"sdp"`
+	}
+	if err := json.Unmarshal(data, &msg); err != nil || msg.SDP == "" {
+		c.log.Warn("soraclient: re-offer without sdp", "err", err)
+		return
+	}
+	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: msg.SDP}); err != nil {
+		c.log.Warn("soraclient: re-offer: set remote description", "err", err)
+		return
+	}
+	answer, err := c.pc.CreateAnswer(nil)
+	if err != nil {
+		c.log.Warn("soraclient: re-offer: create answer", "err", err)
+		return
+	}
+	if err := c.pc.SetLocalDescription(answer); err != nil {
+		c.log.Warn("soraclient: re-offer: set local description", "err", err)
+		return
+	}
+	if err := c.writeJSON(map[string]any{"type": replyType, "sdp": answer.SDP}); err != nil {
+		c.log.Debug("soraclient: send "+replyType, "err", err)
+	}
+}
+
+func (c *Client) handlePing(data []byte) {
+	var msg struct {
+		Stats bool `json:"stats"`
+	}
+	_ = json.Unmarshal(data, &msg)
+	pong := map[string]any{"type": "pong"}
+	if msg.Stats {
+		pong["stats"] = []any{}
+	}
+	if err := c.writeJSON(pong); err != nil {
+		c.log.Debug("soraclient: send pong", "err", err)
+	}
+}
+
+func (c *Client) markClosed() {
+	c.closedOnce.Do(func() { close(c.closed) })
+}
+
+// record stores a received frame and wakes WaitMessage callers.
+func (c *Client) record(mt int, data []byte) Message {
+	m := Message{Raw: data, At: time.Now()}
+	if mt == websocket.TextMessage {
+		var head struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(data, &head) == nil {
+			m.Type = head.Type
+		}
+	}
+	c.msgMu.Lock()
+	if len(c.msgs) >= MaxMessages {
+		c.msgs[0] = Message{}
+		c.msgs = c.msgs[1:]
+	}
+	c.msgs = append(c.msgs, m)
+	c.msgSeq++
+	close(c.msgNotify)
+	c.msgNotify = make(chan struct{})
+	c.msgMu.Unlock()
+	return m
+}
+
+func (c *Client) writeJSON(v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("soraclient: marshal: %w", err)
+	}
+	return c.SendRaw(websocket.TextMessage, data)
+}
+
+// ConnectionID returns the connection_id of the offer.
+func (c *Client) ConnectionID() string { return c.connectionID }
+
+// Offer returns a fresh copy of the offer message as received.
+func (c *Client) Offer() map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(c.offerRaw, &m)
+	return m
+}
+
+// PeerConnection returns the underlying pion PeerConnection.
+func (c *Client) PeerConnection() *webrtc.PeerConnection { return c.pc }
+
+// Messages returns copies of the received messages, oldest first (at most
+// MaxMessages; older ones were dropped).
+func (c *Client) Messages() []Message {
+	c.msgMu.Lock()
+	defer c.msgMu.Unlock()
+	out := make([]Message, len(c.msgs))
+	for i, m := range c.msgs {
+		m.Raw = append(json.RawMessage(nil), m.Raw...)
+		out[i] = m
+	}
+	return out
+}
+
+// WaitMessage returns the first message, already received or still to come,
+// for which match returns true. It fails when ctx ends or when the WebSocket
+// closed without a match (the error wraps ErrClosed).
+func (c *Client) WaitMessage(ctx context.Context, match func(Message) bool) (Message, error) {
+	var next uint64
+	closed := false
+	for {
+		c.msgMu.Lock()
+		first := c.msgSeq - uint64(len(c.msgs))
+		if next < first {
+			next = first
+		}
+		batch := make([]Message, 0, c.msgSeq-next)
+		for ; next < c.msgSeq; next++ {
+			batch = append(batch, c.msgs[next-first])
+		}
+		notify := c.msgNotify
+		c.msgMu.Unlock()
+		for _, m := range batch {
+			if match(m) {
+				m.Raw = append(json.RawMessage(nil), m.Raw...)
+				return m, nil
+			}
+		}
+		if closed {
+			return Message{}, fmt.Errorf("soraclient: waiting for a message: %w", ErrClosed)
+		}
+		select {
+		case <-notify:
+		case <-c.closed:
+			closed = true // one more scan: the reader records before closing
+		case <-ctx.Done():
+			return Message{}, fmt.Errorf("soraclient: waiting for a message: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// Received returns the per-track counters, keyed "<stream id>/<kind>".
+func (c *Client) Received() map[string]TrackStats {
+	c.tracksMu.Lock()
+	defer c.tracksMu.Unlock()
+	out := make(map[string]TrackStats, len(c.tracks))
+	for k, tc := range c.tracks {
+		out[k] = tc.snapshot()
+	}
+	return out
+}
+
+func (tc *trackCounter) snapshot() TrackStats {
+	s := TrackStats{Packets: tc.packets.Load(), Bytes: tc.bytes.Load()}
+	if n := tc.firstNano.Load(); n != 0 {
+		s.FirstPacket = time.Unix(0, n)
+	}
+	return s
+}
+
+// WaitPackets waits until the remote track of that stream id ("audio" or
+// "video") has delivered at least n RTP packets.
+func (c *Client) WaitPackets(ctx context.Context, streamID, kind string, n int64) error {
+	key := streamID + "/" + kind
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		c.tracksMu.Lock()
+		tc := c.tracks[key]
+		c.tracksMu.Unlock()
+		var got int64
+		if tc != nil {
+			if got = tc.packets.Load(); got >= n {
+				return nil
+			}
+		}
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			return fmt.Errorf("soraclient: waiting for %d packets on %s (have %d): %w", n, key, got, ErrClosed)
+		case <-ctx.Done():
+			return fmt.Errorf("soraclient: waiting for %d packets on %s (have %d): %w", n, key, got, context.Cause(ctx))
+		}
+	}
+}
+
+// Send sends msg as a JSON text frame on the signaling WebSocket.
+func (c *Client) Send(msg any) error { return c.writeJSON(msg) }
+
+// SendRaw sends one frame of the given websocket message type (e.g.
+// websocket.BinaryMessage) with data as is.
+func (c *Client) SendRaw(messageType int, data []byte) error {
+	c.wsMu.Lock()
+	defer c.wsMu.Unlock()
+	if err := c.ws.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return fmt.Errorf("soraclient: websocket write: %w", err)
+	}
+	if err := c.ws.WriteMessage(messageType, data); err != nil {
+		return fmt.Errorf("soraclient: websocket write: %w", err)
+	}
+	return nil
+}
+
+// Disconnect sends {"type":"disconnect","reason":"NO-ERROR"} and waits for
+// the server to close the WebSocket, returning the close code and reason it
+// sent. It releases nothing: call Close afterwards.
+func (c *Client) Disconnect(ctx context.Context) (*CloseError, error) {
+	sendErr := c.Send(map[string]any{"type": "disconnect", "reason": "NO-ERROR"})
+	select {
+	case <-c.closed:
+	case <-ctx.Done():
+		if sendErr != nil {
+			return nil, sendErr
+		}
+		return nil, fmt.Errorf("soraclient: waiting for the server to close after disconnect: %w", context.Cause(ctx))
+	}
+	if ci := c.CloseInfo(); ci != nil {
+		return ci, nil
+	}
+	if sendErr != nil {
+		return nil, sendErr
+	}
+	return nil, errors.New("soraclient: websocket closed without a close frame after disconnect")
+}
+
+// Closed is closed when the WebSocket has closed for any reason.
+func (c *Client) Closed() <-chan struct{} { return c.closed }
+
+// CloseInfo returns the close code and reason of the close frame the server
+// sent, or nil if none was received (yet).
+func (c *Client) CloseInfo() *CloseError {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closeInfo == nil {
+		return nil
+	}
+	ci := *c.closeInfo
+	return &ci
+}
+
+// Close tears the client down: it closes the WebSocket (sending a close
+// frame if it is still open) and the PeerConnection, and waits for every
+// goroutine the client started. It is idempotent.
+func (c *Client) Close() error {
+	c.closeAllOnce.Do(func() {
+		c.goMu.Lock()
+		c.closing = true
+		c.goMu.Unlock()
+		c.cancel()
+		if c.ws != nil {
+			c.closeSocket(c.ws)
+		}
+		if c.pc != nil {
+			if err := c.pc.GracefulClose(); err != nil {
+				c.closeErr = fmt.Errorf("soraclient: close peer connection: %w", err)
+			}
+		}
+		c.wg.Wait()
+		c.markClosed()
+	})
+	return c.closeErr
+}
+
+// sdpAttribute returns the value of the first "a=<name>:" line of an SDP.
+func sdpAttribute(sdp, name string) string {
+	prefix := "a=" + name + ":"
+	for line := range strings.SplitSeq(sdp, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			return v
+		}
+	}
+	return ""
+}

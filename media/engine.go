@@ -1,0 +1,156 @@
+package media
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+)
+
+// Payload types sorad offers. Forwarded tracks keep the publisher's codec;
+// pion rewrites the payload type for each receiver.
+const (
+	ptOpus = 111
+	ptVP8  = 96
+	ptVP9  = 98
+	ptH264 = 102
+	ptAV1  = 45
+)
+
+var videoFeedback = []webrtc.RTCPFeedback{
+	{Type: webrtc.TypeRTCPFBGoogREMB},
+	{Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"},
+	{Type: webrtc.TypeRTCPFBNACK},
+	{Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"},
+	{Type: webrtc.TypeRTCPFBTransportCC},
+}
+
+// codecs are the codecs sorad forwards, by Sora's codec_type names.
+var codecs = map[string]webrtc.RTPCodecParameters{
+	"OPUS": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2,
+		SDPFmtpLine: "minptime=10;useinbandfec=1", RTCPFeedback: []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBTransportCC}}}, PayloadType: ptOpus},
+	"VP8": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000,
+		RTCPFeedback: videoFeedback}, PayloadType: ptVP8},
+	"VP9": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000,
+		SDPFmtpLine: "profile-id=0", RTCPFeedback: videoFeedback}, PayloadType: ptVP9},
+	"H264": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", RTCPFeedback: videoFeedback}, PayloadType: ptH264},
+	"AV1": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeAV1, ClockRate: 90000,
+		RTCPFeedback: videoFeedback}, PayloadType: ptAV1},
+}
+
+// videoCodecOrder is the order of video codecs in an offer that leaves the
+// choice to the client.
+var videoCodecOrder = []string{"VP9", "VP8", "AV1", "H264"}
+
+// engineConfig configures the WebRTC stack shared by every connection.
+type engineConfig struct {
+	ListenAddress  string   // IP the UDP port binds
+	UDPPort        int      // the one UDP port for all peers (ICE UDP mux)
+	PublicIPs      []string // addresses to announce instead (NAT 1:1, containers)
+	NACKBufferSize uint16   // packets kept per outgoing stream to answer NACKs
+}
+
+// engine is the WebRTC stack: one pion API with a shared UDP mux.
+type engine struct {
+	api *webrtc.API
+	mux ice.UDPMux
+	udp net.PacketConn
+}
+
+func newEngine(cfg engineConfig) (*engine, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterCodec(codecs["OPUS"], webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, fmt.Errorf("register opus: %w", err)
+	}
+	for _, name := range videoCodecOrder {
+		if err := m.RegisterCodec(codecs[name], webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, fmt.Errorf("register %s: %w", name, err)
+		}
+	}
+	reg := &interceptor.Registry{}
+	// NACK: ask publishers to resend what we lost; answer receivers' NACKs
+	// from a bounded per-stream cache.
+	gen, err := nack.NewGeneratorInterceptor()
+	if err != nil {
+		return nil, fmt.Errorf("nack generator: %w", err)
+	}
+	resp, err := nack.NewResponderInterceptor(nack.ResponderSize(cfg.NACKBufferSize))
+	if err != nil {
+		return nil, fmt.Errorf("nack responder: %w", err)
+	}
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	reg.Add(gen)
+	reg.Add(resp)
+	// RTCP sender and receiver reports.
+	recvReports, err := report.NewReceiverInterceptor()
+	if err != nil {
+		return nil, fmt.Errorf("receiver reports: %w", err)
+	}
+	sendReports, err := report.NewSenderInterceptor()
+	if err != nil {
+		return nil, fmt.Errorf("sender reports: %w", err)
+	}
+	reg.Add(recvReports)
+	reg.Add(sendReports)
+	// Transport-wide congestion control feedback to publishers, which
+	// browsers need to raise their sending bitrate.
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, fmt.Errorf("twcc extension: %w", err)
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, fmt.Errorf("twcc extension: %w", err)
+	}
+	twccGen, err := twcc.NewSenderInterceptor()
+	if err != nil {
+		return nil, fmt.Errorf("twcc: %w", err)
+	}
+	reg.Add(twccGen)
+
+	udp, err := net.ListenPacket("udp", net.JoinHostPort(cfg.ListenAddress, fmt.Sprint(cfg.UDPPort)))
+	if err != nil {
+		return nil, fmt.Errorf("listen on media udp port: %w", err)
+	}
+	s := webrtc.SettingEngine{}
+	s.LoggerFactory = quietLoggerFactory()
+	mux := webrtc.NewICEUDPMux(s.LoggerFactory.NewLogger("ice"), udp)
+	s.SetICEUDPMux(mux)
+	s.SetLite(true)
+	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	if len(cfg.PublicIPs) > 0 {
+		// NAT 1:1: announce the public addresses instead of the local one.
+		rule := webrtc.ICEAddressRewriteRule{External: cfg.PublicIPs, AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteReplace}
+		if err := s.SetICEAddressRewriteRules(rule); err != nil {
+			_ = udp.Close()
+			return nil, fmt.Errorf("announced addresses: %w", err)
+		}
+	}
+	if ip := net.ParseIP(cfg.ListenAddress); ip != nil && ip.IsLoopback() {
+		s.SetIncludeLoopbackCandidate(true)
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s))
+	return &engine{api: api, mux: mux, udp: udp}, nil
+}
+
+func (e *engine) close() error {
+	err := e.mux.Close()
+	if cerr := e.udp.Close(); err == nil && cerr != nil && !strings.Contains(cerr.Error(), "closed") {
+		err = cerr
+	}
+	return err
+}
+
+// quietLoggerFactory keeps pion's own logging to errors.
+func quietLoggerFactory() logging.LoggerFactory {
+	f := logging.NewDefaultLoggerFactory()
+	f.DefaultLogLevel = logging.LogLevelError
+	return f
+}

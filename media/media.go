@@ -1,0 +1,594 @@
+// Package media is sorad's media plane: Sora's WebSocket signaling and a
+// pion/webrtc SFU for the channels this node is in charge of.
+//
+// A client connects to /signaling and sends connect; the node asks package
+// cluster for the channel (redirecting the client when another node is in
+// charge), sends an offer (the server is always the offerer, with its
+// candidates in the SDP: it is ICE-lite and never sends candidate), and
+// forwards every publisher's RTP to every other member of the channel
+// without transcoding. Notifies, pings, pushes and renegotiation follow
+// Sora's protocol. This package does not serve the HTTP API; it offers the
+// operations the API needs.
+package media
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
+
+	"github.com/sorad/sorad/cluster"
+	"github.com/sorad/sorad/fsm"
+)
+
+// Config configures the media plane.
+type Config struct {
+	ListenAddress string   // IP of the media UDP port
+	UDPPort       int      // the one UDP port every PeerConnection uses
+	PublicIPs     []string // announced instead of ListenAddress (NAT 1:1)
+	Version       string   // sent in offers
+
+	MaxMessageSize    int           // largest signaling message, bytes
+	MessageRate       float64       // signaling messages per second per connection
+	MessageBurst      int           // burst allowed above MessageRate
+	ConnectTimeout    time.Duration // WebSocket open to connect, and offer to connected
+	PingInterval      time.Duration
+	PongTimeout       time.Duration
+	WriteTimeout      time.Duration // one WebSocket write
+	CloseGrace        time.Duration // close frame to TCP close
+	ReleaseDelay      time.Duration // last connection gone to channel released in Raft
+	KeyframeThrottle  time.Duration // between key frame requests to one publisher track
+	NACKBufferSize    uint16        // packets kept per outgoing stream for retransmission
+	MaxConnections    int           // license_max_connections
+	DefaultVideoCodec string        // when the client names none
+	SendQueue         int           // signaling messages queued per connection
+
+	Logger *slog.Logger
+}
+
+func (cfg *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.ConnectTimeout, 30*time.Second)
+	def(&cfg.PingInterval, 5*time.Second)
+	def(&cfg.PongTimeout, 15*time.Second)
+	def(&cfg.WriteTimeout, 10*time.Second)
+	def(&cfg.CloseGrace, time.Second)
+	def(&cfg.ReleaseDelay, 5*time.Second)
+	def(&cfg.KeyframeThrottle, 500*time.Millisecond)
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = 256 << 10
+	}
+	if cfg.MessageRate <= 0 {
+		cfg.MessageRate = 50
+	}
+	if cfg.MessageBurst <= 0 {
+		cfg.MessageBurst = 200
+	}
+	if cfg.NACKBufferSize == 0 {
+		cfg.NACKBufferSize = 1024
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 500
+	}
+	if cfg.DefaultVideoCodec == "" {
+		cfg.DefaultVideoCodec = "VP9"
+	}
+	if cfg.SendQueue <= 0 {
+		cfg.SendQueue = 256
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Media is a node's media plane.
+type Media struct {
+	cfg     Config
+	cluster *cluster.Cluster
+	stats   *Stats
+	engine  *engine
+	log     *slog.Logger
+	up      websocket.Upgrader
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[string]*session    // by channel ID
+	conns    map[string]*connection // by connection ID, admitted
+	release  map[string]*time.Timer // pending channel releases, by channel ID
+	serving  sync.WaitGroup         // signaling handlers and release calls
+}
+
+// New starts the media plane: it opens the UDP port. stats may be shared
+// with the cluster's load function; cl answers which node is in charge.
+func New(cfg Config, cl *cluster.Cluster, stats *Stats) (*Media, error) {
+	cfg.setDefaults()
+	if !videoCodecs[cfg.DefaultVideoCodec] {
+		return nil, fmt.Errorf("media: default video codec %q is not one of VP8, VP9, AV1, H264", cfg.DefaultVideoCodec)
+	}
+	e, err := newEngine(engineConfig{ListenAddress: cfg.ListenAddress, UDPPort: cfg.UDPPort, PublicIPs: cfg.PublicIPs, NACKBufferSize: cfg.NACKBufferSize})
+	if err != nil {
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Media{
+		cfg:     cfg,
+		cluster: cl,
+		stats:   stats,
+		engine:  e,
+		log:     cfg.Logger.With("component", "media"),
+		up: websocket.Upgrader{
+			ReadBufferSize:  4096,
+			WriteBufferSize: 4096,
+			// Sora's SDKs connect from pages of any origin; authorisation
+			// is the auth webhook's job, not the Origin header's.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+		ctx:      ctx,
+		cancel:   cancel,
+		sessions: map[string]*session{},
+		conns:    map[string]*connection{},
+		release:  map[string]*time.Timer{},
+	}, nil
+}
+
+// Stats returns the media counters.
+func (m *Media) Stats() *Stats { return m.stats }
+
+// Counters returns the figures /metrics exports.
+func (m *Media) Counters() Counters { return m.stats.counters() }
+
+// Close disconnects every client and stops the media plane.
+func (m *Media) Close() error {
+	m.cancel()
+	m.mu.Lock()
+	conns := make([]*connection, 0, len(m.conns))
+	for _, c := range m.conns {
+		conns = append(conns, c)
+	}
+	for _, t := range m.release {
+		t.Stop()
+	}
+	m.mu.Unlock()
+	for _, c := range conns {
+		c.close(closeUnavailable, "SHUTDOWN")
+	}
+	m.serving.Wait()
+	return m.engine.close()
+}
+
+// Handler serves Sora's signaling at /signaling.
+func (m *Media) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /signaling", m.serveSignaling)
+	return mux
+}
+
+func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
+	if m.ctx.Err() != nil {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	m.serving.Add(1)
+	defer m.serving.Done()
+	ws, err := m.up.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered the client
+	}
+	defer ws.Close()
+	limiter := rate.NewLimiter(rate.Limit(m.cfg.MessageRate), m.cfg.MessageBurst)
+	_ = ws.SetReadDeadline(time.Now().Add(m.cfg.ConnectTimeout))
+	b, err := m.readMessage(ws, limiter)
+	if err != nil {
+		refuse(ws, err)
+		return
+	}
+	req, err := parseConnect(b)
+	if err != nil {
+		refuse(ws, err)
+		return
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	c, err := m.admit(r.Context(), ws, req)
+	if err != nil {
+		m.stats.connectionsFailed.Add(1)
+		refuse(ws, err)
+		return
+	}
+	if c == nil {
+		return // redirected, or failed and closed
+	}
+	c.serve(limiter)
+}
+
+// refusal is a connect the node turns away for a reason of its own (mode,
+// license, cluster): close code 4503.
+type refusal struct{ reason string }
+
+func (e *refusal) Error() string { return "refused: " + e.reason }
+
+// refuse closes a WebSocket that never became a connection.
+func refuse(ws *websocket.Conn, err error) {
+	code, reason := closeSignaling, "INVALID-MESSAGE"
+	var se *signalingError
+	var re *refusal
+	switch {
+	case errors.As(err, &se):
+		reason = se.Reason
+	case errors.As(err, &re):
+		code, reason = closeUnavailable, re.reason
+	case isTimeout(err):
+		code, reason = closeTimeout, "CONNECT-TIMEOUT"
+	}
+	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncateReason(reason)), time.Now().Add(time.Second))
+	// Let the client read the close frame before the TCP connection goes.
+	_ = ws.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		if _, _, err := ws.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// readMessage reads one text message of at most MaxMessageSize bytes.
+// Binary, oversized and too frequent messages are signaling errors.
+func (m *Media) readMessage(ws *websocket.Conn, limiter *rate.Limiter) ([]byte, error) {
+	typ, r, err := ws.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	if !limiter.Allow() {
+		return nil, sigErr("TOO-MANY-MESSAGES", "more than %.0f messages per second", m.cfg.MessageRate)
+	}
+	if typ != websocket.TextMessage {
+		return nil, sigErr("BINARY-MESSAGE", "signaling messages are JSON text frames")
+	}
+	b, err := io.ReadAll(io.LimitReader(r, int64(m.cfg.MaxMessageSize)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > m.cfg.MaxMessageSize {
+		return nil, sigErr("MESSAGE-TOO-LARGE", "larger than %d bytes", m.cfg.MaxMessageSize)
+	}
+	return b, nil
+}
+
+// admit decides whether this node serves the connect: it redirects the
+// client to the node in charge, refuses it, or creates the connection,
+// joins its session and sends the offer. It returns nil, nil when it has
+// dealt with the client itself (a redirect, or a connection that failed to
+// start).
+func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req ConnectRequest) (*connection, error) {
+	switch m.cluster.Mode() {
+	case fsm.ModeInitial:
+		return nil, &refusal{"NODE-NOT-READY"}
+	case fsm.ModeBlockNewConnection:
+		return nil, &refusal{"BLOCK-NEW-CONNECTION"}
+	case fsm.ModeBlockNewSession:
+		if !m.hasSession(req.ChannelID) {
+			return nil, &refusal{"BLOCK-NEW-SESSION"}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
+	defer cancel()
+	a, err := m.cluster.AcquireChannel(ctx, req.ChannelID, cluster.ChannelOptions{Multistream: true, Spotlight: req.Spotlight})
+	if err != nil {
+		m.log.Warn("cannot place channel", "channel_id", req.ChannelID, "error", err)
+		return nil, &refusal{"CLUSTER-UNAVAILABLE"}
+	}
+	if !a.Local {
+		m.redirect(ws, req, a.Owner)
+		return nil, nil
+	}
+	c, tracks, err := m.join(ws, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.start(tracks); err != nil {
+		// The connection existed: close it (which tells the client) and
+		// count it as a connection that failed, not as a refusal.
+		c.log.Error("start connection", "error", err)
+		c.close(closeSignaling, "SDP-GENERATION-ERROR")
+		c.teardown()
+		return nil, nil
+	}
+	return c, nil
+}
+
+// redirect sends the client to the node in charge of its channel.
+func (m *Media) redirect(ws *websocket.Conn, req ConnectRequest, owner fsm.Node) {
+	m.log.Info("redirecting connect", "channel_id", req.ChannelID, "node_in_charge", owner.Name, "location", owner.ExternalSignalingURL)
+	_ = ws.SetWriteDeadline(time.Now().Add(m.cfg.WriteTimeout))
+	_ = ws.WriteJSON(map[string]string{"type": "redirect", "location": owner.ExternalSignalingURL})
+	// The client closes this socket itself and reconnects to location.
+	_ = ws.SetReadDeadline(time.Now().Add(m.cfg.ConnectTimeout))
+	for {
+		if _, _, err := ws.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+func (m *Media) hasSession(channelID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.sessions[channelID]
+	return ok
+}
+
+// join admits a connection to its channel's session, creating the session
+// when it is the first, within license_max_connections.
+func (m *Media) join(ws *websocket.Conn, req ConnectRequest) (*connection, []*publishedTrack, error) {
+	pc, err := m.engine.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	id := newID()
+	ctx, cancel := context.WithCancel(m.ctx)
+	c := &connection{
+		m: m, id: id, req: req, client: req.ClientID, bundle: req.BundleID,
+		ws: ws, pc: pc, created: time.Now(),
+		log:    m.log.With("channel_id", req.ChannelID, "connection_id", id),
+		ctx:    ctx,
+		cancel: cancel,
+		out:    make(chan []byte, m.cfg.SendQueue),
+		down:   map[string]*downTrack{},
+		// The first offer is pending until it is sent: tracks added before
+		// it go into it rather than into a re-offer.
+		offerPending: true,
+		notifyMeta:   req.SignalingNotifyMetadata,
+	}
+	if c.client == "" {
+		c.client = id
+	}
+	if c.bundle == "" {
+		c.bundle = id
+	}
+	c.lastPong.Store(time.Now().UnixNano())
+
+	m.mu.Lock()
+	if len(m.conns) >= m.cfg.MaxConnections {
+		m.mu.Unlock()
+		cancel()
+		_ = pc.Close()
+		return nil, nil, &refusal{"LICENSE-MAX-CONNECTIONS"}
+	}
+	s, ok := m.sessions[req.ChannelID]
+	if !ok {
+		s = newSession(req.ChannelID)
+		m.sessions[req.ChannelID] = s
+		m.stats.sessionsCreated.Add(1)
+		c.log.Info("session created", "session_id", s.id)
+	}
+	if t, ok := m.release[req.ChannelID]; ok {
+		t.Stop()
+		delete(m.release, req.ChannelID)
+	}
+	c.session = s
+	m.conns[id] = c
+	tracks := s.join(c)
+	m.mu.Unlock()
+	m.stats.connectionsCreated.Add(1)
+	m.stats.connectionsOngoing.Add(1)
+	return c, tracks, nil
+}
+
+// start sets up the PeerConnection and sends the offer.
+func (c *connection) start(tracks []*publishedTrack) error {
+	c.pc.OnConnectionStateChange(c.onConnectionState)
+	c.pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { c.onTrack(t) })
+	// Upstream m-lines first: the SDKs attach their tracks to the first
+	// transceivers of each kind.
+	if c.req.Role.sends() {
+		if c.req.Audio.Enabled {
+			if _, err := c.pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+				return fmt.Errorf("audio transceiver: %w", err)
+			}
+		}
+		if c.req.Video.Enabled {
+			tr, err := c.pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+			if err != nil {
+				return fmt.Errorf("video transceiver: %w", err)
+			}
+			if err := tr.SetCodecPreferences([]webrtc.RTPCodecParameters{codecs[c.videoCodec()]}); err != nil {
+				return fmt.Errorf("video codec: %w", err)
+			}
+		}
+	}
+	for _, t := range tracks {
+		c.receive(t)
+	}
+	if len(c.pc.GetTransceivers()) == 0 {
+		// A receiver in a channel with nothing to forward yet still needs
+		// media sections to carry ICE and DTLS. Placeholders that ask the
+		// client to send get answered inactive; forwarded tracks come in
+		// re-offers.
+		if err := c.addPlaceholders(); err != nil {
+			return err
+		}
+	}
+	c.spawn(c.writeLoop)
+	c.spawn(c.pingLoop)
+	c.negMu.Lock()
+	c.offerPending = false
+	c.offerLocked("offer", c.offerFields())
+	c.negMu.Unlock()
+	return nil
+}
+
+func (c *connection) addPlaceholders() error {
+	kinds := []webrtc.RTPCodecType{}
+	if c.req.Audio.Enabled || !c.req.Video.Enabled {
+		kinds = append(kinds, webrtc.RTPCodecTypeAudio)
+	}
+	if c.req.Video.Enabled {
+		kinds = append(kinds, webrtc.RTPCodecTypeVideo)
+	}
+	for _, k := range kinds {
+		if _, err := c.pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			return fmt.Errorf("placeholder %s transceiver: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// videoCodec is the codec this connection sends video in.
+func (c *connection) videoCodec() string {
+	if c.req.Video.CodecType != "" {
+		return c.req.Video.CodecType
+	}
+	return c.m.cfg.DefaultVideoCodec
+}
+
+// offerFields are the fields of the first offer besides type, sdp and mid.
+func (c *connection) offerFields() map[string]any {
+	f := map[string]any{
+		"connection_id":               c.id,
+		"client_id":                   c.client,
+		"bundle_id":                   c.bundle,
+		"session_id":                  c.session.id,
+		"channel_id":                  c.req.ChannelID,
+		"config":                      map[string]any{"iceServers": []any{}, "iceTransportPolicy": "all"},
+		"metadata":                    nil, // what an auth webhook returns; there is none yet
+		"version":                     c.m.cfg.Version,
+		"multistream":                 true,
+		"simulcast":                   false,
+		"spotlight":                   false,
+		"data_channel_signaling":      false,
+		"ignore_disconnect_websocket": false,
+		"audio":                       c.req.Audio.Enabled,
+		"video":                       c.req.Video.Enabled,
+	}
+	if c.req.Audio.Enabled {
+		f["audio_codec_type"] = "OPUS"
+	}
+	if c.req.Video.Enabled {
+		f["video_codec_type"] = c.videoCodec()
+		if c.req.Video.BitRate > 0 {
+			f["video_bit_rate"] = c.req.Video.BitRate
+		}
+	}
+	return f
+}
+
+// serve reads the client's messages until the connection ends, then tears
+// it down. It runs on the WebSocket handler's goroutine, which owns c.
+func (c *connection) serve(limiter *rate.Limiter) {
+	established := time.AfterFunc(c.m.cfg.ConnectTimeout, func() {
+		if !c.isEstablished() {
+			c.close(closeTimeout, "ICE-CONNECTION-TIMEOUT")
+		}
+	})
+	defer established.Stop()
+	for {
+		b, err := c.m.readMessage(c.ws, limiter)
+		if err == nil {
+			err = c.handle(b)
+		}
+		var se *signalingError
+		switch {
+		case err == nil:
+			continue
+		case errors.As(err, &se):
+			c.close(closeSignaling, se.Reason)
+		case c.ctx.Err() == nil:
+			// The client went away without a disconnect.
+			c.close(closeTimeout, "WEBSOCKET-CLOSED")
+		}
+		break
+	}
+	c.teardown()
+}
+
+// teardown finishes a closed connection: it stops the PeerConnection and
+// waits for every goroutine the connection started.
+func (c *connection) teardown() {
+	c.goMu.Lock()
+	c.stopped = true
+	c.goMu.Unlock()
+	if err := c.pc.Close(); err != nil {
+		c.log.Debug("close peer connection", "error", err)
+	}
+	c.wg.Wait()
+	_ = c.ws.Close()
+	m := c.m
+	m.stats.connectionsOngoing.Add(-1)
+	m.stats.connectionsDestroyed.Add(1)
+	if at := c.connectedAt.Load(); at != 0 {
+		m.stats.durationMicros.Add(time.Now().UnixMicro() - at)
+	} else {
+		m.stats.connectionsFailed.Add(1)
+	}
+}
+
+// leave removes a closing connection from its session: receivers drop its
+// tracks, the others are told it is gone, and an empty session ends.
+func (m *Media) leave(c *connection) {
+	m.mu.Lock()
+	delete(m.conns, c.id)
+	empty, gone := c.session.leave(c)
+	if empty && m.sessions[c.req.ChannelID] == c.session {
+		delete(m.sessions, c.req.ChannelID)
+		m.stats.sessionsDestroyed.Add(1)
+		c.log.Info("session destroyed", "session_id", c.session.id)
+		m.scheduleRelease(c.req.ChannelID)
+	}
+	m.mu.Unlock()
+	for _, t := range gone {
+		for _, r := range c.session.snapshot() {
+			r.stopReceiving(t)
+		}
+	}
+	if c.isEstablished() {
+		m.announceDestroyed(c)
+	}
+}
+
+// scheduleRelease gives the channel back to the cluster after ReleaseDelay
+// unless a new session starts first. m.mu is held.
+func (m *Media) scheduleRelease(channelID string) {
+	if m.ctx.Err() != nil {
+		return
+	}
+	m.release[channelID] = time.AfterFunc(m.cfg.ReleaseDelay, func() {
+		m.mu.Lock()
+		if _, busy := m.sessions[channelID]; busy || m.ctx.Err() != nil {
+			m.mu.Unlock()
+			return
+		}
+		delete(m.release, channelID)
+		m.serving.Add(1)
+		m.mu.Unlock()
+		defer m.serving.Done()
+		ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+		defer cancel()
+		if err := m.cluster.ReleaseChannel(ctx, channelID); err != nil {
+			m.log.Warn("release channel", "channel_id", channelID, "error", err)
+		}
+	})
+}
+
+// Connections returns the number of admitted connections (for placement).
+func (m *Media) Connections() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.conns)
+}

@@ -1,0 +1,194 @@
+package media
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestNewID(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 10000; i++ {
+		id := newID()
+		if len(id) != 26 || strings.Trim(id, crockford) != "" || strings.ContainsAny(id, "ILOU") {
+			t.Fatalf("id %q is not 26 Crockford base32 characters", id)
+		}
+		if id[0] > '7' {
+			t.Fatalf("id %q: the first character holds 3 bits, so 0-7", id)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %q", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestParseConnect(t *testing.T) {
+	base := `"type":"connect","role":"sendrecv","channel_id":"sora"`
+	tests := []struct {
+		name   string
+		msg    string
+		reason string // expected close reason prefix; "" = accepted
+		check  func(t *testing.T, r ConnectRequest)
+	}{
+		{name: "minimal", msg: `{` + base + `}`, check: func(t *testing.T, r ConnectRequest) {
+			if r.Role != RoleSendrecv || r.ChannelID != "sora" || !r.Audio.Enabled || !r.Video.Enabled || !r.Multistream {
+				t.Fatalf("request = %+v", r)
+			}
+		}},
+		{name: "metadata null as sora-js-sdk sends it", msg: `{` + base + `,"metadata":null}`, check: func(t *testing.T, r ConnectRequest) {
+			if string(r.Metadata) != "null" {
+				t.Fatalf("metadata = %s", r.Metadata)
+			}
+		}},
+		{name: "metadata object and notify metadata kept compact", msg: `{` + base + `,"metadata": {"a": 1},"signaling_notify_metadata":{ "b" : [1, 2] }}`, check: func(t *testing.T, r ConnectRequest) {
+			if string(r.Metadata) != `{"a":1}` || string(r.SignalingNotifyMetadata) != `{"b":[1,2]}` {
+				t.Fatalf("metadata = %s / %s", r.Metadata, r.SignalingNotifyMetadata)
+			}
+		}},
+		{name: "audio and video objects", msg: `{` + base + `,"audio":{"codec_type":"OPUS"},"video":{"codec_type":"vp8","bit_rate":1500}}`, check: func(t *testing.T, r ConnectRequest) {
+			if r.Video.CodecType != "VP8" || r.Video.BitRate != 1500 || r.Audio.CodecType != "OPUS" || len(r.Video.Raw) == 0 {
+				t.Fatalf("media = %+v %+v", r.Audio, r.Video)
+			}
+		}},
+		{name: "recvonly without media", msg: `{"type":"connect","role":"recvonly","channel_id":"c","audio":false,"video":false}`},
+		{name: "client and bundle ids", msg: `{` + base + `,"client_id":"me","bundle_id":"b"}`, check: func(t *testing.T, r ConnectRequest) {
+			if r.ClientID != "me" || r.BundleID != "b" {
+				t.Fatalf("ids = %q %q", r.ClientID, r.BundleID)
+			}
+		}},
+		{name: "redirect and sdk fields", msg: `{` + base + `,"redirect":true,"sora_client":"Sora JavaScript SDK 2026.1.0","environment":"x","sdp":"v=0"}`, check: func(t *testing.T, r ConnectRequest) {
+			if !r.Redirect || r.SoraClient == "" {
+				t.Fatalf("request = %+v", r)
+			}
+		}},
+		{name: "simulcast as an object counts as true", msg: `{` + base + `,"simulcast":{"rid":"r0"}}`, check: func(t *testing.T, r ConnectRequest) {
+			if !r.Simulcast {
+				t.Fatal("simulcast object not accepted as true")
+			}
+		}},
+		{name: "multistream true accepted", msg: `{` + base + `,"multistream":true}`},
+		{name: "messaging only", msg: `{"type":"connect","role":"sendonly","channel_id":"c","audio":false,"video":false,"data_channel_signaling":true}`},
+		{name: "not json", msg: `{`, reason: "INVALID-MESSAGE"},
+		{name: "array", msg: `[]`, reason: "INVALID-MESSAGE"},
+		{name: "wrong first type", msg: `{"type":"answer","sdp":""}`, reason: "UNEXPECTED-MESSAGE"},
+		{name: "missing role", msg: `{"type":"connect","channel_id":"c"}`, reason: "MISSING-ROLE"},
+		{name: "bad role", msg: `{"type":"connect","role":"upstream","channel_id":"c"}`, reason: "INVALID-ROLE"},
+		{name: "role of the wrong type", msg: `{"type":"connect","role":1,"channel_id":"c"}`, reason: "INVALID-MESSAGE"},
+		{name: "missing channel", msg: `{"type":"connect","role":"sendrecv"}`, reason: "MISSING-CHANNEL-ID"},
+		{name: "empty channel", msg: `{"type":"connect","role":"sendrecv","channel_id":""}`, reason: "INVALID-CHANNEL-ID"},
+		{name: "channel too long", msg: `{"type":"connect","role":"sendrecv","channel_id":"` + strings.Repeat("x", 256) + `"}`, reason: "INVALID-CHANNEL-ID"},
+		{name: "empty client id", msg: `{` + base + `,"client_id":""}`, reason: "INVALID-CLIENT-ID"},
+		{name: "audio a string", msg: `{` + base + `,"audio":"yes"}`, reason: "INVALID-AUDIO"},
+		{name: "unknown video codec", msg: `{` + base + `,"video":{"codec_type":"H265"}}`, reason: "UNSUPPORTED-VIDEO-CODEC"},
+		{name: "video bit rate zero", msg: `{` + base + `,"video":{"bit_rate":0}}`, reason: "INVALID-VIDEO-BIT-RATE"},
+		{name: "video codec of the wrong type", msg: `{` + base + `,"video":{"codec_type":8}}`, reason: "INVALID-VIDEO"},
+		{name: "focus rid without spotlight", msg: `{` + base + `,"spotlight_focus_rid":"r1"}`, reason: "SPOTLIGHT-RID-WITHOUT-SPOTLIGHT"},
+		{name: "spotlight a string", msg: `{` + base + `,"spotlight":"yes"}`, reason: "INVALID-SPOTLIGHT"},
+		{name: "multistream false", msg: `{` + base + `,"multistream":false}`, reason: "MULTISTREAM-REQUIRED"},
+		{name: "sender with nothing to send", msg: `{"type":"connect","role":"sendonly","channel_id":"c","audio":false,"video":false}`, reason: "NOTHING-TO-SEND"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := parseConnect([]byte(tt.msg))
+			if tt.reason == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if tt.check != nil {
+					tt.check(t, r)
+				}
+				return
+			}
+			var se *signalingError
+			if !errors.As(err, &se) || !strings.HasPrefix(se.Reason, tt.reason) {
+				t.Fatalf("error = %v, want reason %s", err, tt.reason)
+			}
+			if len(se.Reason) > 123 {
+				t.Fatalf("reason of %d bytes does not fit a close frame", len(se.Reason))
+			}
+		})
+	}
+}
+
+// TestParseConnectAcceptsSoraJSSDK feeds every connect the official
+// JavaScript SDK was recorded sending (shared/spec) through the parser.
+func TestParseConnectAcceptsSoraJSSDK(t *testing.T) {
+	f, err := os.Open("../../shared/spec/sora-js-sdk-connect.jsonl")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("shared/spec must be beside the checkout in CI: %v", err)
+		}
+		t.Skipf("SKIPPED: the recorded SDK messages (shared/spec) are not beside this checkout: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	n := 0
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		// Connects sit under several keys (before and after a redirect, in
+		// an exchange): take every object of type connect.
+		for _, c := range connectsIn(rec) {
+			b, _ := json.Marshal(c)
+			if _, err := parseConnect(b); err != nil {
+				t.Errorf("scenario %v: %v\n%s", rec["scenario"], err, b)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("no recorded connect messages")
+	}
+}
+
+func connectsIn(v any) []map[string]any {
+	var out []map[string]any
+	switch x := v.(type) {
+	case map[string]any:
+		if x["type"] == "connect" {
+			return []map[string]any{x}
+		}
+		for _, e := range x {
+			out = append(out, connectsIn(e)...)
+		}
+	case []any:
+		for _, e := range x {
+			out = append(out, connectsIn(e)...)
+		}
+	}
+	return out
+}
+
+func TestTruncateReason(t *testing.T) {
+	long := strings.Repeat("é", 100) // 200 bytes
+	r := truncateReason(long)
+	if len(r) > 123 || !strings.HasPrefix(long, r) {
+		t.Fatalf("truncated to %d bytes: %q", len(r), r)
+	}
+}
+
+func FuzzParseConnect(f *testing.F) {
+	f.Add([]byte(`{"type":"connect","role":"sendrecv","channel_id":"sora","audio":{"codec_type":"OPUS"},"video":{"bit_rate":100}}`))
+	f.Add([]byte(`{"type":"connect","role":"recvonly","channel_id":"x","simulcast":{},"spotlight":true,"spotlight_focus_rid":"r0"}`))
+	f.Add([]byte(`[1,2]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := parseConnect(b) // must never panic
+		if err != nil {
+			var se *signalingError
+			if !errors.As(err, &se) || se.Reason == "" || len(se.Reason) > 123 {
+				t.Fatalf("error %v is not a close reason", err)
+			}
+			return
+		}
+		if r.ChannelID == "" || len(r.ChannelID) > maxIDLength || (!r.Role.sends() && !r.Role.receives()) {
+			t.Fatalf("accepted an invalid request: %+v", r)
+		}
+	})
+}

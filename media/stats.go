@@ -1,0 +1,98 @@
+package media
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stats are a node's media counters since it started, read by
+// GetStatsReport and /metrics. All fields are updated atomically.
+type Stats struct {
+	connectionsCreated    atomic.Int64 // admitted: an offer was sent
+	connectionsSuccessful atomic.Int64 // reached a connected PeerConnection
+	connectionsFailed     atomic.Int64 // refused, or never connected
+	connectionsDestroyed  atomic.Int64
+	connectionsOngoing    atomic.Int64
+	sessionsCreated       atomic.Int64
+	sessionsDestroyed     atomic.Int64
+	durationMicros        atomic.Int64 // of destroyed successful connections
+	setupMicros           atomic.Int64 // connect to connected, summed
+	tracks                atomic.Int64 // published tracks being forwarded
+	forwardedPackets      atomic.Int64 // RTP packets received from publishers and forwarded
+	forwardedBytes        atomic.Int64
+	nacksReceived         atomic.Int64 // NACK feedback from receivers
+	plisReceived          atomic.Int64 // PLI/FIR from receivers
+	plisSent              atomic.Int64 // key frame requests sent to publishers
+}
+
+// Ongoing returns the number of connections admitted and not yet torn
+// down: this node's load for the placement of new channels.
+func (s *Stats) Ongoing() int64 { return s.connectionsOngoing.Load() }
+
+// Report holds the connection counters of Sora's GetStatsReport, in its
+// key names.
+type Report struct {
+	AverageDurationSec                int64 `json:"average_duration_sec"`
+	AverageSetupTimeMsec              int64 `json:"average_setup_time_msec"`
+	TotalConnectionCreated            int64 `json:"total_connection_created"`
+	TotalConnectionDestroyed          int64 `json:"total_connection_destroyed"`
+	TotalConnectionUpdated            int64 `json:"total_connection_updated"`
+	TotalSessionCreated               int64 `json:"total_session_created"`
+	TotalSessionDestroyed             int64 `json:"total_session_destroyed"`
+	TotalDurationSec                  int64 `json:"total_duration_sec"`
+	TotalFailedConnections            int64 `json:"total_failed_connections"`
+	TotalOngoingConnections           int64 `json:"total_ongoing_connections"`
+	TotalSuccessfulConnections        int64 `json:"total_successful_connections"`
+	TotalReceivedInvalidTurnTCPPacket int64 `json:"total_received_invalid_turn_tcp_packet"`
+	TotalTurnTCPConnections           int64 `json:"total_turn_tcp_connections"`
+	TotalTurnUDPConnections           int64 `json:"total_turn_udp_connections"`
+}
+
+// Report returns the GetStatsReport counters. sorad has no TURN server, so
+// the TURN counters stay zero.
+func (s *Stats) Report() Report {
+	r := Report{
+		TotalConnectionCreated:     s.connectionsCreated.Load(),
+		TotalConnectionDestroyed:   s.connectionsDestroyed.Load(),
+		TotalSessionCreated:        s.sessionsCreated.Load(),
+		TotalSessionDestroyed:      s.sessionsDestroyed.Load(),
+		TotalDurationSec:           s.durationMicros.Load() / 1e6,
+		TotalFailedConnections:     s.connectionsFailed.Load(),
+		TotalOngoingConnections:    s.connectionsOngoing.Load(),
+		TotalSuccessfulConnections: s.connectionsSuccessful.Load(),
+	}
+	if ok := r.TotalSuccessfulConnections; ok > 0 {
+		r.AverageSetupTimeMsec = s.setupMicros.Load() / 1000 / ok
+	}
+	if n := r.TotalConnectionDestroyed; n > 0 {
+		r.AverageDurationSec = r.TotalDurationSec / n
+	}
+	return r
+}
+
+// Counters are the figures /metrics exports beyond the report.
+type Counters struct {
+	Ongoing          int64
+	Sessions         int64 // live sessions
+	Tracks           int64
+	ForwardedPackets int64
+	ForwardedBytes   int64
+	NACKsReceived    int64
+	PLIsReceived     int64
+	PLIsSent         int64
+}
+
+func (s *Stats) counters() Counters {
+	return Counters{
+		Ongoing:          s.connectionsOngoing.Load(),
+		Sessions:         s.sessionsCreated.Load() - s.sessionsDestroyed.Load(),
+		Tracks:           s.tracks.Load(),
+		ForwardedPackets: s.forwardedPackets.Load(),
+		ForwardedBytes:   s.forwardedBytes.Load(),
+		NACKsReceived:    s.nacksReceived.Load(),
+		PLIsReceived:     s.plisReceived.Load(),
+		PLIsSent:         s.plisSent.Load(),
+	}
+}
+
+func micros(d time.Duration) int64 { return d.Microseconds() }
