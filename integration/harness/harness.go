@@ -224,6 +224,16 @@ func cleanEnv() []string {
 	return env
 }
 
+// Pid returns the running process's ID, or 0.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
 // Running reports whether the process is running.
 func (n *Node) Running() bool {
 	n.mu.Lock()

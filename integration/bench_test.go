@@ -1,0 +1,426 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+
+	"github.com/sorad/sorad/integration/harness"
+	"github.com/sorad/sorad/integration/soraclient"
+)
+
+// The media benchmarks run the real sorad binary with real pion clients on
+// loopback:
+//
+//	go test -run '^$' -bench 'Fanout|JoinLatency' -benchtime 1x -timeout 30m ./integration
+//
+// Each prints the table docs/benchmarks.md quotes.
+
+// cpuSeconds returns a process's user+system CPU time from /proc.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces: fields count from after ')'.
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, err1 := strconv.ParseFloat(fields[11], 64)
+	stime, err2 := strconv.ParseFloat(fields[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return (utime + stime) / clockTicks, nil
+}
+
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d cores, %s", model, runtime.NumCPU(), runtime.Version())
+}
+
+// BenchmarkFanout: one publisher (VP8 at about 1.5 Mbit/s and Opus) to N
+// recvonly subscribers. Over a 10 s window it measures sorad's CPU per
+// forwarded packet (one packet to one subscriber), forwarded packets per
+// second per core, and receiver loss. The baseline, measured in the same
+// run, is the floor of forwarding a packet: SRTP-encrypting it and sending
+// it over UDP on loopback, in one goroutine of this process.
+func BenchmarkFanout(b *testing.B) {
+	floor := forwardingFloor(b)
+	type row struct {
+		n                          int
+		inPPS, outPPS, cpuPerPktUS float64
+		perCore, loss              float64
+	}
+	var rows []row
+	for _, n := range []int{10, 50, 100, 200} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				r := fanoutOnce(b, n)
+				rows = append(rows, row{n, r.inPPS, r.outPPS, r.cpuPerPacketUS, r.perCore, r.loss})
+				b.ReportMetric(r.cpuPerPacketUS, "cpu-us/forwarded-pkt")
+				b.ReportMetric(r.perCore, "forwarded-pkt/s/core")
+				b.ReportMetric(r.loss*100, "loss-%")
+			}
+		})
+	}
+	fmt.Printf("\nFan-out, one publisher to N recvonly subscribers, 10 s window (%s)\n", machine())
+	fmt.Printf("baseline (SRTP encrypt + UDP send of one packet): %.2f us\n\n", floor)
+	fmt.Println("| subscribers | packets in/s | packets out/s | sorad CPU us per forwarded packet | forwarded packets/s per core | receiver loss | CPU per packet / baseline |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f%% | %.1f |\n", r.n, r.inPPS, r.outPPS, r.cpuPerPktUS, r.perCore, r.loss*100, r.cpuPerPktUS/floor)
+	}
+}
+
+type fanoutResult struct {
+	inPPS, outPPS, cpuPerPacketUS, perCore, loss float64
+}
+
+func fanoutOnce(b *testing.B, n int) fanoutResult {
+	h := harness.New(b, soradBin)
+	node := h.NewNode("bench", "--log_level=info", fmt.Sprintf("--license_max_connections=%d", n+10))
+	node.Start()
+	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(node, []string{node.Name}) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	url := signalingURL(node)
+	pub, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "fanout", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8", VideoBitrateKbps: 1500})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	subs := make([]*soraclient.Client, n)
+	for i := 0; i < n; i += 10 {
+		var wg sync.WaitGroup
+		for j := i; j < min(i+10, n); j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "fanout", Role: "recvonly", Audio: true, Video: true})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				subs[j] = c
+			}()
+		}
+		wg.Wait()
+		if b.Failed() {
+			b.FailNow()
+		}
+	}
+	defer func() {
+		for _, c := range subs {
+			_ = c.Close()
+		}
+	}()
+	for _, c := range subs {
+		if err := c.WaitPackets(ctx, pub.ConnectionID(), "video", 10); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(2 * time.Second) // settle: key frames, NACK caches
+	received := func() int64 {
+		var total int64
+		for _, c := range subs {
+			for k, st := range c.Received() {
+				if strings.HasPrefix(k, pub.ConnectionID()+"/") {
+					total += st.Packets
+				}
+			}
+		}
+		return total
+	}
+	in0, err := node.Metric("sorad_forwarded_packets_total")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cpu0, err := cpuSeconds(node.Pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	recv0, t0 := received(), time.Now()
+	b.ResetTimer()
+	time.Sleep(10 * time.Second)
+	b.StopTimer()
+	in1, _ := node.Metric("sorad_forwarded_packets_total")
+	cpu1, _ := cpuSeconds(node.Pid())
+	recv1, elapsed := received(), time.Since(t0).Seconds()
+	in := in1 - in0
+	out := in * float64(n)
+	cpu := cpu1 - cpu0
+	r := fanoutResult{inPPS: in / elapsed, outPPS: out / elapsed}
+	if out > 0 {
+		r.cpuPerPacketUS = cpu / out * 1e6
+		r.loss = max(0, 1-float64(recv1-recv0)/out)
+	}
+	if cpu > 0 {
+		r.perCore = out / cpu
+	}
+	return r
+}
+
+// forwardingFloor measures, in microseconds, SRTP-encrypting a 1200-byte
+// RTP packet and sending it over UDP on loopback to a socket that drains it.
+func forwardingFloor(b *testing.B) float64 {
+	key, salt := make([]byte, 16), make([]byte, 14)
+	ctx, err := srtp.CreateContext(key, salt, srtp.ProtectionProfileAes128CmHmacSha1_80)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rx, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rx.Close()
+	var drained atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			if _, err := rx.Read(buf); err != nil {
+				return
+			}
+			drained.Add(1)
+		}
+	}()
+	tx, err := net.DialUDP("udp", nil, rx.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Close()
+	payload := make([]byte, 1200)
+	dst := make([]byte, 0, 1500)
+	const packets = 200000
+	start := time.Now()
+	for i := 0; i < packets; i++ {
+		h := rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i), Timestamp: uint32(i * 3000), SSRC: 1}
+		out, err := ctx.EncryptRTP(dst[:0], payload, &h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tx.Write(out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	us := float64(time.Since(start).Microseconds()) / packets
+	rx.Close()
+	<-done
+	return us
+}
+
+// BenchmarkJoinLatency: WebSocket open to the first RTP packet at a new
+// subscriber of a channel with a publisher, p50 and p99 over 100 joins
+// with 10 in flight; beside the same for two bare pion PeerConnections
+// connecting to each other on loopback in this process.
+func BenchmarkJoinLatency(b *testing.B) {
+	const joins, inFlight = 100, 10
+	var sorad []joinPhases
+	var bare []time.Duration
+	for i := 0; i < b.N; i++ {
+		sorad = joinLatencies(b, joins, inFlight)
+		bare = bareLatencies(b, joins, inFlight)
+	}
+	p := func(d []time.Duration, q float64) float64 {
+		d = slices.Clone(d)
+		slices.Sort(d)
+		return float64(d[int(q*float64(len(d)-1))].Microseconds()) / 1000
+	}
+	phase := func(f func(joinPhases) time.Duration) []time.Duration {
+		out := make([]time.Duration, len(sorad))
+		for i, j := range sorad {
+			out[i] = f(j)
+		}
+		return out
+	}
+	offer, connected, first := phase(func(j joinPhases) time.Duration { return j.offer }),
+		phase(func(j joinPhases) time.Duration { return j.connected }),
+		phase(func(j joinPhases) time.Duration { return j.firstPacket })
+	b.ReportMetric(p(first, 0.5), "sorad-p50-ms")
+	b.ReportMetric(p(first, 0.99), "sorad-p99-ms")
+	b.ReportMetric(p(bare, 0.5), "bare-p50-ms")
+	fmt.Printf("\nJoin latency, WebSocket open to first RTP packet, %d joins with %d in flight (%s)\n\n", joins, inFlight, machine())
+	fmt.Println("| | p50 ms | p99 ms |")
+	fmt.Println("|---|---:|---:|")
+	fmt.Printf("| sorad: WebSocket open to offer received | %.1f | %.1f |\n", p(offer, 0.5), p(offer, 0.99))
+	fmt.Printf("| sorad: to PeerConnection connected (ICE, DTLS) | %.1f | %.1f |\n", p(connected, 0.5), p(connected, 0.99))
+	fmt.Printf("| sorad: to first forwarded RTP packet | %.1f | %.1f |\n", p(first, 0.5), p(first, 0.99))
+	fmt.Printf("| baseline: two bare pion PeerConnections on loopback, creation to first RTP packet | %.1f | %.1f |\n", p(bare, 0.5), p(bare, 0.99))
+	fmt.Printf("| ratio sorad / baseline | %.2f | %.2f |\n", p(first, 0.5)/p(bare, 0.5), p(first, 0.99)/p(bare, 0.99))
+}
+
+// joinPhases times one join from the WebSocket open.
+type joinPhases struct {
+	offer, connected, firstPacket time.Duration
+}
+
+// parallel runs f n times with at most k at once and returns the results.
+func parallel(b *testing.B, n, k int, f func() (time.Duration, error)) []time.Duration {
+	out := make([]time.Duration, n)
+	sem := make(chan struct{}, k)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			d, err := f()
+			if err != nil {
+				b.Error(err)
+			}
+			out[i] = d
+		}()
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+	return out
+}
+
+func joinLatencies(b *testing.B, joins, inFlight int) []joinPhases {
+	h := harness.New(b, soradBin)
+	node := h.NewNode("bench", "--log_level=info", "--license_max_connections=1000")
+	node.Start()
+	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(node, []string{node.Name}) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	url := signalingURL(node)
+	pub, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "join", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	phases := make([]joinPhases, joins)
+	var next atomic.Int64
+	parallel(b, joins, inFlight, func() (time.Duration, error) {
+		start := time.Now()
+		c, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "join", Role: "recvonly", Audio: true, Video: true})
+		if err != nil {
+			return 0, err
+		}
+		connected := time.Since(start)
+		defer c.Close()
+		// Audio flows every 20 ms: the first packet of either kind.
+		if err := c.WaitPackets(ctx, pub.ConnectionID(), "audio", 1); err != nil {
+			return 0, err
+		}
+		first := time.Time{}
+		for k, st := range c.Received() {
+			if strings.HasPrefix(k, pub.ConnectionID()+"/") && (first.IsZero() || st.FirstPacket.Before(first)) {
+				first = st.FirstPacket
+			}
+		}
+		var offer time.Duration
+		for _, m := range c.Messages() {
+			if m.Type == "offer" {
+				offer = m.At.Sub(start)
+			}
+		}
+		phases[next.Add(1)-1] = joinPhases{offer: offer, connected: connected, firstPacket: first.Sub(start)}
+		return first.Sub(start), nil
+	})
+	return phases
+}
+
+// bareLatencies connects pairs of pion PeerConnections in this process (the
+// offer and answer passed directly), the sender writing Opus-sized samples
+// every 20 ms, and times creation to the receiver's first RTP packet.
+func bareLatencies(b *testing.B, joins, inFlight int) []time.Duration {
+	s := webrtc.SettingEngine{}
+	s.SetIncludeLoopbackCandidate(true)
+	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	s.SetInterfaceFilter(func(name string) bool { return name == "lo" })
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		b.Fatal(err)
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(s))
+	return parallel(b, joins, inFlight, func() (time.Duration, error) {
+		start := time.Now()
+		tx, err := api.NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			return 0, err
+		}
+		defer tx.Close()
+		rx, err := api.NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			return 0, err
+		}
+		defer rx.Close()
+		track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "bare")
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.AddTrack(track); err != nil {
+			return 0, err
+		}
+		first := make(chan time.Time, 1)
+		rx.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			if _, _, err := t.ReadRTP(); err == nil {
+				first <- time.Now()
+			}
+		})
+		offer, err := tx.CreateOffer(nil)
+		if err != nil {
+			return 0, err
+		}
+		gathered := webrtc.GatheringCompletePromise(tx)
+		if err := tx.SetLocalDescription(offer); err != nil {
+			return 0, err
+		}
+		<-gathered
+		if err := rx.SetRemoteDescription(*tx.LocalDescription()); err != nil {
+			return 0, err
+		}
+		answer, err := rx.CreateAnswer(nil)
+		if err != nil {
+			return 0, err
+		}
+		gathered = webrtc.GatheringCompletePromise(rx)
+		if err := rx.SetLocalDescription(answer); err != nil {
+			return 0, err
+		}
+		<-gathered
+		if err := tx.SetRemoteDescription(*rx.LocalDescription()); err != nil {
+			return 0, err
+		}
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case at := <-first:
+				return at.Sub(start), nil
+			case <-tick.C:
+				_ = track.WriteSample(media.Sample{Data: make([]byte, 80), Duration: 20 * time.Millisecond})
+			case <-timeout:
+				return 0, fmt.Errorf("bare pion pair: no packet in 30 s")
+			}
+		}
+	})
+}
