@@ -692,3 +692,33 @@ func TestConnectionsLeaveNothingBehind(t *testing.T) {
 		t.Fatalf("GetStatsReport = %v", report)
 	}
 }
+
+// TestPendingSignalingConnectionsAreBounded: sockets that never send
+// connect are limited in number; beyond the limit the upgrade is refused.
+func TestPendingSignalingConnectionsAreBounded(t *testing.T) {
+	h := harness.New(t, soradBin)
+	n := startNode(t, h, "--signaling_max_pending_connections=2")
+	var silent []*websocket.Conn
+	for i := 0; i < 2; i++ {
+		ws, _, err := websocket.DefaultDialer.Dial(signalingURL(n), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		silent = append(silent, ws)
+	}
+	_, resp, err := websocket.DefaultDialer.Dial(signalingURL(n), nil)
+	if err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("third pending socket: %v, %+v; want HTTP 503", err, resp)
+	}
+	silent[0].Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var c *soraclient.Client
+	harness.Eventually(t, 5*time.Second, "a slot freed", func() bool {
+		var err error
+		c, err = soraclient.Connect(ctx, soraclient.Options{SignalingURL: signalingURL(n), ChannelID: "slot", Role: "recvonly", Audio: true})
+		return err == nil
+	})
+	_ = c.Close()
+}

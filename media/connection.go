@@ -240,10 +240,14 @@ func (c *connection) onAnswer(sdp string) error {
 	c.offerPending = false
 	// Receivers of video need a key frame to start decoding.
 	c.downMu.Lock()
+	pubs := make([]*publishedTrack, 0, len(c.down))
 	for _, d := range c.down {
-		d.pub.requestKeyframe(c.m.cfg.KeyframeThrottle)
+		pubs = append(pubs, d.pub)
 	}
 	c.downMu.Unlock()
+	for _, p := range pubs {
+		p.requestKeyframe(c.m.cfg.KeyframeThrottle)
+	}
 	if c.needReoffer {
 		c.offerLocked("re-offer", nil)
 	}

@@ -48,6 +48,7 @@ type Config struct {
 	KeyframeThrottle  time.Duration // between key frame requests to one publisher track
 	NACKBufferSize    uint16        // packets kept per outgoing stream for retransmission
 	MaxConnections    int           // license_max_connections
+	MaxPending        int           // WebSockets open that have not been admitted yet
 	DefaultVideoCodec string        // when the client names none
 	SendQueue         int           // signaling messages queued per connection
 
@@ -82,6 +83,9 @@ func (cfg *Config) setDefaults() {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = 500
 	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1000
+	}
 	if cfg.DefaultVideoCodec == "" {
 		cfg.DefaultVideoCodec = "VP9"
 	}
@@ -102,8 +106,9 @@ type Media struct {
 	log     *slog.Logger
 	up      websocket.Upgrader
 
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx     context.Context
+	cancel  context.CancelFunc
+	pending chan struct{} // a slot per WebSocket not admitted yet
 
 	mu       sync.Mutex
 	sessions map[string]*session    // by channel ID
@@ -139,6 +144,7 @@ func New(cfg Config, cl *cluster.Cluster, stats *Stats) (*Media, error) {
 		},
 		ctx:      ctx,
 		cancel:   cancel,
+		pending:  make(chan struct{}, cfg.MaxPending),
 		sessions: map[string]*session{},
 		conns:    map[string]*connection{},
 		release:  map[string]*time.Timer{},
@@ -182,6 +188,20 @@ func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	// Sockets that have not sent an admitted connect are bounded in number
+	// (and each by ConnectTimeout).
+	select {
+	case m.pending <- struct{}{}:
+	default:
+		http.Error(w, "too many signaling connections waiting to connect", http.StatusServiceUnavailable)
+		return
+	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			<-m.pending
+		}
+	}()
 	m.serving.Add(1)
 	defer m.serving.Done()
 	ws, err := m.up.Upgrade(w, r, nil)
@@ -211,6 +231,8 @@ func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return // redirected, or failed and closed
 	}
+	admitted = true
+	<-m.pending // from here on license_max_connections bounds it
 	c.serve(limiter)
 }
 

@@ -55,6 +55,7 @@ type Config struct {
 	SignalingMaxMessageSize int           `conf:"signaling_max_message_size"`
 	SignalingMessageRate    int           `conf:"signaling_message_rate"`
 	SignalingMessageBurst   int           `conf:"signaling_message_burst"`
+	SignalingMaxPending     int           `conf:"signaling_max_pending_connections"`
 	SignalingConnectTimeout time.Duration `conf:"signaling_connect_timeout"`
 	SignalingPingInterval   time.Duration `conf:"signaling_ping_interval"`
 	SignalingPongTimeout    time.Duration `conf:"signaling_pong_timeout"`
@@ -177,6 +178,12 @@ var keySpecs = []keySpec{
 		def:  "200",
 		desc: "signaling messages one connection may send at once above the rate",
 		set:  intField(func(c *Config) *int { return &c.SignalingMessageBurst }, 1),
+	},
+	{
+		name: "signaling_max_pending_connections",
+		def:  "1000",
+		desc: "signaling WebSockets that may be open before their connect is admitted; more are answered 503",
+		set:  intField(func(c *Config) *int { return &c.SignalingMaxPending }, 1),
 	},
 	{
 		name: "signaling_connect_timeout",

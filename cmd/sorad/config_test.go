@@ -85,6 +85,7 @@ func TestDefaults(t *testing.T) {
 		SignalingMaxMessageSize: 262144,
 		SignalingMessageRate:    50,
 		SignalingMessageBurst:   200,
+		SignalingMaxPending:     1000,
 		SignalingConnectTimeout: 30 * time.Second,
 		SignalingPingInterval:   5 * time.Second,
 		SignalingPongTimeout:    15 * time.Second,

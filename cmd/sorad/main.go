@@ -97,6 +97,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		KeyframeThrottle:  cfg.KeyframeRequestInterval,
 		NACKBufferSize:    uint16(cfg.NACKBufferSize),
 		MaxConnections:    cfg.LicenseMaxConnections,
+		MaxPending:        cfg.SignalingMaxPending,
 		DefaultVideoCodec: cfg.DefaultVideoCodecType,
 		Logger:            log,
 	}, cl, stats)
