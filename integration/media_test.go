@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/sorad/sorad/integration/harness"
 	"github.com/sorad/sorad/integration/soraclient"
@@ -721,4 +723,86 @@ func TestPendingSignalingConnectionsAreBounded(t *testing.T) {
 		return err == nil
 	})
 	_ = c.Close()
+}
+
+// TestAnnouncedIPInOffer: with media_public_ip_list the offer's candidates
+// carry the announced address (NAT 1:1) on the media UDP port.
+func TestAnnouncedIPInOffer(t *testing.T) {
+	h := harness.New(t, soradBin)
+	n := startNode(t, h, "--media_public_ip_list=127.0.0.99", "--media_udp_port=15000")
+	ws, _, err := websocket.DefaultDialer.Dial(signalingURL(n), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteJSON(map[string]any{"type": "connect", "role": "recvonly", "channel_id": "nat"}); err != nil {
+		t.Fatal(err)
+	}
+	var offer struct {
+		Type string `json:"type"`
+		SDP  string `json:"sdp"`
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := ws.ReadJSON(&offer); err != nil || offer.Type != "offer" {
+		t.Fatalf("first message %+v, %v", offer, err)
+	}
+	var cands []string
+	for _, line := range strings.Split(offer.SDP, "\r\n") {
+		if strings.HasPrefix(line, "a=candidate:") {
+			cands = append(cands, line)
+		}
+	}
+	if len(cands) == 0 {
+		t.Fatalf("offer has no candidates:\n%s", offer.SDP)
+	}
+	for _, c := range cands {
+		if !strings.Contains(c, " 127.0.0.99 15000 typ host") || strings.Contains(c, n.Address) {
+			t.Fatalf("candidate %q does not announce 127.0.0.99:15000 only", c)
+		}
+	}
+	if !strings.Contains(offer.SDP, "a=ice-lite") {
+		t.Fatal("offer is not ICE-lite")
+	}
+}
+
+// TestKeyframeRequestsRelayedAndThrottled: PLIs from a receiver reach the
+// publisher as key frame requests, at most one per keyframe_request_interval.
+func TestKeyframeRequestsRelayedAndThrottled(t *testing.T) {
+	h := harness.New(t, soradBin)
+	n := startNode(t, h, "--keyframe_request_interval=1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "pli", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	sub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "pli", Role: "recvonly", Audio: true, Video: true})
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", 10); err != nil {
+		t.Fatal(err)
+	}
+	var ssrc uint32
+	for _, tr := range sub.PeerConnection().GetTransceivers() {
+		if r := tr.Receiver(); r != nil && r.Track() != nil && r.Track().Kind() == webrtc.RTPCodecTypeVideo {
+			ssrc = uint32(r.Track().SSRC())
+		}
+	}
+	if ssrc == 0 {
+		t.Fatal("no video receiver")
+	}
+	time.Sleep(1100 * time.Millisecond) // past the throttle of the join's own request
+	metric := func(name string) float64 {
+		v, err := n.Metric(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	recv0, sent0 := metric("sorad_plis_received_total"), metric("sorad_keyframe_requests_sent_total")
+	for i := 0; i < 10; i++ {
+		if err := sub.PeerConnection().WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	harness.Eventually(t, 5*time.Second, "the PLIs counted", func() bool { return metric("sorad_plis_received_total")-recv0 >= 10 })
+	if sent := metric("sorad_keyframe_requests_sent_total") - sent0; sent != 1 {
+		t.Fatalf("10 PLIs within 200 ms became %v key frame requests, want exactly 1 (throttled)", sent)
+	}
 }
