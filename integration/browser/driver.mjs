@@ -1,0 +1,380 @@
+// Browser end-to-end driver for sorad: runs one named scenario with the real
+// sora-js-sdk in Chromium (driven by playwright-core) and prints ONE JSON
+// object with what every peer observed. Exit status 0 when the scenario ran
+// to the end (the Go test judges the observations), 1 when it could not
+// (the JSON then has "error"), 2 on bad usage.
+//
+//   node driver.mjs --scenario NAME --signaling-url ws://IP:PORT/signaling \
+//     --api-url http://IP:PORT/ --chromium /usr/bin/chromium --profile DIR
+//
+// It only talks to the addresses it is given (sorad, inside the test's own
+// network namespace) and to its own page server on localhost.
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const started = Date.now();
+const elapsed = () => Date.now() - started;
+const log = (...a) => console.error(`[driver +${elapsed()}ms]`, ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const { values: opt } = parseArgs({
+  options: {
+    scenario: { type: "string" },
+    "signaling-url": { type: "string" },
+    "api-url": { type: "string" },
+    chromium: { type: "string", default: "/usr/bin/chromium" },
+    profile: { type: "string" },
+    "time-limit": { type: "string", default: "60" }, // seconds, whole scenario
+  },
+});
+for (const k of ["scenario", "signaling-url", "api-url", "profile"]) {
+  if (!opt[k]) {
+    console.error(`missing --${k}`);
+    process.exit(2);
+  }
+}
+
+// The flags every Chromium of these tests runs with (the fresh
+// --user-data-dir is the persistent context's profile directory).
+const chromiumArgs = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--use-fake-ui-for-media-stream",
+  "--use-fake-device-for-media-stream",
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+];
+
+const result = {
+  scenario: opt.scenario,
+  ok: false,
+  error: null,
+  elapsed_ms: 0,
+  browser_version: null,
+  signaling_url: opt["signaling-url"],
+  api_url: opt["api-url"],
+  steps: [], // {ms, what}
+  api_calls: [], // {ms, target, body, status, response}
+  peers: {}, // name -> peer page state, with "stats" samples
+};
+const step = (what) => {
+  result.steps.push({ ms: elapsed(), what });
+  log(what);
+};
+
+let printed = false;
+function finish(code) {
+  if (printed) return;
+  printed = true;
+  result.elapsed_ms = elapsed();
+  process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(code));
+}
+
+// --- page server on localhost (a secure context, so getUserMedia works) ---
+
+const files = {
+  "/": ["page/index.html", "text/html; charset=utf-8"],
+  "/peer.js": ["page/peer.js", "text/javascript; charset=utf-8"],
+  "/sora.js": ["node_modules/sora-js-sdk/dist/sora.js", "text/javascript; charset=utf-8"],
+  "/favicon.ico": null,
+};
+const server = createServer(async (req, res) => {
+  const f = files[new URL(req.url, "http://localhost").pathname];
+  if (f === null) {
+    res.writeHead(204).end();
+    return;
+  }
+  if (!f) {
+    res.writeHead(404).end();
+    return;
+  }
+  try {
+    const body = await readFile(join(here, f[0]));
+    res.writeHead(200, { "content-type": f[1], "cache-control": "no-store" }).end(body);
+  } catch (e) {
+    res.writeHead(500).end(String(e));
+  }
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const pageBase = `http://localhost:${server.address().port}/`;
+
+// --- sorad API ---
+
+async function api(target, body) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 10_000);
+  const call = { ms: elapsed(), target, body, status: null, response: null };
+  result.api_calls.push(call);
+  try {
+    const res = await fetch(opt["api-url"], {
+      method: "POST",
+      headers: { "x-sora-target": target, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: ctl.signal,
+    });
+    call.status = res.status;
+    const text = await res.text();
+    try {
+      call.response = JSON.parse(text);
+    } catch {
+      call.response = text;
+    }
+    return call;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// waitReady polls sorad until its one node is a formed cluster (the state in
+// which it accepts connections).
+async function waitReady(limitMs) {
+  const until = Date.now() + limitMs;
+  let last = "no answer";
+  while (Date.now() < until) {
+    try {
+      const r = await api("Sora_20211215.ListClusterNodes", { include_all_known_nodes: true });
+      result.api_calls.pop(); // polling noise
+      if (r.status === 200 && Array.isArray(r.response) && r.response.length > 0 &&
+        r.response.every((n) => n.connected && n.mode !== "initial" && n.epoch > 0)) {
+        return;
+      }
+      last = `${r.status} ${JSON.stringify(r.response)}`;
+    } catch (e) {
+      result.api_calls.pop();
+      last = String(e.cause ?? e);
+    }
+    await sleep(100);
+  }
+  throw new Error(`sorad not ready after ${limitMs} ms: ${last}`);
+}
+
+// --- browser and peers ---
+
+let context = null;
+const peers = new Map(); // name -> {page, name}
+
+async function openPeer(name) {
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") console.error(`[${name} console.${m.type()}] ${m.text()}`);
+  });
+  page.on("pageerror", (e) => console.error(`[${name} pageerror] ${e}`));
+  await page.goto(`${pageBase}?name=${encodeURIComponent(name)}`);
+  await page.waitForFunction(() => window.peerReady === true, null, { timeout: 10_000 });
+  const p = { name, page };
+  peers.set(name, p);
+  return p;
+}
+
+async function connectPeer(p, role, channelId, metadata = null) {
+  step(`${p.name}: connect ${role} to ${channelId}`);
+  const id = await p.page.evaluate((a) => window.soraConnect(a), {
+    signalingUrl: opt["signaling-url"],
+    role,
+    channelId,
+    metadata,
+    options: { connectionTimeout: 20_000 },
+  });
+  p.connectionId = id;
+  step(`${p.name}: connected as ${id}`);
+  return id;
+}
+
+const peerState = (p) => p.page.evaluate(() => window.peerState());
+
+// waitFor polls cond over every peer's state until it holds; false on timeout.
+async function waitFor(what, limitMs, cond) {
+  const until = Date.now() + limitMs;
+  for (;;) {
+    const states = {};
+    for (const [name, p] of peers) states[name] = await peerState(p);
+    if (cond(states)) {
+      step(`${what}: yes`);
+      return true;
+    }
+    if (Date.now() > until) {
+      step(`${what}: NOT within ${limitMs} ms`);
+      return false;
+    }
+    await sleep(100);
+  }
+}
+
+// sampleStats records one getStats sample of every peer.
+async function sampleStats() {
+  for (const p of peers.values()) {
+    (p.stats ??= []).push(await p.page.evaluate(() => window.sampleStats()));
+  }
+}
+
+const videoDecoded = (sample, streamId) =>
+  sample.inbound.some((s) => s.kind === "video" && s.stream_id === streamId && s.frames_decoded > 0);
+
+// measureMedia waits (bounded, not failing) until every peer decodes video
+// from every stream it expects, then takes two samples three seconds apart.
+async function measureMedia(expect) {
+  const until = Date.now() + 20_000;
+  for (;;) {
+    let all = true;
+    for (const [name, streams] of Object.entries(expect)) {
+      const s = await peers.get(name).page.evaluate(() => window.sampleStats());
+      if (!streams.every((id) => videoDecoded(s, id))) all = false;
+    }
+    if (all) {
+      step("every peer decodes video from every expected stream");
+      break;
+    }
+    if (Date.now() > until) {
+      step("NOT every peer decodes video from every expected stream within 20 s");
+      break;
+    }
+    await sleep(250);
+  }
+  await sampleStats();
+  step("stats sample 1");
+  await sleep(3_000);
+  await sampleStats();
+  step("stats sample 2");
+}
+
+const created = (st, id) => st.notifies.some((n) => n.message.event_type === "connection.created" && n.message.connection_id === id);
+// knows: st learned of id through connection.created, either a notify about
+// id (id joined later) or the `data` list of st's own connection.created
+// (id was already there), as Sora tells a newcomer about existing members.
+const knows = (st, selfID, id) =>
+  created(st, id) ||
+  st.notifies.some((n) => n.message.event_type === "connection.created" && n.message.connection_id === selfID &&
+    (n.message.data ?? n.message.metadata_list ?? []).some((d) => d.connection_id === id));
+const destroyed = (st, id) => st.notifies.some((n) => n.message.event_type === "connection.destroyed" && n.message.connection_id === id);
+
+// --- scenarios ---
+
+const scenarios = {
+  // A sendonly and a recvonly: the recvonly decodes the sender's media.
+  async "sendonly-recvonly"() {
+    const ch = "browser-sendonly-recvonly";
+    const pub = await openPeer("sendonly");
+    const sub = await openPeer("recvonly");
+    const pubID = await connectPeer(pub, "sendonly", ch);
+    const subID = await connectPeer(sub, "recvonly", ch);
+    await waitFor("both connected callbacks", 10_000, (s) => s.sendonly.connected_callback && s.recvonly.connected_callback);
+    await waitFor("recvonly has audio+video tracks of the sendonly", 10_000, (s) =>
+      ["audio", "video"].every((k) => s.recvonly.tracks.some((t) => t.kind === k && t.stream_id === pubID)));
+    await measureMedia({ recvonly: [pubID] });
+    void subID;
+  },
+
+  // Three sendrecv peers: each decodes the two others.
+  async "sendrecv-3"() {
+    const ch = "browser-sendrecv-3";
+    const ps = [await openPeer("a"), await openPeer("b"), await openPeer("c")];
+    const ids = [];
+    for (const p of ps) ids.push(await connectPeer(p, "sendrecv", ch, { peer: p.name }));
+    await waitFor("all connected callbacks", 10_000, (s) => Object.values(s).every((x) => x.connected_callback));
+    await waitFor("every peer learned of the others through connection.created", 10_000, (s) =>
+      ps.every((p, i) => ids.every((id, j) => i === j || knows(s[p.name], ids[i], id))));
+    await waitFor("every peer has the others' tracks", 15_000, (s) =>
+      ps.every((p, i) => ids.every((id, j) => i === j || ["audio", "video"].every((k) => s[p.name].tracks.some((t) => t.kind === k && t.stream_id === id)))));
+    const expect = {};
+    ps.forEach((p, i) => (expect[p.name] = ids.filter((_, j) => j !== i)));
+    await measureMedia(expect);
+  },
+
+  // DisconnectConnection through the API: the peer's disconnect event, the
+  // other's connection.destroyed.
+  async "disconnect-api"() {
+    const ch = "browser-disconnect-api";
+    const victim = await openPeer("victim");
+    const other = await openPeer("other");
+    const victimID = await connectPeer(victim, "sendrecv", ch);
+    await connectPeer(other, "sendrecv", ch);
+    await waitFor("both connected callbacks", 10_000, (s) => s.victim.connected_callback && s.other.connected_callback);
+    await waitFor("other has the victim's video track", 10_000, (s) => s.other.tracks.some((t) => t.kind === "video" && t.stream_id === victimID));
+    step(`DisconnectConnection ${victimID}`);
+    await api("Sora_20151104.DisconnectConnection", { channel_id: ch, connection_id: victimID });
+    await waitFor("victim's disconnect event and other's connection.destroyed", 10_000, (s) =>
+      s.victim.disconnects.length > 0 && destroyed(s.other, victimID));
+    // Anything arriving late (a second disconnect event, say) is seen too.
+    await sleep(1_000);
+    await sampleStats();
+  },
+
+  // PushChannel reaches every peer's push callback.
+  async push() {
+    const ch = "browser-push";
+    const roles = { sendrecv: "sendrecv", sendonly: "sendonly", recvonly: "recvonly" };
+    const ps = [];
+    for (const [name, role] of Object.entries(roles)) {
+      const p = await openPeer(name);
+      await connectPeer(p, role, ch);
+      ps.push(p);
+    }
+    await waitFor("all connected callbacks", 10_000, (s) => Object.values(s).every((x) => x.connected_callback));
+    step("PushChannel");
+    await api("Sora_20160711.PushChannel", { channel_id: ch, data: { hello: "browser" } });
+    await waitFor("every peer got the push", 10_000, (s) => Object.values(s).every((x) => x.pushes.length > 0));
+    await sleep(500); // a duplicate would show now
+  },
+};
+
+// --- run ---
+
+async function collect() {
+  for (const [name, p] of peers) {
+    try {
+      result.peers[name] = { ...(await peerState(p)), stats: p.stats ?? [] };
+      result.browser_version ??= result.peers[name].user_agent;
+    } catch (e) {
+      result.peers[name] = { error: `state unavailable: ${e}`, stats: p.stats ?? [] };
+    }
+  }
+}
+
+async function leaveAll() {
+  await Promise.all([...peers.values()].map((p) =>
+    Promise.race([p.page.evaluate(() => window.soraDisconnect()), sleep(5_000)]).catch(() => {})));
+}
+
+const limitMs = Number(opt["time-limit"]) * 1000;
+const watchdog = setTimeout(async () => {
+  result.error = `scenario ${opt.scenario} did not finish within ${limitMs} ms (steps so far in "steps")`;
+  log(result.error);
+  await Promise.race([collect(), sleep(3_000)]);
+  finish(1);
+}, limitMs);
+
+try {
+  const run = scenarios[opt.scenario];
+  if (!run) throw new Error(`unknown scenario ${opt.scenario}; known: ${Object.keys(scenarios).join(", ")}`);
+  await waitReady(15_000);
+  step("sorad ready");
+  context = await chromium.launchPersistentContext(opt.profile, {
+    executablePath: opt.chromium,
+    headless: true,
+    args: chromiumArgs,
+    timeout: 20_000,
+  });
+  step("chromium started");
+  await run();
+  await collect();
+  result.ok = true;
+} catch (e) {
+  result.error = String(e && e.stack ? e.stack : e);
+  log("error:", result.error);
+  await Promise.race([collect(), sleep(3_000)]);
+}
+await leaveAll();
+if (context) await Promise.race([context.close(), sleep(5_000)]);
+server.close();
+clearTimeout(watchdog);
+finish(result.ok ? 0 : 1);

@@ -1,0 +1,203 @@
+// One Sora peer per page, using sora-js-sdk exactly as an application does:
+// Sora.connection(url).<role>(channelId, metadata, options), callbacks set
+// with conn.on(...), then await conn.connect(stream). Everything the SDK
+// reports is recorded in `state`; the driver reads it with peerState().
+import Sora from "/sora.js";
+
+const t0 = performance.now();
+const ms = () => Math.round(performance.now() - t0);
+
+const state = {
+  name: new URLSearchParams(location.search).get("name") || "peer",
+  sdk_version: Sora.version(),
+  user_agent: navigator.userAgent,
+  role: null,
+  channel_id: null,
+  connection_id: null,
+  connect_started_ms: null,
+  connect_resolved_ms: null,
+  connect_error: null,
+  connected_callback: false,
+  connected_callback_ms: null,
+  connected_message: null,
+  notifies: [], // {ms, transport, message}
+  pushes: [], // {ms, transport, message}
+  tracks: [], // {ms, kind, stream_id, track_id}
+  removed_tracks: [], // {ms, kind, stream_id, track_id}
+  disconnects: [], // {ms, type, title, code, reason, params}
+  timeouts: 0,
+  signaling: [], // {ms, type, transport, data}
+  timeline: [], // {ms, type, data}
+  errors: [],
+};
+document.getElementById("name").textContent = state.name;
+
+let conn = null;
+let localStream = null;
+// Remote track id -> the stream id the track event carried.
+const trackStreams = new Map();
+
+// safe turns SDK event data into something JSON can carry.
+function safe(v) {
+  try {
+    return JSON.parse(JSON.stringify(v ?? null));
+  } catch (e) {
+    return String(v);
+  }
+}
+
+function attach(stream) {
+  const id = "v-" + stream.id;
+  if (document.getElementById(id)) return;
+  const v = document.createElement("video");
+  v.id = id;
+  v.autoplay = true;
+  v.muted = true;
+  v.playsInline = true;
+  v.srcObject = stream;
+  document.getElementById("videos").appendChild(v);
+  v.play().catch((e) => state.errors.push(`play ${stream.id}: ${e}`));
+}
+
+// soraConnect connects this page's peer and resolves with its connection id.
+window.soraConnect = async ({ signalingUrl, role, channelId, metadata = null, options = {} }) => {
+  state.role = role;
+  state.channel_id = channelId;
+  const sora = Sora.connection(signalingUrl, false);
+  conn = sora[role](channelId, metadata, { audio: true, video: true, ...options });
+  conn.on("connected", (msg) => {
+    state.connected_callback = true;
+    state.connected_callback_ms = ms();
+    state.connected_message = safe(msg);
+  });
+  conn.on("notify", (msg, transport) => state.notifies.push({ ms: ms(), transport, message: safe(msg) }));
+  conn.on("push", (msg, transport) => state.pushes.push({ ms: ms(), transport, message: safe(msg) }));
+  conn.on("track", (ev) => {
+    const stream = ev.streams[0];
+    state.tracks.push({ ms: ms(), kind: ev.track.kind, stream_id: stream ? stream.id : null, track_id: ev.track.id });
+    if (stream) {
+      trackStreams.set(ev.track.id, stream.id);
+      attach(stream);
+    }
+  });
+  conn.on("removetrack", (ev) => {
+    const tr = ev.track;
+    state.removed_tracks.push({ ms: ms(), kind: tr && tr.kind, stream_id: ev.target && ev.target.id, track_id: tr && tr.id });
+  });
+  conn.on("disconnect", (ev) => {
+    state.disconnects.push({ ms: ms(), type: ev.type, title: ev.title ?? null, code: ev.code ?? null, reason: ev.reason ?? null, params: safe(ev.params) });
+  });
+  conn.on("timeout", () => state.timeouts++);
+  conn.on("signaling", (ev) => state.signaling.push({ ms: ms(), type: ev.type, transport: ev.transportType, data: safe(ev.data) }));
+  conn.on("timeline", (ev) => {
+    // The SDK logs every signaling message here too (already kept in
+    // `signaling`): keep only their names.
+    const dup = ev.logType === "websocket" && /^(send-|onmessage-|notify-)/.test(ev.type);
+    state.timeline.push({ ms: ms(), log: ev.logType, type: ev.type, data: dup ? undefined : safe(ev.data) });
+  });
+
+  state.connect_started_ms = ms();
+  try {
+    if (role === "recvonly") {
+      await conn.connect();
+    } else {
+      localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      await conn.connect(localStream);
+    }
+  } catch (e) {
+    state.connect_error = { name: e && e.name, message: e && e.message, code: e && e.code, reason: e && e.reason };
+    throw e;
+  }
+  state.connect_resolved_ms = ms();
+  state.connection_id = conn.connectionId;
+  return conn.connectionId;
+};
+
+// mediaBySDPMid maps each mid of an SDP to the msid (stream id, track id) of
+// its m-section, or null when it has none.
+function msidByMid(sdp) {
+  const out = {};
+  for (const section of (sdp || "").split(/\r?\nm=/).slice(1)) {
+    const text = "\n" + section;
+    const mid = /\na=mid:(\S+)/.exec(text);
+    const msid = /\na=msid:(\S+) (\S+)/.exec(text);
+    const dir = /\na=(sendrecv|sendonly|recvonly|inactive)/.exec(text);
+    if (mid) out[mid[1]] = { stream_id: msid ? msid[1] : null, track_id: msid ? msid[2] : null, direction: dir ? dir[1] : null, kind: section.split(" ")[0] };
+  }
+  return out;
+}
+
+// sampleStats reads getStats() and returns every inbound-rtp with the stream
+// (= sending connection id) it belongs to.
+window.sampleStats = async () => {
+  if (!conn || !conn.pc) return { ms: ms(), error: "no peer connection", inbound: [], outbound: [] };
+  const pc = conn.pc;
+  const remote = msidByMid(pc.remoteDescription && pc.remoteDescription.sdp);
+  const report = await pc.getStats();
+  const codecs = {};
+  for (const r of report.values()) if (r.type === "codec") codecs[r.id] = r.mimeType;
+  const inbound = [];
+  const outbound = [];
+  for (const r of report.values()) {
+    if (r.type === "inbound-rtp") {
+      const bySdp = r.mid !== undefined ? remote[r.mid] : undefined;
+      inbound.push({
+        kind: r.kind,
+        mid: r.mid ?? null,
+        ssrc: r.ssrc,
+        track_identifier: r.trackIdentifier ?? null,
+        stream_id: (bySdp && bySdp.stream_id) || trackStreams.get(r.trackIdentifier) || null,
+        stream_id_from_track_event: trackStreams.get(r.trackIdentifier) ?? null,
+        codec: codecs[r.codecId] ?? null,
+        packets_received: r.packetsReceived ?? 0,
+        packets_lost: r.packetsLost ?? 0,
+        bytes_received: r.bytesReceived ?? 0,
+        frames_decoded: r.framesDecoded ?? null,
+        key_frames_decoded: r.keyFramesDecoded ?? null,
+        frame_width: r.frameWidth ?? null,
+        frame_height: r.frameHeight ?? null,
+        total_samples_received: r.totalSamplesReceived ?? null,
+        pli_count: r.pliCount ?? null,
+        nack_count: r.nackCount ?? null,
+      });
+    } else if (r.type === "outbound-rtp") {
+      outbound.push({
+        kind: r.kind,
+        mid: r.mid ?? null,
+        codec: codecs[r.codecId] ?? null,
+        packets_sent: r.packetsSent ?? 0,
+        frames_encoded: r.framesEncoded ?? null,
+        key_frames_encoded: r.keyFramesEncoded ?? null,
+        pli_count: r.pliCount ?? null,
+      });
+    }
+  }
+  return {
+    ms: ms(),
+    connection_state: pc.connectionState,
+    ice_connection_state: pc.iceConnectionState,
+    remote_media: remote,
+    inbound,
+    outbound,
+  };
+};
+
+// peerState is everything recorded so far, plus the live SDK fields.
+window.peerState = () => ({
+  ...state,
+  connection_id: state.connection_id ?? (conn && conn.connectionId) ?? null,
+  remote_connection_ids: conn ? [...conn.remoteConnectionIds] : [],
+  pc_connection_state: conn && conn.pc ? conn.pc.connectionState : null,
+  local_sdp: conn && conn.pc && conn.pc.localDescription ? conn.pc.localDescription.sdp : null,
+  remote_sdp: conn && conn.pc && conn.pc.remoteDescription ? conn.pc.remoteDescription.sdp : null,
+});
+
+// soraDisconnect leaves the channel as an application does.
+window.soraDisconnect = async () => {
+  if (conn) await conn.disconnect();
+  if (localStream) for (const t of localStream.getTracks()) t.stop();
+};
+
+window.addEventListener("error", (e) => state.errors.push(`error: ${e.message}`));
+window.addEventListener("unhandledrejection", (e) => state.errors.push(`unhandledrejection: ${e.reason}`));
+window.peerReady = true;
