@@ -806,3 +806,77 @@ func TestKeyframeRequestsRelayedAndThrottled(t *testing.T) {
 		t.Fatalf("10 PLIs within 200 ms became %v key frame requests, want exactly 1 (throttled)", sent)
 	}
 }
+
+// TestVideoBitRateCapsTheSender: a sender's video bit rate (requested, or
+// default_video_bit_rate) is offered as b=AS on its upstream video m-line
+// only, and listed by ListConnections.
+func TestVideoBitRateCapsTheSender(t *testing.T) {
+	h := harness.New(t, soradBin)
+	n := startNode(t, h, "--default_video_bit_rate=800")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	upstreamBandwidth := func(c *soraclient.Client) string {
+		sdp, _ := c.Offer()["sdp"].(string)
+		mid := c.Offer()["mid"].(map[string]any)["video"].(string)
+		var section []string
+		for _, block := range strings.Split(sdp, "\r\nm=")[1:] {
+			if strings.Contains(block, "\r\na=mid:"+mid+"\r\n") {
+				section = strings.Split(block, "\r\n")
+			} else if strings.Contains(block, "b=AS:") {
+				t.Fatalf("a bandwidth line outside the upstream video m-line:\nm=%s", block)
+			}
+		}
+		for _, l := range section {
+			if strings.HasPrefix(l, "b=AS:") {
+				return l
+			}
+		}
+		return ""
+	}
+	asked := connectClient(t, ctx, n, soraclient.Options{ChannelID: "rate", Role: "sendonly", Audio: true, Video: true,
+		Extra: map[string]any{"video": map[string]any{"codec_type": "VP8", "bit_rate": 300}}})
+	if got := upstreamBandwidth(asked); got != "b=AS:300" {
+		t.Fatalf("requested 300 kbps, offer has %q", got)
+	}
+	dflt := connectClient(t, ctx, n, soraclient.Options{ChannelID: "rate", Role: "sendrecv", Audio: true, Video: true})
+	if got := upstreamBandwidth(dflt); got != "b=AS:800" {
+		t.Fatalf("default 800 kbps, offer has %q", got)
+	}
+	var conns []map[string]any
+	if err := n.MustCall(200, "Sora_20201013.ListChannelConnections", map[string]string{"channel_id": "rate"}).JSON(&conns); err != nil {
+		t.Fatal(err)
+	}
+	rates := map[string]any{}
+	for _, c := range conns {
+		rates[c["connection_id"].(string)] = c["video"].(map[string]any)["bit_rate"]
+	}
+	if rates[asked.ConnectionID()] != 300.0 || rates[dflt.ConnectionID()] != 800.0 {
+		t.Fatalf("listed bit rates = %v", rates)
+	}
+}
+
+// TestLaterPublishersOfOtherCodecsReachReceivers: a receiver that first
+// negotiated with only a VP8 publisher still gets the tracks of publishers
+// that join later in VP9, AV1 and H264.
+func TestLaterPublishersOfOtherCodecsReachReceivers(t *testing.T) {
+	h := harness.New(t, soradBin)
+	n := startNode(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := connectClient(t, ctx, n, soraclient.Options{ChannelID: "codecs", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	sub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "codecs", Role: "recvonly", Audio: true, Video: true})
+	if err := sub.WaitPackets(ctx, first.ConnectionID(), "video", 20); err != nil {
+		t.Fatal(err)
+	}
+	for _, codec := range []string{"VP9", "AV1", "H264"} {
+		pub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "codecs", Role: "sendonly", Audio: true, Video: true, VideoCodec: codec})
+		if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", 20); err != nil {
+			t.Fatalf("the receiver got no %s video from a later publisher: %v (received %v)", codec, err, sub.Received())
+		}
+	}
+	select {
+	case <-sub.Closed():
+		t.Fatalf("the receiver was disconnected: %+v", sub.CloseInfo())
+	default:
+	}
+}

@@ -21,7 +21,13 @@ import (
 // seed loads one example body of seed 000 from testdata.
 func seed(t *testing.T, file string) any {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "seed000", file))
+	return seedIn(t, "seed000", file)
+}
+
+// seedIn loads one example body of a seed from testdata/<dir>.
+func seedIn(t *testing.T, dir, file string) any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", dir, file))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,19 +154,33 @@ func (c *connection) info() ConnectionInfo {
 		SessionID:    c.session.id,
 		Multistream:  true,
 		Role:         c.req.Role,
-		Video:        mediaInfo(c.req.Video, c.videoCodec()),
+		Video:        c.videoInfo(),
 	}
 }
 
-// mediaInfo is audio or video as ListConnections shows it: false, or an
-// object with the codec (and the bit rate when asked for).
+// mediaInfo is audio as ListConnections shows it: false, or its codec.
 func mediaInfo(r MediaRequest, codec string) any {
 	if !r.Enabled {
 		return false
 	}
-	out := map[string]any{"codec_type": codec}
-	if r.BitRate > 0 {
-		out["bit_rate"] = r.BitRate
+	return map[string]any{"codec_type": codec}
+}
+
+// videoInfo is video as ListConnections shows it: false, or the codec, the
+// bit rate and the codec's parameters, as Sora shows them.
+func (c *connection) videoInfo() any {
+	if !c.req.Video.Enabled {
+		return false
+	}
+	codec := c.videoCodec()
+	out := map[string]any{"codec_type": codec, "bit_rate": c.videoBitRate()}
+	switch codec {
+	case "VP9":
+		out["vp9_params"] = map[string]int{"profile_id": 0}
+	case "AV1":
+		out["av1_params"] = map[string]int{"profile": 0}
+	case "H264":
+		out["h264_params"] = map[string]string{"profile_level_id": "42e01f"}
 	}
 	return out
 }

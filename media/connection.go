@@ -207,10 +207,6 @@ func (c *connection) offerLocked(kind string, extra map[string]any) {
 		c.close(closeSignaling, "SDP-GENERATION-ERROR")
 		return
 	}
-	msg := map[string]any{"type": kind, "sdp": c.pc.LocalDescription().SDP}
-	for k, v := range extra {
-		msg[k] = v
-	}
 	if kind == "offer" {
 		// The m-lines the client sends on: its upstream transceivers
 		// (receivers do not send; their placeholders are not upstream).
@@ -220,6 +216,18 @@ func (c *connection) offerLocked(kind string, extra map[string]any) {
 				c.mid[t.Kind().String()] = t.Mid()
 			}
 		}
+	}
+	sdp := c.pc.LocalDescription().SDP
+	if mid, ok := c.mid["video"]; ok {
+		// The client's video bit rate: a bandwidth line on its upstream
+		// video m-line, which browsers and libwebrtc obey as a cap.
+		sdp = withBandwidth(sdp, mid, c.videoBitRate())
+	}
+	msg := map[string]any{"type": kind, "sdp": sdp}
+	for k, v := range extra {
+		msg[k] = v
+	}
+	if kind == "offer" {
 		msg["mid"] = c.mid
 	}
 	c.offerPending, c.needReoffer = true, false
@@ -235,7 +243,12 @@ func (c *connection) onAnswer(sdp string) error {
 		return sigErr("UNEXPECTED-ANSWER", "no offer is waiting for an answer")
 	}
 	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
-		return sigErr("INVALID-ANSWER", "%v", err)
+		if !errors.Is(err, webrtc.ErrUnsupportedCodec) {
+			return sigErr("INVALID-ANSWER", "%v", err)
+		}
+		// The answer is applied; the client just cannot decode some
+		// forwarded track's codec. It goes without that track.
+		c.log.Warn("client does not support the codec of a forwarded track", "error", err)
 	}
 	c.offerPending = false
 	// Receivers of video need a key frame to start decoding.
@@ -265,16 +278,14 @@ func (c *connection) receive(t *publishedTrack) {
 	// connection's upstream (server-recvonly) transceivers before the first
 	// answer. Removed tracks leave their m-line inactive; pion does not
 	// recycle it once the client answered inactive, so a long-lived
-	// connection in a busy channel accumulates m-lines.
+	// connection in a busy channel accumulates m-lines. The m-line offers
+	// every codec (see videoCodecsPreferring); pion binds the track to the
+	// publisher's codec among those the client answered.
 	tr, err := c.pc.AddTransceiverFromTrack(t.local, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 	if err != nil {
 		c.downMu.Unlock()
 		c.log.Warn("add forwarded track", "track", t.id, "error", err)
 		return
-	}
-	// Offer only the publisher's codec on this m-line.
-	if err := tr.SetCodecPreferences([]webrtc.RTPCodecParameters{t.codec}); err != nil {
-		c.log.Debug("codec preferences of forwarded track", "track", t.id, "error", err)
 	}
 	sender := tr.Sender()
 	c.down[t.id] = &downTrack{pub: t, sender: sender}
@@ -323,6 +334,7 @@ func (c *connection) readReceiverRTCP(t *publishedTrack, sender *webrtc.RTPSende
 // session and forward its packets until it ends.
 func (c *connection) onTrack(remote *webrtc.TrackRemote) {
 	codec := remote.Codec()
+	c.log.Debug("publishing track", "kind", remote.Kind().String(), "codec", codec.MimeType, "ssrc", uint32(remote.SSRC()), "payload_type", codec.PayloadType)
 	local, err := webrtc.NewTrackLocalStaticRTP(codec.RTPCodecCapability, remote.Kind().String()+"-"+c.id, c.id)
 	if err != nil {
 		c.log.Error("create forwarding track", "error", err)

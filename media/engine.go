@@ -15,13 +15,17 @@ import (
 )
 
 // Payload types sorad offers. Forwarded tracks keep the publisher's codec;
-// pion rewrites the payload type for each receiver.
+// pion rewrites the payload type for each receiver. They are the numbers of
+// pion's default codec table: a pion-based client binds its sending track
+// to its own table's payload type for a codec, not always to the one the
+// answer names, so the two must agree (browsers follow the offer's).
 const (
-	ptOpus = 111
-	ptVP8  = 96
-	ptVP9  = 98
-	ptH264 = 102
-	ptAV1  = 45
+	ptOpus         = 111
+	ptVP8          = 96
+	ptVP9          = 98
+	ptH264         = 106 // constrained baseline, 42e01f
+	ptH264Baseline = 102 // baseline, 42001f
+	ptAV1          = 45
 )
 
 var videoFeedback = []webrtc.RTCPFeedback{
@@ -42,13 +46,16 @@ var codecs = map[string]webrtc.RTPCodecParameters{
 		SDPFmtpLine: "profile-id=0", RTCPFeedback: videoFeedback}, PayloadType: ptVP9},
 	"H264": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", RTCPFeedback: videoFeedback}, PayloadType: ptH264},
+	// Also accepted from publishers, offered after the others.
+	"H264-baseline": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f", RTCPFeedback: videoFeedback}, PayloadType: ptH264Baseline},
 	"AV1": {RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeAV1, ClockRate: 90000,
 		RTCPFeedback: videoFeedback}, PayloadType: ptAV1},
 }
 
 // videoCodecOrder is the order of video codecs in an offer that leaves the
 // choice to the client.
-var videoCodecOrder = []string{"VP9", "VP8", "AV1", "H264"}
+var videoCodecOrder = []string{"VP9", "VP8", "AV1", "H264", "H264-baseline"}
 
 // engineConfig configures the WebRTC stack shared by every connection.
 type engineConfig struct {

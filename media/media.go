@@ -36,21 +36,22 @@ type Config struct {
 	PublicIPs     []string // announced instead of ListenAddress (NAT 1:1)
 	Version       string   // sent in offers
 
-	MaxMessageSize    int           // largest signaling message, bytes
-	MessageRate       float64       // signaling messages per second per connection
-	MessageBurst      int           // burst allowed above MessageRate
-	ConnectTimeout    time.Duration // WebSocket open to connect, and offer to connected
-	PingInterval      time.Duration
-	PongTimeout       time.Duration
-	WriteTimeout      time.Duration // one WebSocket write
-	CloseGrace        time.Duration // close frame to TCP close
-	ReleaseDelay      time.Duration // last connection gone to channel released in Raft
-	KeyframeThrottle  time.Duration // between key frame requests to one publisher track
-	NACKBufferSize    uint16        // packets kept per outgoing stream for retransmission
-	MaxConnections    int           // license_max_connections
-	MaxPending        int           // WebSockets open that have not been admitted yet
-	DefaultVideoCodec string        // when the client names none
-	SendQueue         int           // signaling messages queued per connection
+	MaxMessageSize      int           // largest signaling message, bytes
+	MessageRate         float64       // signaling messages per second per connection
+	MessageBurst        int           // burst allowed above MessageRate
+	ConnectTimeout      time.Duration // WebSocket open to connect, and offer to connected
+	PingInterval        time.Duration
+	PongTimeout         time.Duration
+	WriteTimeout        time.Duration // one WebSocket write
+	CloseGrace          time.Duration // close frame to TCP close
+	ReleaseDelay        time.Duration // last connection gone to channel released in Raft
+	KeyframeThrottle    time.Duration // between key frame requests to one publisher track
+	NACKBufferSize      uint16        // packets kept per outgoing stream for retransmission
+	MaxConnections      int           // license_max_connections
+	MaxPending          int           // WebSockets open that have not been admitted yet
+	DefaultVideoCodec   string        // when the client names none
+	DefaultVideoBitRate int           // kbps, when the client names none
+	SendQueue           int           // signaling messages queued per connection
 
 	Logger *slog.Logger
 }
@@ -88,6 +89,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.DefaultVideoCodec == "" {
 		cfg.DefaultVideoCodec = "VP9"
+	}
+	if cfg.DefaultVideoBitRate <= 0 {
+		cfg.DefaultVideoBitRate = 1000
 	}
 	if cfg.SendQueue <= 0 {
 		cfg.SendQueue = 256
@@ -430,7 +434,7 @@ func (c *connection) start(tracks []*publishedTrack) error {
 			if err != nil {
 				return fmt.Errorf("video transceiver: %w", err)
 			}
-			if err := tr.SetCodecPreferences([]webrtc.RTPCodecParameters{codecs[c.videoCodec()]}); err != nil {
+			if err := tr.SetCodecPreferences(videoCodecsPreferring(c.videoCodec())); err != nil {
 				return fmt.Errorf("video codec: %w", err)
 			}
 		}
@@ -472,12 +476,34 @@ func (c *connection) addPlaceholders() error {
 	return nil
 }
 
+// videoCodecsPreferring lists every video codec with first first. The
+// client sends with the first codec it supports, and the other codecs stay
+// negotiated: pion keeps only the codecs of a connection's first answer,
+// and tracks forwarded later may be in any of them.
+func videoCodecsPreferring(first string) []webrtc.RTPCodecParameters {
+	out := []webrtc.RTPCodecParameters{codecs[first]}
+	for _, name := range videoCodecOrder {
+		if name != first {
+			out = append(out, codecs[name])
+		}
+	}
+	return out
+}
+
 // videoCodec is the codec this connection sends video in.
 func (c *connection) videoCodec() string {
 	if c.req.Video.CodecType != "" {
 		return c.req.Video.CodecType
 	}
 	return c.m.cfg.DefaultVideoCodec
+}
+
+// videoBitRate is the kbps this connection may send video at.
+func (c *connection) videoBitRate() int {
+	if c.req.Video.BitRate > 0 {
+		return c.req.Video.BitRate
+	}
+	return c.m.cfg.DefaultVideoBitRate
 }
 
 // offerFields are the fields of the first offer besides type, sdp and mid.
@@ -504,9 +530,7 @@ func (c *connection) offerFields() map[string]any {
 	}
 	if c.req.Video.Enabled {
 		f["video_codec_type"] = c.videoCodec()
-		if c.req.Video.BitRate > 0 {
-			f["video_bit_rate"] = c.req.Video.BitRate
-		}
+		f["video_bit_rate"] = c.videoBitRate()
 	}
 	return f
 }

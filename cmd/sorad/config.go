@@ -52,6 +52,7 @@ type Config struct {
 	MediaUDPPort            int           `conf:"media_udp_port"`
 	MediaPublicIPList       []string      `conf:"media_public_ip_list"`
 	DefaultVideoCodecType   string        `conf:"default_video_codec_type"`
+	DefaultVideoBitRate     int           `conf:"default_video_bit_rate"`
 	SignalingMaxMessageSize int           `conf:"signaling_max_message_size"`
 	SignalingMessageRate    int           `conf:"signaling_message_rate"`
 	SignalingMessageBurst   int           `conf:"signaling_message_burst"`
@@ -160,6 +161,22 @@ var keySpecs = []keySpec{
 		def:  "VP9",
 		desc: "video codec of connections that name none: VP8, VP9, AV1 or H264",
 		set:  enumField(func(c *Config) *string { return &c.DefaultVideoCodecType }, "VP8", "VP9", "AV1", "H264"),
+	},
+	{
+		name: "default_video_bit_rate",
+		def:  "1000",
+		desc: "video bit rate in kbps of connections that name none (1-50000); offered as the sender's cap",
+		set: func(c *Config, v string) error {
+			n, err := parseInt(v)
+			if err != nil {
+				return err
+			}
+			if n < 1 || n > 50000 {
+				return fmt.Errorf("%d is not from 1 to 50000", n)
+			}
+			c.DefaultVideoBitRate = n
+			return nil
+		},
 	},
 	{
 		name: "signaling_max_message_size",

@@ -82,6 +82,7 @@ func TestDefaults(t *testing.T) {
 		MediaUDPPort:            5000,
 		MediaPublicIPList:       nil,
 		DefaultVideoCodecType:   "VP9",
+		DefaultVideoBitRate:     1000,
 		SignalingMaxMessageSize: 262144,
 		SignalingMessageRate:    50,
 		SignalingMessageBurst:   200,

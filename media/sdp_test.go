@@ -1,0 +1,28 @@
+package media
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestWithBandwidth(t *testing.T) {
+	sdp := strings.Join([]string{
+		"v=0", "o=- 1 2 IN IP4 0.0.0.0", "s=-", "t=0 0",
+		"m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", "a=mid:0", "a=recvonly",
+		"m=video 9 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "b=AS:50", "a=mid:1", "a=recvonly",
+		"m=video 9 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "a=mid:10", "a=sendonly", "",
+	}, "\r\n")
+	got := withBandwidth(sdp, "1", 1500)
+	want := strings.Join([]string{
+		"v=0", "o=- 1 2 IN IP4 0.0.0.0", "s=-", "t=0 0",
+		"m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", "a=mid:0", "a=recvonly",
+		"m=video 9 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "b=AS:1500", "a=mid:1", "a=recvonly",
+		"m=video 9 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "a=mid:10", "a=sendonly", "",
+	}, "\r\n")
+	if got != want {
+		t.Fatalf("withBandwidth:\n%q\nwant\n%q", got, want)
+	}
+	if unchanged := withBandwidth(sdp, "7", 10); unchanged != sdp {
+		t.Fatalf("an unknown mid changed the SDP:\n%q", unchanged)
+	}
+}
