@@ -35,6 +35,16 @@ func connectClient(t *testing.T, ctx context.Context, n *harness.Node, opts sora
 	return c
 }
 
+// mediaNode starts one standalone node for a test and returns it with a
+// context that bounds the test's waits.
+func mediaNode(t *testing.T, bound time.Duration, args ...string) (*harness.Node, context.Context) {
+	t.Helper()
+	n := startNode(t, harness.New(t, soradBin), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	t.Cleanup(cancel)
+	return n, ctx
+}
+
 // startNode starts one standalone node and waits until it serves.
 func startNode(t *testing.T, h *harness.Harness, args ...string) *harness.Node {
 	t.Helper()
@@ -45,10 +55,7 @@ func startNode(t *testing.T, h *harness.Harness, args ...string) *harness.Node {
 }
 
 func TestSendonlyToRecvonly(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 30*time.Second)
 	pub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "sora", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
 	sub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "sora", Role: "recvonly", Audio: true, Video: true})
 	for _, kind := range []string{"audio", "video"} {
@@ -125,10 +132,7 @@ func waitClose(t *testing.T, ctx context.Context, c *soraclient.Client) *soracli
 }
 
 func TestThreeSendrecvPeers(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 60*time.Second)
 	var peers []*soraclient.Client
 	for i := 0; i < 3; i++ {
 		peers = append(peers, connectClient(t, ctx, n, soraclient.Options{
@@ -193,10 +197,7 @@ func TestThreeSendrecvPeers(t *testing.T) {
 }
 
 func TestBundleIDPeersDoNotReceiveEachOther(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 60*time.Second)
 	a := connectClient(t, ctx, n, soraclient.Options{ChannelID: "bundle", Role: "sendrecv", Audio: true, Video: true, BundleID: "same"})
 	b := connectClient(t, ctx, n, soraclient.Options{ChannelID: "bundle", Role: "sendrecv", Audio: true, Video: true, BundleID: "same"})
 	watcher := connectClient(t, ctx, n, soraclient.Options{ChannelID: "bundle", Role: "recvonly", Audio: true, Video: true})
@@ -216,10 +217,7 @@ func TestBundleIDPeersDoNotReceiveEachOther(t *testing.T) {
 }
 
 func TestSignalingRefusals(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h, "--signaling_max_message_size=4096")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 60*time.Second, "--signaling_max_message_size=4096")
 	refused := func(opts soraclient.Options) *soraclient.CloseError {
 		t.Helper()
 		opts.SignalingURL = signalingURL(n)
@@ -312,10 +310,7 @@ func apiError(t *testing.T, r harness.Response, status int, typ string) {
 }
 
 func TestMediaAPIsOnLiveConnections(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 60*time.Second)
 	pub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "api", Role: "sendrecv", Audio: true, Video: true, ClientID: "alice",
 		Metadata: map[string]string{"token": "t"}, SignalingNotifyMetadata: map[string]int{"abc": 10}})
 	sub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "api", Role: "recvonly", Audio: true, Video: true, ClientID: "bob"})
@@ -513,10 +508,7 @@ func refusedWith(t *testing.T, ctx context.Context, n *harness.Node, opts soracl
 }
 
 func TestAdmissionModesLicenseAndRelease(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h, "--license_max_connections=2", "--channel_release_delay=300ms")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 60*time.Second, "--license_max_connections=2", "--channel_release_delay=300ms")
 	recv := soraclient.Options{Role: "recvonly", Audio: true, Video: true}
 	with := func(channel string) soraclient.Options { o := recv; o.ChannelID = channel; return o }
 
@@ -619,10 +611,7 @@ func TestRedirectToNodeInCharge(t *testing.T) {
 // leaving with disconnect, half dropping the socket) and checks that the
 // sorad process is back to its goroutines and file descriptors.
 func TestConnectionsLeaveNothingBehind(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	n, ctx := mediaNode(t, 3*time.Minute)
 	pub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "churn", Role: "sendonly", Audio: true, Video: true})
 	sample := func() (g, fds, heap float64) {
 		var err error
@@ -768,10 +757,7 @@ func TestAnnouncedIPInOffer(t *testing.T) {
 // TestKeyframeRequestsRelayedAndThrottled: PLIs from a receiver reach the
 // publisher as key frame requests, at most one per keyframe_request_interval.
 func TestKeyframeRequestsRelayedAndThrottled(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h, "--keyframe_request_interval=1s")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 30*time.Second, "--keyframe_request_interval=1s")
 	pub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "pli", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
 	sub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "pli", Role: "recvonly", Audio: true, Video: true})
 	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", 10); err != nil {
@@ -811,10 +797,7 @@ func TestKeyframeRequestsRelayedAndThrottled(t *testing.T) {
 // default_video_bit_rate) is offered as b=AS on its upstream video m-line
 // only, and listed by ListConnections.
 func TestVideoBitRateCapsTheSender(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h, "--default_video_bit_rate=800")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 30*time.Second, "--default_video_bit_rate=800")
 	upstreamBandwidth := func(c *soraclient.Client) string {
 		sdp, _ := c.Offer()["sdp"].(string)
 		mid := c.Offer()["mid"].(map[string]any)["video"].(string)
@@ -859,10 +842,7 @@ func TestVideoBitRateCapsTheSender(t *testing.T) {
 // negotiated with only a VP8 publisher still gets the tracks of publishers
 // that join later in VP9, AV1 and H264.
 func TestLaterPublishersOfOtherCodecsReachReceivers(t *testing.T) {
-	h := harness.New(t, soradBin)
-	n := startNode(t, h)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	n, ctx := mediaNode(t, 60*time.Second)
 	first := connectClient(t, ctx, n, soraclient.Options{ChannelID: "codecs", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
 	sub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "codecs", Role: "recvonly", Audio: true, Video: true})
 	if err := sub.WaitPackets(ctx, first.ConnectionID(), "video", 20); err != nil {

@@ -71,13 +71,7 @@ func (s *session) publish(t *publishedTrack) []*connection {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tracks[t.id] = t
-	var out []*connection
-	for _, c := range s.members {
-		if c.shouldReceive(t) {
-			out = append(out, c)
-		}
-	}
-	return out
+	return s.receiversLocked(t)
 }
 
 // unpublish removes a track (it ended) and returns the members that had it.
@@ -88,6 +82,11 @@ func (s *session) unpublish(t *publishedTrack) []*connection {
 		return nil
 	}
 	delete(s.tracks, t.id)
+	return s.receiversLocked(t)
+}
+
+// receiversLocked returns the members that receive t. s.mu is held.
+func (s *session) receiversLocked(t *publishedTrack) []*connection {
 	var out []*connection
 	for _, c := range s.members {
 		if c.shouldReceive(t) {
