@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -118,6 +119,7 @@ type Cluster struct {
 	internal    *http.Server
 	client      *peerClient
 	liveness    *liveness
+	api         atomic.Pointer[http.Handler] // answers forwarded API calls
 
 	mu      sync.RWMutex
 	inst    *instance // nil while being replaced, and after Close
@@ -345,6 +347,34 @@ func (c *Cluster) Nodes() []NodeStatus {
 		out = append(out, NodeStatus{Name: name, Connected: c.Connected(name), Record: rec})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ChannelOwner returns the node in charge of a channel when another live
+// member holds it: the node an API call about the channel goes to. It
+// reports false when this node is in charge, when nobody is, or when the
+// holder restarted or left (stale: its sessions are gone).
+func (c *Cluster) ChannelOwner(channelID string) (string, bool) {
+	inst := c.current()
+	if inst == nil {
+		return "", false
+	}
+	ch, stale, ok := inst.fsm.Channel(channelID)
+	if !ok || stale || ch.NodeInCharge == c.cfg.NodeName {
+		return "", false
+	}
+	return ch.NodeInCharge, true
+}
+
+// ConnectedPeers returns the registered nodes other than this one that this
+// node is connected to, by name.
+func (c *Cluster) ConnectedPeers() []string {
+	var out []string
+	for _, n := range c.Nodes() {
+		if n.Name != c.cfg.NodeName && n.Connected && n.Record != nil {
+			out = append(out, n.Name)
+		}
+	}
 	return out
 }
 

@@ -53,6 +53,7 @@ const (
 	TypeNoQuorum               = "CLUSTER-UNAVAILABLE"
 	TypeNotLeader              = "NOT-LEADER"
 	TypeNoNodeAvailable        = "NO-NODE-AVAILABLE"
+	TypeNodeUnreachable        = "NODE-IN-CHARGE-UNREACHABLE"
 	TypeInvalidMode            = "INVALID-MODE"
 	TypeInvalidCommand         = "INVALID-COMMAND"
 	TypeInternal               = "INTERNAL-ERROR"

@@ -26,6 +26,8 @@ const (
 	pathApply  = "/internal/v1/apply"
 	pathJoin   = "/internal/v1/join"
 	pathPurge  = "/internal/v1/purge"
+	// pathAPI carries Sora API calls another node forwards here.
+	pathAPI = "/internal/v1/api"
 
 	headerForwarded = "Sorad-Forwarded"
 
@@ -77,6 +79,17 @@ func (c *Cluster) internalHandler() http.Handler {
 			}
 			return c.addMember(ctx, inst, req.Register)
 		})
+	})
+	mux.HandleFunc("POST "+pathAPI, func(w http.ResponseWriter, r *http.Request) {
+		h := c.api.Load()
+		if h == nil {
+			writeError(w, unavailable(TypeNodeNotReady, c.cfg.NodeName+" serves no API yet", nil))
+			return
+		}
+		// The API sees the call as it arrived at the first node; the
+		// handler given to ServeAPI answers it here, never forwarding again.
+		r.URL.Path = "/"
+		(*h).ServeHTTP(w, r)
 	})
 	mux.HandleFunc("POST "+pathPurge, func(w http.ResponseWriter, r *http.Request) {
 		c.serveOnLeader(w, r, pathPurge, func(ctx context.Context, inst *instance, body []byte) (any, error) {
@@ -312,4 +325,50 @@ func ProposeTo(ctx context.Context, address string, cmd fsm.Command) (fsm.Result
 	p := newPeerClient(30 * time.Second)
 	defer p.close()
 	return p.apply(ctx, address, encoded)
+}
+
+// ServeAPI sets the handler that answers API calls other nodes forward to
+// this one over the cluster port. It must answer them itself: one hop at
+// most.
+func (c *Cluster) ServeAPI(h http.Handler) { c.api.Store(&h) }
+
+// APIAnswer is another node's answer to a forwarded API call, as it was.
+type APIAnswer struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// ForwardAPI sends an API call (its x-sora-target and Authorization headers
+// and its body) to the named node over the cluster port and returns that
+// node's answer unchanged. A node that cannot be reached gives a 503
+// NODE-IN-CHARGE-UNREACHABLE error.
+func (c *Cluster) ForwardAPI(ctx context.Context, node string, header http.Header, body []byte) (APIAnswer, error) {
+	addr := c.addressOf(node)
+	if inst := c.current(); inst != nil {
+		if n, ok := inst.fsm.Node(node); ok {
+			addr = n.RaftAddress
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+pathAPI, bytes.NewReader(body))
+	if err != nil {
+		return APIAnswer{}, fmt.Errorf("build forwarded request: %w", err)
+	}
+	for _, h := range []string{"X-Sora-Target", "Authorization", "Content-Type"} {
+		if v := header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	resp, err := c.client.http.Do(req)
+	if err != nil {
+		return APIAnswer{}, unavailable(TypeNodeUnreachable, map[string]string{"node_in_charge": node}, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxInternalBody))
+	if err != nil {
+		return APIAnswer{}, unavailable(TypeNodeUnreachable, map[string]string{"node_in_charge": node}, err)
+	}
+	return APIAnswer{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"sort"
 
 	"github.com/sorad/sorad/media"
 )
@@ -135,16 +136,29 @@ func (s *Server) disconnectChannelByRole(_ context.Context, body []byte) (any, e
 }
 
 type listConnectionsRequest struct {
-	// Local is accepted for compatibility; until cluster-wide listings
-	// exist every node lists its own connections.
+	// Local lists this node's connections (the default, as in Sora);
+	// false lists every connected node's.
 	Local *bool `json:"local"`
 }
 
-func (s *Server) listConnections(_ context.Context, body []byte) (any, error) {
-	if _, err := decodeBody[listConnectionsRequest](body); err != nil {
+func (s *Server) listConnections(ctx context.Context, body []byte) (any, error) {
+	req, err := decodeBody[listConnectionsRequest](body)
+	if err != nil {
 		return nil, err
 	}
-	return s.media.ListConnections(), nil
+	out := s.media.ListConnections()
+	if req.Local != nil && !*req.Local && !forwarded(ctx) {
+		for _, peer := range fanOut[[]media.ConnectionInfo](ctx, s, "Sora_20201013.ListConnections") {
+			out = append(out, peer...)
+		}
+		sort.Slice(out, func(i, j int) bool {
+			if out[i].ChannelID != out[j].ChannelID {
+				return out[i].ChannelID < out[j].ChannelID
+			}
+			return out[i].ConnectionID < out[j].ConnectionID
+		})
+	}
+	return out, nil
 }
 
 type channelOnlyRequest struct {

@@ -14,9 +14,10 @@ import (
 // metrics is the node's Prometheus registry: API calls, and cluster state
 // read once per scrape.
 type metrics struct {
-	registry *prometheus.Registry
-	calls    *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	registry  *prometheus.Registry
+	calls     *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	forwarded *prometheus.CounterVec
 }
 
 func newMetrics(cl *cluster.Cluster, med *media.Media, targets map[string]target) *metrics {
@@ -31,9 +32,13 @@ func newMetrics(cl *cluster.Cluster, med *media.Media, targets map[string]target
 			Help:    "API call latency by x-sora-target.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"target"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sorad_api_forwarded_total",
+			Help: "API calls forwarded to the node in charge of their channel, by x-sora-target.",
+		}, []string{"target"}),
 	}
 	m.registry.MustRegister(
-		m.calls, m.latency,
+		m.calls, m.latency, m.forwarded,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&clusterCollector{cl: cl},

@@ -49,7 +49,10 @@ type Server struct {
 	media   *media.Media
 	echo    *echo.Echo
 	targets map[string]target
-	metrics *metrics
+	// channelScoped names the targets answered by the node in charge of
+	// the request's channel_id.
+	channelScoped map[string]bool
+	metrics       *metrics
 }
 
 // corsAllowHeaders is the seeds' access-control-allow-headers value.
@@ -68,8 +71,12 @@ func New(cfg Config, cl *cluster.Cluster, med *media.Media) *Server {
 	}
 	s := &Server{cfg: cfg, cluster: cl, media: med, echo: echo.New()}
 	s.targets = s.targetTable()
+	s.channelScoped = map[string]bool{}
 	for name, t := range s.mediaTargets() {
 		s.targets[name] = t
+		// Every connection API names a channel, except the node-wide
+		// listing.
+		s.channelScoped[name] = name != "Sora_20201013.ListConnections"
 	}
 	s.metrics = newMetrics(cl, med, s.targets)
 
@@ -188,6 +195,9 @@ func (s *Server) call(c echo.Context, name string) (int, error) {
 	body, err := s.readBody(c.Request())
 	if err != nil {
 		return s.writeError(c, err)
+	}
+	if status, done, err := s.routeToOwner(c, name, body); done {
+		return status, err
 	}
 	out, err := op(c.Request().Context(), body)
 	if err != nil {

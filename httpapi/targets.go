@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"sort"
 	"time"
 
 	"github.com/sorad/sorad/fsm"
@@ -199,8 +200,8 @@ func (s *Server) getMode(_ context.Context, body []byte) (any, error) {
 
 type listChannelsRequest struct {
 	// Local lists the channels with a live session on this node; it
-	// defaults to true, as in Sora. false lists every channel the cluster
-	// has assigned to a node.
+	// defaults to true, as in Sora. false lists the live channels of every
+	// connected node.
 	Local *bool `json:"local"`
 }
 
@@ -210,22 +211,23 @@ type channelEntry struct {
 	Spotlight   bool   `json:"spotlight"`
 }
 
-func (s *Server) listChannels(_ context.Context, body []byte) (any, error) {
+func (s *Server) listChannels(ctx context.Context, body []byte) (any, error) {
 	req, err := decodeBody[listChannelsRequest](body)
 	if err != nil {
 		return nil, err
 	}
 	out := []channelEntry{}
-	if req.Local == nil || *req.Local {
-		for _, ch := range s.media.ListChannels() {
-			out = append(out, channelEntry{ChannelID: ch.ChannelID, Multistream: ch.Multistream, Spotlight: ch.Spotlight})
-		}
+	for _, ch := range s.media.ListChannels() {
+		out = append(out, channelEntry{ChannelID: ch.ChannelID, Multistream: ch.Multistream, Spotlight: ch.Spotlight})
+	}
+	if req.Local == nil || *req.Local || forwarded(ctx) {
 		return out, nil
 	}
-	// The whole cluster: every channel a node is in charge of.
-	for _, ch := range s.cluster.Channels() {
-		out = append(out, channelEntry{ChannelID: ch.ID, Multistream: ch.Multistream, Spotlight: ch.Spotlight})
+	// The whole cluster: every connected node's live channels.
+	for _, peer := range fanOut[[]channelEntry](ctx, s, "Sora_20201013.ListChannels") {
+		out = append(out, peer...)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ChannelID < out[j].ChannelID })
 	return out, nil
 }
 

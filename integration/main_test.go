@@ -4,9 +4,12 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -225,3 +228,7 @@ func sameJSON(t *testing.T, nodes []*harness.Node, target string, body any) (boo
 	}
 	return true, first
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+func readAll(resp *http.Response) ([]byte, error) { return io.ReadAll(resp.Body) }

@@ -259,6 +259,7 @@ func TestSeedClusterAndModeAPIs(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		connectClient(t, ctx, nodes[0], soraclient.Options{ChannelID: "sora", Role: "recvonly", Audio: true, Video: true})
+		connectClient(t, ctx, nodes[3], soraclient.Options{ChannelID: "tobi", Role: "recvonly", Audio: true, Video: true})
 		got := call(nodes[0], 200, targetListChannels, nil)
 		checkShape(t, "ListChannels", seed(t, "ListChannels.response.json"), got)
 		if l := got.([]any); len(l) != 1 || l[0].(map[string]any)["channel_id"] != "sora" {

@@ -105,15 +105,18 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return errors.Join(err, cl.Close())
 	}
+	api := httpapi.New(httpapi.Config{
+		CORSOrigin:     cfg.APICORSOrigin,
+		BearerToken:    cfg.APIBearerToken,
+		MaxBodySize:    cfg.APIMaxBodySize,
+		Version:        version,
+		RequestTimeout: cfg.ClusterRequestTimeout,
+		Logger:         log.With("component", "api"),
+	}, cl, med)
+	// Other nodes forward calls about channels this node is in charge of.
+	cl.ServeAPI(api.ForwardedHandler())
 	servers := []*namedServer{
-		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, httpapi.New(httpapi.Config{
-			CORSOrigin:     cfg.APICORSOrigin,
-			BearerToken:    cfg.APIBearerToken,
-			MaxBodySize:    cfg.APIMaxBodySize,
-			Version:        version,
-			RequestTimeout: cfg.ClusterRequestTimeout,
-			Logger:         log.With("component", "api"),
-		}, cl, med), log)},
+		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, api, log)},
 		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, med.Handler(), log)},
 	}
 	serveErr := make(chan error, len(servers))
