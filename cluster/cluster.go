@@ -64,6 +64,9 @@ type Config struct {
 	// probe for PeerTimeout is not connected.
 	ProbeInterval time.Duration
 	PeerTimeout   time.Duration
+	// FailoverTimeout is how long the leader must have had no answer from
+	// a channel's node in charge before another node may take it over.
+	FailoverTimeout time.Duration
 	// RequestTimeout bounds internal requests and Raft writes.
 	RequestTimeout time.Duration
 	Raft           RaftTiming
@@ -83,6 +86,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
+	}
+	if cfg.FailoverTimeout <= 0 {
+		cfg.FailoverTimeout = 3 * time.Second
 	}
 	if cfg.Raft.HeartbeatTimeout <= 0 {
 		cfg.Raft.HeartbeatTimeout = 500 * time.Millisecond
@@ -120,6 +126,8 @@ type Cluster struct {
 	client      *peerClient
 	liveness    *liveness
 	api         atomic.Pointer[http.Handler] // answers forwarded API calls
+	changed     chan struct{}                // see Changes
+	draining    atomic.Bool                  // see Drain
 
 	mu      sync.RWMutex
 	inst    *instance // nil while being replaced, and after Close
@@ -164,9 +172,10 @@ func Open(cfg Config) (*Cluster, error) {
 		log:         cfg.Logger.With("node_name", cfg.NodeName),
 		incarnation: newIncarnation(),
 		mux:         newMux(ln, cfg.Logger),
-		client:      newPeerClient(cfg.RequestTimeout),
+		client:      newPeerClient(sourceIP(cfg.BindAddress), cfg.RequestTimeout),
 		liveness:    newLiveness(),
 		membership:  make(chan struct{}, 1),
+		changed:     make(chan struct{}, 1),
 		ctx:         ctx,
 		cancel:      cancel,
 	}
@@ -323,7 +332,7 @@ type NodeStatus struct {
 func (c *Cluster) Nodes() []NodeStatus {
 	inst := c.current()
 	known := map[string]*fsm.Node{}
-	if inst != nil && !c.isPurged() {
+	if inst != nil && !c.Purged() {
 		for _, n := range inst.fsm.Nodes() {
 			known[n.Name] = &n
 		}
@@ -378,6 +387,38 @@ func (c *Cluster) ConnectedPeers() []string {
 	return out
 }
 
+// Changes returns a channel that receives a value whenever the replicated
+// state, or this node's standing in the cluster, changes. Values coalesce
+// (one pending at most), so a slow reader never blocks the cluster; it is
+// meant for one reader.
+func (c *Cluster) Changes() <-chan struct{} { return c.changed }
+
+func (c *Cluster) signalChange() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+// InCharge reports whether this node may go on serving a channel it has
+// sessions in, and if not, why: the cluster gave the channel to another
+// node (CHANNEL-MOVED), or removed this node (NODE-PURGED). A channel with
+// no assignment is not taken away: that is a channel this node released.
+func (c *Cluster) InCharge(channelID string) (bool, string) {
+	if c.Purged() {
+		return false, "NODE-PURGED"
+	}
+	inst := c.current()
+	if inst == nil {
+		return true, ""
+	}
+	ch, _, ok := inst.fsm.Channel(channelID)
+	if ok && ch.NodeInCharge != c.cfg.NodeName {
+		return false, "CHANNEL-MOVED"
+	}
+	return true, ""
+}
+
 // ChannelStatus is one channel's assignment as this node sees it.
 type ChannelStatus struct {
 	fsm.Channel
@@ -415,7 +456,7 @@ func (c *Cluster) Mode() fsm.Mode {
 // modeOf reports initial for this node's own record while this process has
 // not registered yet, or after the cluster purged it.
 func (c *Cluster) modeOf(n *fsm.Node) fsm.Mode {
-	if n.Name == c.cfg.NodeName && (n.Incarnation != c.incarnation || c.isPurged() || c.isJoining()) {
+	if n.Name == c.cfg.NodeName && (n.Incarnation != c.incarnation || c.Purged() || c.isJoining()) {
 		return fsm.ModeInitial
 	}
 	return n.Mode
@@ -470,7 +511,9 @@ func (c *Cluster) Stats() RaftStats {
 	}
 }
 
-func (c *Cluster) isPurged() bool {
+// Purged reports whether the cluster removed this node (it then serves
+// nothing until it joins again).
+func (c *Cluster) Purged() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.purged

@@ -60,6 +60,7 @@ func testConfig(t *testing.T, name string, contacts ...string) Config {
 		ContactNodeNames:     contacts,
 		ProbeInterval:        200 * time.Millisecond,
 		PeerTimeout:          time.Second,
+		FailoverTimeout:      time.Second,
 		RequestTimeout:       3 * time.Second,
 		Raft:                 RaftTiming{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
 		Logger:               testLogger(),
@@ -160,12 +161,17 @@ func errType(err error) string {
 	return ""
 }
 
-// formCluster starts n nodes and joins them all through the first.
-func formCluster(t *testing.T, size int) []*testNode {
+// formCluster starts n nodes, each with its config passed through the
+// optional adjust, and joins them all through the first.
+func formCluster(t *testing.T, size int, adjust ...func(*Config)) []*testNode {
 	t.Helper()
 	nodes := make([]*testNode, size)
 	for i := range nodes {
-		nodes[i] = startNode(t, testConfig(t, newHostName(fmt.Sprintf("node-%02d", i+1))))
+		cfg := testConfig(t, newHostName(fmt.Sprintf("node-%02d", i+1)))
+		for _, f := range adjust {
+			f(&cfg)
+		}
+		nodes[i] = startNode(t, cfg)
 	}
 	waitFor(t, 5*time.Second, "first node ready", func() bool { return nodes[0].Mode() == fsm.ModeNormal })
 	for _, n := range nodes[1:] {
@@ -410,7 +416,7 @@ func TestPurgedNodeRestartingIsNotListedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim.restart()
-	waitFor(t, 5*time.Second, "restarted victim learns it was purged", func() bool { return victim.isPurged() })
+	waitFor(t, 5*time.Second, "restarted victim learns it was purged", func() bool { return victim.Purged() })
 	if victim.Mode() != fsm.ModeInitial {
 		t.Fatalf("purged node reports mode %s", victim.Mode())
 	}

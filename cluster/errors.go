@@ -54,6 +54,7 @@ const (
 	TypeNotLeader              = "NOT-LEADER"
 	TypeNoNodeAvailable        = "NO-NODE-AVAILABLE"
 	TypeNodeUnreachable        = "NODE-IN-CHARGE-UNREACHABLE"
+	TypeHolderNotDeadYet       = "NODE-IN-CHARGE-NOT-DEAD-YET"
 	TypeInvalidMode            = "INVALID-MODE"
 	TypeInvalidCommand         = "INVALID-COMMAND"
 	TypeInternal               = "INTERNAL-ERROR"

@@ -27,6 +27,7 @@ type instance struct {
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
 	layer     *raftStreamLayer
+	onChange  func() // called after every change of the state machine
 }
 
 // raftDir is where an instance keeps its log, stable store and snapshots.
@@ -47,7 +48,7 @@ func (c *Cluster) openInstance(bootstrap bool) (*instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft store %s (is another sorad using this data_dir?): %w", dir, err)
 	}
-	inst := &instance{store: store, fsm: fsm.New(), applied: newAppliedNotifier()}
+	inst := &instance{store: store, fsm: fsm.New(), applied: newAppliedNotifier(), onChange: c.signalChange}
 	fail := func(err error) (*instance, error) {
 		inst.close()
 		return nil, err
@@ -61,7 +62,7 @@ func (c *Cluster) openInstance(bootstrap bool) (*instance, error) {
 	if err != nil {
 		return fail(fmt.Errorf("raft snapshot store: %w", err))
 	}
-	inst.layer = &raftStreamLayer{chanListener: newChanListener(c.mux.ln.Addr()), advertise: advertiseAddr(c.selfAddress())}
+	inst.layer = newRaftStreamLayer(c.mux.ln.Addr(), c.selfAddress(), sourceIP(c.cfg.BindAddress))
 	inst.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  inst.layer,
 		MaxPool: 3,
@@ -162,6 +163,7 @@ func (r *raftFSM) Apply(l *raft.Log) any {
 		panic(fmt.Sprintf("sorad: %v", err))
 	}
 	r.inst.applied.notify()
+	r.inst.onChange()
 	return res
 }
 
@@ -178,6 +180,7 @@ func (r *raftFSM) Restore(rc io.ReadCloser) error {
 	}
 	r.inst.fsm.Restore(s, index)
 	r.inst.applied.notify()
+	r.inst.onChange()
 	return nil
 }
 

@@ -22,10 +22,11 @@ import (
 // forwarded request that does not land on the leader fails with NOT-LEADER so
 // the sender retries.
 const (
-	pathStatus = "/internal/v1/status"
-	pathApply  = "/internal/v1/apply"
-	pathJoin   = "/internal/v1/join"
-	pathPurge  = "/internal/v1/purge"
+	pathStatus   = "/internal/v1/status"
+	pathApply    = "/internal/v1/apply"
+	pathJoin     = "/internal/v1/join"
+	pathPurge    = "/internal/v1/purge"
+	pathTakeover = "/internal/v1/takeover"
 	// pathAPI carries Sora API calls another node forwards here.
 	pathAPI = "/internal/v1/api"
 
@@ -46,6 +47,7 @@ type nodeStatus struct {
 	Joining     bool     `json:"joining"`
 	Purged      bool     `json:"purged"`
 	Connections int      `json:"connections"`
+	Draining    bool     `json:"draining"` // stopping: takes no new channel, gives up its channels
 }
 
 type joinRequest struct {
@@ -66,6 +68,21 @@ func (c *Cluster) internalHandler() http.Handler {
 	mux.HandleFunc("GET "+pathStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, c.status())
 	})
+	// A peer pushes its status when it starts draining, rather than
+	// waiting to be probed.
+	mux.HandleFunc("POST "+pathStatus, func(w http.ResponseWriter, r *http.Request) {
+		var st nodeStatus
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxInternalBody)).Decode(&st); err != nil {
+			writeError(w, invalid(TypeInvalidCommand, "status: "+err.Error()))
+			return
+		}
+		if _, known := c.probeTargets()[st.NodeName]; !known {
+			writeError(w, invalid(TypeNodeNotFound, st.NodeName))
+			return
+		}
+		c.liveness.record(st.NodeName, st, time.Now())
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
 	mux.HandleFunc("POST "+pathApply, func(w http.ResponseWriter, r *http.Request) {
 		c.serveOnLeader(w, r, pathApply, func(ctx context.Context, inst *instance, body []byte) (any, error) {
 			return c.applyAsLeader(ctx, inst, body)
@@ -78,6 +95,15 @@ func (c *Cluster) internalHandler() http.Handler {
 				return nil, invalid(TypeInvalidCommand, "join request: "+err.Error())
 			}
 			return c.addMember(ctx, inst, req.Register)
+		})
+	})
+	mux.HandleFunc("POST "+pathTakeover, func(w http.ResponseWriter, r *http.Request) {
+		c.serveOnLeader(w, r, pathTakeover, func(ctx context.Context, inst *instance, body []byte) (any, error) {
+			var req takeoverRequest
+			if err := json.Unmarshal(body, &req); err != nil {
+				return nil, invalid(TypeInvalidCommand, "takeover request: "+err.Error())
+			}
+			return c.takeOverAsLeader(ctx, inst, req.Assign)
 		})
 	})
 	mux.HandleFunc("POST "+pathAPI, func(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +131,7 @@ func (c *Cluster) internalHandler() http.Handler {
 
 // status answers a probe.
 func (c *Cluster) status() nodeStatus {
-	st := nodeStatus{NodeName: c.cfg.NodeName, Incarnation: c.incarnation, Connections: c.cfg.Connections()}
+	st := nodeStatus{NodeName: c.cfg.NodeName, Incarnation: c.incarnation, Connections: c.cfg.Connections(), Draining: c.draining.Load()}
 	var inst *instance
 	c.mu.RLock()
 	inst, st.Joining, st.Purged = c.inst, c.joining, c.purged
@@ -233,10 +259,10 @@ type peerClient struct {
 	transport *http.Transport
 }
 
-func newPeerClient(timeout time.Duration) *peerClient {
+func newPeerClient(localIP net.IP, timeout time.Duration) *peerClient {
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return dialCluster(ctx, addr, muxHTTP)
+			return dialCluster(ctx, localIP, addr, muxHTTP)
 		},
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       30 * time.Second,
@@ -322,7 +348,7 @@ func ProposeTo(ctx context.Context, address string, cmd fsm.Command) (fsm.Result
 	if err != nil {
 		return fsm.Result{}, err
 	}
-	p := newPeerClient(30 * time.Second)
+	p := newPeerClient(nil, 30*time.Second)
 	defer p.close()
 	return p.apply(ctx, address, encoded)
 }

@@ -65,6 +65,39 @@ func (c *Cluster) Connected(name string) bool {
 	return ok && time.Since(p.lastOK) < c.cfg.PeerTimeout
 }
 
+// redirectFreshness: a channel's holder whose last answer is older than
+// this is probed before a client is sent to it, so that a node that died
+// since the last probe is seen at once (its channel then fails over instead
+// of the client being redirected to a dead node).
+const redirectFreshness = 250 * time.Millisecond
+
+// reachableNow reports whether a channel's holder can take a client now:
+// this node, or a connected peer that is not stopping and answered recently
+// or answers a probe.
+func (c *Cluster) reachableNow(ctx context.Context, inst *instance, name string) bool {
+	if name == c.cfg.NodeName {
+		return true
+	}
+	p, ok := c.liveness.get(name)
+	if !ok || time.Since(p.lastOK) >= c.cfg.PeerTimeout || p.status.Draining {
+		return false
+	}
+	if time.Since(p.lastOK) < redirectFreshness {
+		return true
+	}
+	return c.probeNow(ctx, inst, name)
+}
+
+// isDraining reports whether a node is stopping: this node after Drain, a
+// peer by the status it last pushed or answered.
+func (c *Cluster) isDraining(name string) bool {
+	if name == c.cfg.NodeName {
+		return c.draining.Load()
+	}
+	p, ok := c.liveness.get(name)
+	return ok && p.status.Draining
+}
+
 // probeTargets maps every peer this node knows of (replicated node records
 // and Raft configuration) to its cluster address.
 func (c *Cluster) probeTargets() map[string]string {

@@ -47,7 +47,7 @@ func (c *Cluster) Join(ctx context.Context, contact string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if inst := c.current(); inst != nil && !c.isPurged() && hasServer(inst.servers(), contact) {
+	if inst := c.current(); inst != nil && !c.Purged() && hasServer(inst.servers(), contact) {
 		return c.memberNames(), nil // already in that cluster
 	}
 	if !c.joinable() {
@@ -87,7 +87,7 @@ func (c *Cluster) joinable() bool {
 	if inst == nil || c.isJoining() {
 		return false
 	}
-	if c.isPurged() {
+	if c.Purged() {
 		return true
 	}
 	servers := inst.servers()
@@ -324,39 +324,51 @@ func (c *Cluster) Purge(ctx context.Context, target string) error {
 		return invalid(TypeNodeIsAlive, targetNode{TargetNode: target})
 	}
 	body, _ := json.Marshal(purgeRequest{Node: target})
+	_, err := c.onLeader(ctx, pathPurge, body, func(ctx context.Context, inst *instance) (any, error) {
+		return struct{}{}, c.purgeAsLeader(ctx, inst, target)
+	})
+	return err
+}
+
+// onLeader runs op on the leader: here when this node leads, else by
+// posting body to path on the leader, which runs the same op. Retryable
+// failures (no leader yet, leadership moving) are retried within
+// RequestTimeout. It returns the encoded answer, and once it has one, waits
+// until this node's copy of the state has caught up with the leader's
+// commits so that reads here see the change.
+func (c *Cluster) onLeader(ctx context.Context, path string, body []byte, op func(context.Context, *instance) (any, error)) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		err := c.purgeOnce(ctx, body, target)
-		if err == nil || !retryable(err) {
-			return err
-		}
-		if !sleepCtx(ctx, backoff(attempt)) {
-			return err
+		raw, err := c.onLeaderOnce(ctx, path, body, op)
+		if err == nil || !retryable(err) || !sleepCtx(ctx, backoff(attempt)) {
+			return raw, err
 		}
 	}
 }
 
-func (c *Cluster) purgeOnce(ctx context.Context, body []byte, target string) error {
+func (c *Cluster) onLeaderOnce(ctx context.Context, path string, body []byte, op func(context.Context, *instance) (any, error)) ([]byte, error) {
 	inst := c.current()
-	if inst == nil {
-		return unavailable(TypeNodeNotReady, c.cfg.NodeName+" is joining a cluster", nil)
+	if inst == nil || c.isJoining() {
+		return nil, unavailable(TypeNodeNotReady, c.cfg.NodeName+" is joining a cluster", nil)
 	}
 	if inst.raft.State() == raft.Leader {
-		if err := c.purgeAsLeader(ctx, inst, target); err != nil {
-			return err
+		out, err := op(ctx, inst)
+		if err != nil {
+			return nil, err
 		}
-		return nil
+		return json.Marshal(out)
 	}
 	leader, _ := inst.raft.LeaderWithID()
 	if leader == "" {
-		return unavailable(TypeNoQuorum, "no leader elected", nil)
+		return nil, unavailable(TypeNoQuorum, "no leader elected", nil)
 	}
-	if _, _, err := c.client.post(ctx, string(leader), pathPurge, body, false); err != nil {
-		return err
+	raw, _, err := c.client.post(ctx, string(leader), path, body, false)
+	if err != nil {
+		return nil, err
 	}
-	// Make the purge visible to reads on this node before answering.
-	return inst.waitApplied(ctx, inst.raft.CommitIndex())
+	_ = inst.waitApplied(ctx, inst.raft.CommitIndex())
+	return raw, nil
 }
 
 // purgeAsLeader runs on the leader. Before purging it probes the target

@@ -134,25 +134,102 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // raftStreamLayer is the raft.StreamLayer of one Raft instance: accepted
 // connections come from the multiplexer, dialled ones announce muxRaft.
+// Raft's transport closes neither its pooled connections nor the ones it
+// serves when it shuts down, so the layer tracks both and Close ends them:
+// no goroutine of a closed instance stays blocked reading from a peer.
 type raftStreamLayer struct {
 	*chanListener
 	advertise net.Addr
+	localIP   net.IP // dial from this address (nil: the kernel's choice)
+
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
 }
 
 var _ raft.StreamLayer = (*raftStreamLayer)(nil)
 
+func newRaftStreamLayer(addr net.Addr, advertise string, localIP net.IP) *raftStreamLayer {
+	return &raftStreamLayer{
+		chanListener: newChanListener(addr),
+		advertise:    advertiseAddr(advertise),
+		localIP:      localIP,
+		conns:        map[*trackedConn]struct{}{},
+	}
+}
+
 func (s *raftStreamLayer) Addr() net.Addr { return s.advertise }
+
+func (s *raftStreamLayer) Accept() (net.Conn, error) {
+	conn, err := s.chanListener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return s.track(conn)
+}
 
 func (s *raftStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return dialCluster(ctx, string(address), muxRaft)
+	conn, err := dialCluster(ctx, s.localIP, string(address), muxRaft)
+	if err != nil {
+		return nil, err
+	}
+	return s.track(conn)
 }
 
-// dialCluster opens a connection to a node's cluster port and announces the
-// protocol.
-func dialCluster(ctx context.Context, address string, proto byte) (net.Conn, error) {
+// Close stops accepting and closes every connection still open.
+func (s *raftStreamLayer) Close() error {
+	err := s.chanListener.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*trackedConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return err
+}
+
+func (s *raftStreamLayer) track(conn net.Conn) (net.Conn, error) {
+	t := &trackedConn{Conn: conn, layer: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		conn.Close()
+		return nil, net.ErrClosed
+	}
+	s.conns[t] = struct{}{}
+	return t, nil
+}
+
+// trackedConn leaves its layer's set when closed.
+type trackedConn struct {
+	net.Conn
+	layer *raftStreamLayer
+	once  sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.layer.mu.Lock()
+		delete(c.layer.conns, c)
+		c.layer.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// dialCluster opens a connection to a node's cluster port from localIP (if
+// set: a node talks to its peers from the address it listens on) and
+// announces the protocol.
+func dialCluster(ctx context.Context, localIP net.IP, address string, proto byte) (net.Conn, error) {
 	var d net.Dialer
+	if localIP != nil {
+		d.LocalAddr = &net.TCPAddr{IP: localIP}
+	}
 	conn, err := d.DialContext(ctx, "tcp", address)
 	if err != nil {
 		return nil, err
@@ -174,3 +251,13 @@ type advertiseAddr string
 
 func (a advertiseAddr) Network() string { return "tcp" }
 func (a advertiseAddr) String() string  { return string(a) }
+
+// sourceIP is the address a node dials its peers from: its bind address,
+// unless that is unspecified (0.0.0.0 or ::) or not an IP.
+func sourceIP(bind string) net.IP {
+	ip := net.ParseIP(bind)
+	if ip == nil || ip.IsUnspecified() {
+		return nil
+	}
+	return ip
+}

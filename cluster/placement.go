@@ -2,8 +2,11 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/sorad/sorad/fsm"
 )
@@ -72,7 +75,10 @@ const maxAcquireAttempts = 5
 // AcquireChannel returns the node in charge of channelID. A channel that
 // nobody holds, or whose holder restarted or left (stale), is first assigned
 // through Raft to the node that placement chooses among connected nodes in
-// mode normal. Concurrent calls on any nodes agree on one owner.
+// mode normal. A channel whose holder this node cannot reach is taken over
+// the same way if the leader finds the holder dead (failover); if the
+// leader still hears from it, the holder stays in charge. Concurrent calls
+// on any nodes agree on one owner.
 func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts ChannelOptions) (Assignment, error) {
 	if channelID == "" {
 		return Assignment{}, invalid(TypeInvalidCommand, "empty channel_id")
@@ -91,7 +97,8 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 		}
 	}
 	for attempt := 0; attempt < maxAcquireAttempts; attempt++ {
-		if exists && !stale {
+		live := exists && !stale && c.reachableNow(ctx, inst, holder.Name)
+		if live {
 			return Assignment{Channel: cur, Owner: *holder, Local: holder.Name == c.cfg.NodeName}, nil
 		}
 		target, ok := place(c.candidates(inst), c.cfg.NodeName)
@@ -102,13 +109,31 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 		if exists {
 			cmd.ExpectedNode, cmd.ExpectedEpoch = cur.NodeInCharge, cur.NodeInChargeEpoch
 		}
-		res, _, err := c.commit(ctx, cmd)
+		var res fsm.Result
+		var err error
+		if exists && !stale {
+			// The holder is alive in the cluster's records but this node
+			// cannot reach it: the leader decides whether it is dead.
+			res, err = c.takeOver(ctx, cmd)
+			var e *Error
+			if errors.As(err, &e) && e.Type == TypeNodeIsAlive {
+				return Assignment{Channel: cur, Owner: *holder}, nil
+			}
+		} else {
+			res, _, err = c.commit(ctx, cmd)
+		}
 		if err != nil {
 			return Assignment{}, fmt.Errorf("assign channel %q: %w", channelID, err)
 		}
 		switch {
 		case res.Err == nil:
 			owner, _ := inst.fsm.Node(target)
+			if target == c.cfg.NodeName {
+				// This node will serve the channel: its own copy must show
+				// the assignment before it does, or fencing would read the
+				// previous holder there.
+				_ = inst.waitApplied(ctx, res.Index)
+			}
 			return Assignment{Channel: *res.Channel, Owner: owner, Local: target == c.cfg.NodeName, Assigned: true}, nil
 		case errors.Is(res.Err, fsm.ErrConflict):
 			// Someone else holds it now: take the leader's view of it.
@@ -135,9 +160,51 @@ func (c *Cluster) candidates(inst *instance) []candidate {
 		if n.Mode != fsm.ModeNormal || !c.Connected(n.Name) {
 			continue
 		}
+		if c.isDraining(n.Name) {
+			continue
+		}
 		out = append(out, candidate{Name: n.Name, Connections: c.peerConnections(n.Name), MaxConnections: n.License.MaxConnections})
 	}
 	return out
+}
+
+// Drain tells the cluster that this node is about to stop: from now on no
+// node places a new channel here, and once this node stops answering, its
+// channels are taken over on the next connect without waiting for
+// FailoverTimeout. It pushes its status to every connected peer (within
+// ctx) and reports those that did not take it; they learn it from their
+// next probe.
+func (c *Cluster) Drain(ctx context.Context) []string {
+	c.draining.Store(true)
+	body, err := json.Marshal(c.status())
+	if err != nil {
+		return nil
+	}
+	inst := c.current()
+	var (
+		mu     sync.Mutex
+		missed []string
+		wg     sync.WaitGroup
+	)
+	for _, name := range c.ConnectedPeers() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			addr := c.addressOf(name)
+			if inst != nil {
+				if n, ok := inst.fsm.Node(name); ok {
+					addr = n.RaftAddress
+				}
+			}
+			if _, _, err := c.client.post(ctx, addr, pathStatus, body, false); err != nil {
+				mu.Lock()
+				missed = append(missed, name)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return missed
 }
 
 // ReleaseChannel gives up this node's assignment of channelID (after its last
@@ -159,4 +226,54 @@ func (c *Cluster) ReleaseChannel(ctx context.Context, channelID string) error {
 		return fmt.Errorf("release channel %q: %w", channelID, resultErr(res))
 	}
 	return nil
+}
+
+// takeOver asks the leader to move a channel from a holder that looks dead.
+// The leader probes the holder itself and reassigns only if it does not
+// answer and has not answered for FailoverTimeout; until then the answer is
+// retryable and takeOver tries again, within the caller's deadline.
+func (c *Cluster) takeOver(ctx context.Context, cmd fsm.AssignChannel) (fsm.Result, error) {
+	body, err := json.Marshal(takeoverRequest{Assign: cmd})
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	raw, err := c.onLeader(ctx, pathTakeover, body, func(ctx context.Context, inst *instance) (any, error) {
+		return c.takeOverAsLeader(ctx, inst, cmd)
+	})
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	var res fsm.Result
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fsm.Result{}, unavailable(TypeInternal, "bad takeover answer", err)
+	}
+	return res, nil
+}
+
+type takeoverRequest struct {
+	Assign fsm.AssignChannel `json:"assign"`
+}
+
+// takeOverAsLeader runs on the leader.
+func (c *Cluster) takeOverAsLeader(ctx context.Context, inst *instance, cmd fsm.AssignChannel) (fsm.Result, error) {
+	holder := cmd.ExpectedNode
+	if holder == c.cfg.NodeName || c.probeNow(ctx, inst, holder) {
+		return fsm.Result{}, invalid(TypeNodeIsAlive, targetNode{TargetNode: holder})
+	}
+	// A holder that said it was stopping and no longer answers has
+	// stopped: nothing to wait for.
+	if p, ok := c.liveness.get(holder); ok && !p.status.Draining {
+		if silent := time.Since(p.lastOK); silent < c.cfg.FailoverTimeout {
+			return fsm.Result{}, unavailable(TypeHolderNotDeadYet, map[string]any{"node_in_charge": holder, "silent_ms": silent.Milliseconds()}, nil)
+		}
+	}
+	encoded, err := fsm.Encode(cmd)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	res, err := c.applyAsLeader(ctx, inst, encoded)
+	if err == nil && res.Err == nil {
+		c.log.Info("channel taken over from a dead node", "channel_id", cmd.Channel, "from", holder, "to", cmd.Node)
+	}
+	return res, err
 }

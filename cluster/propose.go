@@ -167,5 +167,6 @@ func (c *Cluster) markPurged() {
 	c.mu.Unlock()
 	if !already {
 		c.log.Error("this node was purged from its cluster; it serves nothing until it joins a cluster again (JoinCluster, or contact_node_name_list)")
+		c.signalChange()
 	}
 }

@@ -26,7 +26,7 @@ import (
 // The media benchmarks run the real sorad binary with real pion clients on
 // loopback:
 //
-//	go test -run '^$' -bench 'Fanout|JoinLatency' -benchtime 1x -timeout 30m ./integration
+//	go test -run '^$' -bench 'Fanout|JoinLatency|Failover|APIForwarding' -benchtime 1x -timeout 30m ./integration
 //
 // Each prints the table docs/benchmarks.md quotes.
 
@@ -424,3 +424,153 @@ func bareLatencies(b *testing.B, joins, inFlight int) []time.Duration {
 		}
 	})
 }
+
+// BenchmarkFailover: kill -9 the node in charge of a channel with a
+// publisher, then time from the kill to the first media packet of a new
+// subscriber of that channel (a new publisher and subscriber pair connecting
+// through the live nodes), p50 over 10 runs. The baseline, in the same runs,
+// is the same pair joining a healthy channel. The killed node is restarted
+// on its data after each run and takes the next channel.
+func BenchmarkFailover(b *testing.B) {
+	const runs = 10
+	var failover, healthy []time.Duration
+	for i := 0; i < b.N; i++ {
+		h := harness.New(b, soradBin)
+		nodes := startCluster(b, h, 3, "--log_level=info")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		for r := 0; r < runs; r++ {
+			owner := nodes[r%3]
+			live := except(nodes, owner)
+			start := time.Now()
+			pub, sub, err := pair(ctx, []string{signalingURL(owner)}, fmt.Sprintf("healthy-%d", r))
+			if err != nil {
+				b.Fatal(err)
+			}
+			healthy = append(healthy, firstPacket(sub, pub).Sub(start))
+			_ = sub.Close()
+			_ = pub.Close()
+			pub, sub, err = pair(ctx, []string{signalingURL(owner)}, fmt.Sprintf("failover-%d", r))
+			if err != nil {
+				b.Fatal(err)
+			}
+			owner.Kill()
+			killed := time.Now()
+			_ = sub.Close()
+			_ = pub.Close()
+			var pub2, sub2 *soraclient.Client
+			for {
+				// A connect waits on the live node until the leader lets it
+				// take the channel over: one attempt normally suffices.
+				attempt, cancelAttempt := context.WithTimeout(ctx, 10*time.Second)
+				pub2, sub2, err = pair(attempt, urlsOf(live), fmt.Sprintf("failover-%d", r))
+				cancelAttempt()
+				if err == nil {
+					break
+				}
+				if time.Since(killed) > 30*time.Second {
+					b.Fatalf("run %d: no failover in 30 s: %v", r, err)
+				}
+			}
+			failover = append(failover, firstPacket(sub2, pub2).Sub(killed))
+			_ = sub2.Close()
+			_ = pub2.Close()
+			owner.Start()
+			waitFormed(b, nodes, 30*time.Second)
+		}
+		cancel()
+	}
+	p := func(d []time.Duration, q float64) float64 {
+		d = slices.Clone(d)
+		slices.Sort(d)
+		return float64(d[int(q*float64(len(d)-1))].Milliseconds())
+	}
+	b.ReportMetric(p(failover, 0.5), "failover-p50-ms")
+	fmt.Printf("\nFailover, kill -9 of a channel's node to the first media packet of a new subscriber, %d runs (%s)\n\n", runs, machine())
+	fmt.Println("| | p50 ms | max ms |")
+	fmt.Println("|---|---:|---:|")
+	fmt.Printf("| failover: kill -9 to first packet on a live node | %.0f | %.0f |\n", p(failover, 0.5), p(failover, 1))
+	fmt.Printf("| baseline: a publisher and subscriber joining a healthy channel, connect to first packet | %.0f | %.0f |\n", p(healthy, 0.5), p(healthy, 1))
+	fmt.Printf("| difference (p50) | %.0f | |\n", p(failover, 0.5)-p(healthy, 0.5))
+}
+
+// firstPacket is when sub first received media from pub.
+func firstPacket(sub, pub *soraclient.Client) time.Time {
+	var first time.Time
+	for k, st := range sub.Received() {
+		if strings.HasPrefix(k, pub.ConnectionID()+"/") && (first.IsZero() || st.FirstPacket.Before(first)) {
+			first = st.FirstPacket
+		}
+	}
+	return first
+}
+
+// BenchmarkAPIForwarding: ListChannelConnections of a channel with two
+// connections, answered by the node in charge (the baseline) and by a node
+// that forwards it there, in the same run: latency p50/p99 and throughput
+// with 8 concurrent callers for 3 s each.
+func BenchmarkAPIForwarding(b *testing.B) {
+	var owner, other result
+	for i := 0; i < b.N; i++ {
+		h := harness.New(b, soradBin)
+		nodes := startCluster(b, h, 3, "--log_level=info")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		pub, sub, err := pair(ctx, []string{signalingURL(nodes[0])}, "fwd")
+		if err != nil {
+			b.Fatal(err)
+		}
+		body := map[string]string{"channel_id": "fwd"}
+		for _, n := range nodes {
+			harness.Eventually(b, 5*time.Second, "assignment on "+n.Name, func() bool {
+				r, err := n.Call("Sora_20201013.ListChannelConnections", body)
+				return err == nil && r.Status == 200 && strings.Count(string(r.Body), "connection_id") == 2
+			})
+		}
+		for _, run := range []struct {
+			n   *harness.Node
+			out *result
+		}{{nodes[0], &owner}, {nodes[1], &other}, {nodes[0], &owner}, {nodes[1], &other}} {
+			*run.out = callLoad(b, run.n, "Sora_20201013.ListChannelConnections", body, 8, 3*time.Second)
+		}
+		_ = sub.Close()
+		_ = pub.Close()
+		cancel()
+	}
+	b.ReportMetric(other.rate/owner.rate, "forwarded/direct-throughput")
+	fmt.Printf("\nAPI forwarding, ListChannelConnections with 8 concurrent callers for 3 s (%s)\n\n", machine())
+	fmt.Println("| answered by | calls/s | p50 ms | p99 ms |")
+	fmt.Println("|---|---:|---:|---:|")
+	fmt.Printf("| the node in charge (baseline) | %.0f | %.2f | %.2f |\n", owner.rate, owner.p50, owner.p99)
+	fmt.Printf("| another node, forwarding to it | %.0f | %.2f | %.2f |\n", other.rate, other.p50, other.p99)
+	fmt.Printf("| ratio forwarded / direct | %.2f | %.2f | %.2f |\n", other.rate/owner.rate, other.p50/owner.p50, other.p99/owner.p99)
+}
+
+// callLoad calls a target on n from k goroutines for d and measures.
+func callLoad(b *testing.B, n *harness.Node, target string, body any, k int, d time.Duration) result {
+	var mu sync.Mutex
+	var lat []time.Duration
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for w := 0; w < k; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				r, err := n.Call(target, body)
+				if err != nil || r.Status != 200 {
+					b.Errorf("%s on %s: %v %d", target, n.Name, err, r.Status)
+					return
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t0))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	q := func(x float64) float64 { return float64(lat[int(x*float64(len(lat)-1))].Microseconds()) / 1000 }
+	return result{rate: float64(len(lat)) / d.Seconds(), p50: q(0.5), p99: q(0.99)}
+}
+
+type result struct{ rate, p50, p99 float64 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,11 +23,12 @@ import (
 // Chromium gathers no ICE candidates on a loopback-only host, so every
 // scenario runs in a network namespace of its own (unshare --net; --pid and
 // --kill-child so that nothing it started outlives it): lo plus a veth pair
-// whose two ends both stay inside it (198.18.0.1/30, 198.18.0.2/30), sorad
-// on 198.18.0.1 with its default ports, and the node driver
-// (integration/browser/driver.mjs) that opens one page per SDK peer and
-// prints one JSON object of what the SDK reported. Nothing leaves the
-// namespace; see integration/browser/netns.sh.
+// whose two ends both stay inside it (veth-a 198.18.0.1/24, veth-b
+// 198.18.0.2/24), sorad on 198.18.0.1 with its default ports (a scenario
+// that needs a cluster gets a second node on 198.18.0.3/24, also on veth-a),
+// and the node driver (integration/browser/driver.mjs) that opens one page
+// per SDK peer and prints one JSON object of what the SDK reported. Nothing
+// leaves the namespace; see integration/browser/netns.sh.
 
 // sdkVersion is the sora-js-sdk the lock file pins.
 const sdkVersion = "2026.1.0"
@@ -94,20 +97,46 @@ type browserRun struct {
 		MS   int    `json:"ms"`
 		What string `json:"what"`
 	} `json:"steps"`
-	APICalls []struct {
-		MS       int             `json:"ms"`
-		Target   string          `json:"target"`
-		Body     json.RawMessage `json:"body"`
-		Status   int             `json:"status"`
-		Response json.RawMessage `json:"response"`
-	} `json:"api_calls"`
-	Peers map[string]*browserPeer `json:"peers"`
+	APICalls     []browserAPICall        `json:"api_calls"`
+	Peers        map[string]*browserPeer `json:"peers"`
+	ClusterNodes [][]nodeEntry           `json:"cluster_nodes"` // per node, once all were ready
+	work         string                  // netns.sh's WORK_DIR
+	Redirect     *struct {
+		RecvonlyConnectionID  string   `json:"recvonly_connection_id"`
+		GivenSignalingURL     string   `json:"given_signaling_url"`
+		ContactSignalingURL   string   `json:"contact_signaling_url"`
+		ConnectedSignalingURL string   `json:"connected_signaling_url"`
+		Location              string   `json:"location"`
+		WebSockets            []string `json:"websockets"`
+		ConnectMessages       []struct {
+			MS       int   `json:"ms"`
+			Redirect *bool `json:"redirect"`
+		} `json:"connect_messages"`
+		MSToRedirect          *int `json:"ms_to_redirect"`
+		MSToSecondWebSocket   *int `json:"ms_to_second_websocket"`
+		MSToOffer             *int `json:"ms_to_offer"`
+		MSToConnectResolved   int  `json:"ms_to_connect_resolved"`
+		MSToConnectedCallback int  `json:"ms_to_connected_callback"`
+	} `json:"redirect"`
+}
+
+type browserAPICall struct {
+	MS       int             `json:"ms"`
+	Node     int             `json:"node"` // index into the nodes
+	URL      string          `json:"url"`
+	Target   string          `json:"target"`
+	Body     json.RawMessage `json:"body"`
+	Status   int             `json:"status"`
+	Response json.RawMessage `json:"response"`
 }
 
 type browserPeer struct {
 	Name              string          `json:"name"`
 	SDKVersion        string          `json:"sdk_version"`
 	Role              string          `json:"role"`
+	SignalingURL      string          `json:"signaling_url"`           // given to the SDK
+	ContactURL        string          `json:"contact_signaling_url"`   // conn.contactSignalingUrl
+	ConnectedURL      string          `json:"connected_signaling_url"` // conn.connectedSignalingUrl
 	ConnectionID      string          `json:"connection_id"`
 	ConnectStartedMS  int             `json:"connect_started_ms"`
 	ConnectResolvedMS int             `json:"connect_resolved_ms"`
@@ -192,16 +221,34 @@ func (s statsSample) inbound(streamID, kind string) *inboundStat {
 	return nil
 }
 
-// runBrowserScenario runs one driver scenario in a fresh namespace with a
-// fresh sorad and returns the driver's observations. If the test fails, the
-// sorad log, the driver's stderr and a summary of every peer are printed.
-func runBrowserScenario(t *testing.T, s browserSetup, scenario string) *browserRun {
+// browserNode is one sorad of a scenario, as netns.sh starts it.
+type browserNode struct {
+	name, signalingURL, apiURL string
+	tag                        string // WORK_DIR/sorad<tag>.log, sorad<tag>.status
+}
+
+// browserNodes are the sorad nodes netns.sh starts for a scenario of n.
+func browserNodes(n int) []browserNode {
+	node := func(name, addr, tag string) browserNode {
+		return browserNode{name + "@" + addr, "ws://" + addr + ":5000/signaling", "http://" + addr + ":3000/", tag}
+	}
+	if n == 2 {
+		return []browserNode{node("browser-a", "198.18.0.1", "-a"), node("browser-b", "198.18.0.3", "-b")}
+	}
+	return []browserNode{node("browser", "198.18.0.1", "")}
+}
+
+// runBrowserScenario runs one driver scenario in a fresh namespace with
+// fresh sorad nodes (one, or a cluster of two) and returns the driver's
+// observations. If the test fails, every sorad log, the driver's stderr and
+// a summary of every peer are printed.
+func runBrowserScenario(t *testing.T, s browserSetup, scenario string, nodes []browserNode) *browserRun {
 	t.Helper()
 	work := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "unshare", "--net", "--pid", "--fork", "--kill-child",
-		"bash", filepath.Join(s.dir, "netns.sh"), soradBin, work, scenario, s.chromium)
+		"bash", filepath.Join(s.dir, "netns.sh"), soradBin, work, scenario, s.chromium, strconv.Itoa(len(nodes)))
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SORAD_") { // the developer's settings stay out of sorad
@@ -219,15 +266,20 @@ func runBrowserScenario(t *testing.T, s browserSetup, scenario string) *browserR
 	var run browserRun
 	decodeErr := json.Unmarshal(stdout.Bytes(), &run)
 	t.Cleanup(func() {
-		soradLog, _ := os.ReadFile(filepath.Join(work, "sorad.log"))
-		if bytes.Contains(soradLog, []byte("WARNING: DATA RACE")) {
-			t.Errorf("sorad reported a data race")
+		logs := make([][]byte, len(nodes))
+		for i, n := range nodes {
+			logs[i], _ = os.ReadFile(filepath.Join(work, "sorad"+n.tag+".log"))
+			if bytes.Contains(logs[i], []byte("WARNING: DATA RACE")) {
+				t.Errorf("sorad %s reported a data race", n.name)
+			}
 		}
 		if !t.Failed() {
 			return
 		}
 		driverErr, _ := os.ReadFile(filepath.Join(work, "driver.stderr"))
-		t.Logf("--- sorad log ---\n%s", soradLog)
+		for i, n := range nodes {
+			t.Logf("--- sorad log of %s ---\n%s", n.name, logs[i])
+		}
 		t.Logf("--- driver stderr ---\n%s", driverErr)
 		if stderr.Len() > 0 {
 			t.Logf("--- netns.sh stderr ---\n%s", stderr.Bytes())
@@ -236,8 +288,14 @@ func runBrowserScenario(t *testing.T, s browserSetup, scenario string) *browserR
 			t.Logf("--- what each peer saw ---\n%s", run.summary())
 		}
 	})
-	if status, err := os.ReadFile(filepath.Join(work, "sorad.status")); err != nil || strings.TrimSpace(string(status)) != "exit status 0" {
-		t.Errorf("sorad after SIGTERM: %q %v (want exit status 0)", bytes.TrimSpace(status), err)
+	for _, n := range nodes {
+		status, err := os.ReadFile(filepath.Join(work, "sorad"+n.tag+".status"))
+		first, rest, _ := strings.Cut(strings.TrimSpace(string(status)), "\n")
+		if err != nil || first != "exit status 0" {
+			t.Errorf("sorad %s after SIGTERM: %q %v (want exit status 0)", n.name, bytes.TrimSpace(status), err)
+		} else {
+			t.Logf("sorad %s: %s, %s", n.name, first, rest)
+		}
 	}
 	if decodeErr != nil {
 		t.Fatalf("%s: driver output is not JSON (%v; run: %v; stdout %q)", scenario, decodeErr, runErr, stdout.Bytes())
@@ -266,7 +324,18 @@ func runBrowserScenario(t *testing.T, s browserSetup, scenario string) *browserR
 			t.Errorf("%s: page errors: %q", name, p.Errors)
 		}
 	}
+	run.work = work
 	return &run
+}
+
+// soradLog is the log of node so far.
+func (r *browserRun) soradLog(t *testing.T, n browserNode) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(r.work, "sorad"+n.tag+".log"))
+	if err != nil {
+		t.Errorf("log of %s: %v", n.name, err)
+	}
+	return string(b)
 }
 
 // summary is a readable account of each peer, SDPs included, for failures.
@@ -274,10 +343,10 @@ func (r *browserRun) summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "scenario %s ok=%v error=%q\n", r.Scenario, r.OK, r.Error)
 	for _, c := range r.APICalls {
-		fmt.Fprintf(&b, "API %s %s -> %d %s\n", c.Target, c.Body, c.Status, c.Response)
+		fmt.Fprintf(&b, "API %s %s %s -> %d %s\n", c.URL, c.Target, c.Body, c.Status, c.Response)
 	}
 	for name, p := range r.Peers {
-		fmt.Fprintf(&b, "== %s (%s) %s connected_callback=%v pc=%s remote=%v\n", name, p.Role, p.ConnectionID, p.ConnectedCallback, p.PCState, p.RemoteConnectionIDs)
+		fmt.Fprintf(&b, "== %s (%s) %s connected_callback=%v pc=%s remote=%v signaling given=%s contact=%s connected=%s\n", name, p.Role, p.ConnectionID, p.ConnectedCallback, p.PCState, p.RemoteConnectionIDs, p.SignalingURL, p.ContactURL, p.ConnectedURL)
 		for _, s := range p.Signaling {
 			fmt.Fprintf(&b, "  signaling +%d %s %s\n", s.MS, s.Transport, s.Type)
 		}
@@ -403,9 +472,10 @@ func TestBrowser(t *testing.T) {
 	s := browserPrereqs(t)
 	scenarios := []struct {
 		name  string
+		nodes int // sorad nodes: 1, or 2 forming one cluster
 		check func(*testing.T, *browserRun)
 	}{
-		{"sendonly-recvonly", func(t *testing.T, r *browserRun) {
+		{"sendonly-recvonly", 1, func(t *testing.T, r *browserRun) {
 			pub, sub := r.peer(t, "sendonly"), r.peer(t, "recvonly")
 			checkMediaFrom(t, sub, pub.ConnectionID)
 			checkNotOwnMedia(t, sub)
@@ -416,7 +486,7 @@ func TestBrowser(t *testing.T) {
 				t.Errorf("recvonly's remoteConnectionIds = %v, want [%s]", sub.RemoteConnectionIDs, pub.ConnectionID)
 			}
 		}},
-		{"sendrecv-3", func(t *testing.T, r *browserRun) {
+		{"sendrecv-3", 1, func(t *testing.T, r *browserRun) {
 			ps := []*browserPeer{r.peer(t, "a"), r.peer(t, "b"), r.peer(t, "c")}
 			for i, p := range ps {
 				checkNoDisconnect(t, p)
@@ -444,7 +514,7 @@ func TestBrowser(t *testing.T) {
 				}
 			}
 		}},
-		{"disconnect-api", func(t *testing.T, r *browserRun) {
+		{"disconnect-api", 1, func(t *testing.T, r *browserRun) {
 			victim, other := r.peer(t, "victim"), r.peer(t, "other")
 			if len(r.APICalls) != 1 || r.APICalls[0].Status != 200 {
 				t.Fatalf("DisconnectConnection: %+v", r.APICalls)
@@ -467,7 +537,7 @@ func TestBrowser(t *testing.T) {
 				t.Errorf("other's PeerConnection is %q after the victim left", other.PCState)
 			}
 		}},
-		{"push", func(t *testing.T, r *browserRun) {
+		{"push", 1, func(t *testing.T, r *browserRun) {
 			if len(r.APICalls) != 1 || r.APICalls[0].Status != 200 {
 				t.Fatalf("PushChannel: %+v", r.APICalls)
 			}
@@ -479,11 +549,213 @@ func TestBrowser(t *testing.T) {
 				}
 			}
 		}},
+		{"redirect", 2, checkRedirect},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			run := runBrowserScenario(t, s, sc.name)
+			run := runBrowserScenario(t, s, sc.name, browserNodes(sc.nodes))
 			sc.check(t, run)
 		})
 	}
+}
+
+// checkRedirect judges the redirect scenario (two nodes, A then B): the
+// sendonly connected to A, which put A in charge of the channel; the
+// recvonly, given only B's URL, was redirected by B to A, followed with
+// "redirect": true, and gets the sendonly's media on A; both nodes' API list
+// the channel's two connections.
+func checkRedirect(t *testing.T, r *browserRun) {
+	nodes := browserNodes(2)
+	a, b := nodes[0], nodes[1]
+	pub, sub := r.peer(t, "sendonly"), r.peer(t, "recvonly")
+
+	// One cluster of the two, as each node saw it before the browser
+	// started, with the URLs the redirect and the forwarding rely on.
+	if len(r.ClusterNodes) != 2 {
+		t.Errorf("ListClusterNodes of %d nodes in the driver's output, want 2", len(r.ClusterNodes))
+	}
+	for i, list := range r.ClusterNodes {
+		var got []string
+		for _, e := range list {
+			got = append(got, e.NodeName+" "+e.ExternalSignalingURL+" "+e.ExternalAPIURL)
+		}
+		slices.Sort(got)
+		want := []string{a.name + " " + a.signalingURL + " " + a.apiURL, b.name + " " + b.signalingURL + " " + b.apiURL}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s's ListClusterNodes: %q, want %q", nodes[i].name, got, want)
+		}
+	}
+
+	for _, p := range []*browserPeer{pub, sub} {
+		checkNoDisconnect(t, p)
+		if !p.ConnectedCallback {
+			t.Errorf("%s: no connected callback", p.Name)
+		}
+	}
+	checkMediaFrom(t, sub, pub.ConnectionID)
+	checkNotOwnMedia(t, sub)
+	if len(sub.RemoteConnectionIDs) != 1 || sub.RemoteConnectionIDs[0] != pub.ConnectionID {
+		t.Errorf("recvonly's remoteConnectionIds = %v, want [%s]", sub.RemoteConnectionIDs, pub.ConnectionID)
+	}
+
+	// Where each SDK connection went (sora-js-sdk.md section 4).
+	if pub.SignalingURL != a.signalingURL || pub.ContactURL != a.signalingURL || pub.ConnectedURL != a.signalingURL {
+		t.Errorf("sendonly: given %q, contactSignalingUrl %q, connectedSignalingUrl %q; want node A's %s for all three",
+			pub.SignalingURL, pub.ContactURL, pub.ConnectedURL, a.signalingURL)
+	}
+	if sub.SignalingURL != b.signalingURL || sub.ContactURL != b.signalingURL || sub.ConnectedURL != a.signalingURL {
+		t.Errorf("recvonly: given %q, contactSignalingUrl %q, connectedSignalingUrl %q; want B's %s, B's, then A's %s",
+			sub.SignalingURL, sub.ContactURL, sub.ConnectedURL, b.signalingURL, a.signalingURL)
+	}
+	wantSub := []string{
+		"new-websocket " + b.signalingURL,
+		"send-connect redirect=<none>",
+		"onmessage-redirect location=" + a.signalingURL,
+		"new-websocket " + a.signalingURL,
+		"send-connect redirect=true",
+		"onmessage-offer",
+	}
+	wantPub := []string{"new-websocket " + a.signalingURL, "send-connect redirect=<none>", "onmessage-offer"}
+	for _, c := range []struct {
+		p    *browserPeer
+		want []string
+	}{{sub, wantSub}, {pub, wantPub}} {
+		if got := c.p.connectSteps(); !slices.Equal(got, c.want) {
+			t.Errorf("%s's signaling up to the offer:\n  got  %q\n  want %q", c.p.Name, got, c.want)
+		}
+	}
+
+	// Node A holds the channel, as both nodes tell.
+	for i, n := range nodes {
+		call := r.lastCall("Sora_20211215.ListClusterChannels", i)
+		var chans []channelEntry
+		if call == nil || call.Status != 200 || json.Unmarshal(call.Response, &chans) != nil {
+			t.Errorf("ListClusterChannels on %s: %+v", n.name, call)
+			continue
+		}
+		owner := "<none>"
+		for _, c := range chans {
+			if c.ChannelID == "browser-redirect" {
+				owner = c.NodeInCharge
+			}
+		}
+		if owner != a.name {
+			t.Errorf("%s says %s is in charge of browser-redirect, want %s", n.name, owner, a.name)
+		}
+	}
+
+	// ListChannelConnections: node A answers with both connections; node B,
+	// which has none of them, forwards the call to A and gives A's answer.
+	want := []string{pub.ConnectionID + " sendonly", sub.ConnectionID + " recvonly"}
+	slices.Sort(want)
+	var answers [2]json.RawMessage
+	for i, n := range nodes {
+		call := r.lastCall("Sora_20201013.ListChannelConnections", i)
+		var conns []struct {
+			ConnectionID string `json:"connection_id"`
+			Role         string `json:"role"`
+			ChannelID    string `json:"channel_id"`
+		}
+		if call == nil || call.Status != 200 || json.Unmarshal(call.Response, &conns) != nil {
+			t.Errorf("ListChannelConnections on %s: %+v", n.name, call)
+			continue
+		}
+		answers[i] = call.Response
+		var got []string
+		for _, c := range conns {
+			got = append(got, c.ConnectionID+" "+c.Role)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("ListChannelConnections on %s lists %q, want %q", n.name, got, want)
+		}
+	}
+	if answers[0] != nil && answers[1] != nil && !jsonEqual(answers[0], answers[1]) {
+		t.Errorf("ListChannelConnections differs between the nodes:\n  %s: %s\n  %s: %s", a.name, answers[0], b.name, answers[1])
+	}
+
+	// The servers' side: B logged one redirect of this channel to A; A none.
+	redirects := func(n browserNode) int {
+		count := 0
+		for _, line := range strings.Split(r.soradLog(t, n), "\n") {
+			if strings.Contains(line, `msg="redirecting connect"`) && strings.Contains(line, "channel_id=browser-redirect ") {
+				count++
+				if !strings.Contains(line, "node_in_charge="+a.name+" ") || !strings.Contains(line, "location="+a.signalingURL) {
+					t.Errorf("%s logged an unexpected redirect: %s", n.name, line)
+				}
+			}
+		}
+		return count
+	}
+	if na, nb := redirects(a), redirects(b); na != 0 || nb != 1 {
+		t.Errorf("redirects logged: %d by %s, %d by %s; want 0 and 1", na, a.name, nb, b.name)
+	}
+
+	if rd := r.Redirect; rd == nil {
+		t.Errorf("the driver recorded no redirect")
+	} else {
+		ms := func(p *int) string {
+			if p == nil {
+				return "never"
+			}
+			return strconv.Itoa(*p) + " ms"
+		}
+		var connects []string
+		for _, c := range rd.ConnectMessages {
+			r := "<none>"
+			if c.Redirect != nil {
+				r = strconv.FormatBool(*c.Redirect)
+			}
+			connects = append(connects, fmt.Sprintf("+%d ms redirect=%s", c.MS, r))
+		}
+		t.Logf("redirect of %s: given %s, contact %s, connected %s (location %s); websockets %q; connect messages %q",
+			rd.RecvonlyConnectionID, rd.GivenSignalingURL, rd.ContactSignalingURL, rd.ConnectedSignalingURL, rd.Location, rd.WebSockets, connects)
+		t.Logf("redirect timing from connect(): redirect received %s, second websocket %s, offer %s, connect() resolved %d ms, connected callback %d ms",
+			ms(rd.MSToRedirect), ms(rd.MSToSecondWebSocket), ms(rd.MSToOffer), rd.MSToConnectResolved, rd.MSToConnectedCallback)
+	}
+}
+
+// connectSteps is p's signaling up to the first offer: each WebSocket the
+// SDK opened, each connect it sent (with its redirect field) and each
+// redirect it was sent.
+func (p *browserPeer) connectSteps() []string {
+	var out []string
+	for _, s := range p.Signaling {
+		switch s.Type {
+		case "new-websocket":
+			var url string
+			_ = json.Unmarshal(s.Data, &url)
+			out = append(out, "new-websocket "+url)
+		case "send-connect":
+			var m struct {
+				Redirect *bool `json:"redirect"`
+			}
+			_ = json.Unmarshal(s.Data, &m)
+			r := "<none>"
+			if m.Redirect != nil {
+				r = strconv.FormatBool(*m.Redirect)
+			}
+			out = append(out, "send-connect redirect="+r)
+		case "onmessage-redirect":
+			var m struct {
+				Location string `json:"location"`
+			}
+			_ = json.Unmarshal(s.Data, &m)
+			out = append(out, "onmessage-redirect location="+m.Location)
+		case "onmessage-offer":
+			return append(out, "onmessage-offer")
+		}
+	}
+	return out
+}
+
+// lastCall is the driver's last API call of target to node (an index into
+// the nodes), or nil.
+func (r *browserRun) lastCall(target string, node int) *browserAPICall {
+	for i := len(r.APICalls) - 1; i >= 0; i-- {
+		if c := &r.APICalls[i]; c.Target == target && c.Node == node {
+			return c
+		}
+	}
+	return nil
 }

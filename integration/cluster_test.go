@@ -146,12 +146,7 @@ func TestLeaderKill(t *testing.T) {
 	h := harness.New(t, soradBin)
 	nodes := startCluster(t, h, 3)
 	lead := leader(t, nodes)
-	var survivors []*harness.Node
-	for _, n := range nodes {
-		if n != lead {
-			survivors = append(survivors, n)
-		}
-	}
+	survivors := except(nodes, lead)
 	lead.Kill()
 	killed := time.Now()
 	newLeader := leader(t, survivors)

@@ -141,9 +141,20 @@ func formed(n *harness.Node, want []string) bool {
 	return slices.Equal(got, want)
 }
 
+// except returns nodes without n.
+func except(nodes []*harness.Node, n *harness.Node) []*harness.Node {
+	var out []*harness.Node
+	for _, o := range nodes {
+		if o != n {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 // startCluster starts size nodes at once, each listing all the others in
 // contact_node_name_list, and waits until every node sees every other.
-func startCluster(t *testing.T, h *harness.Harness, size int, args ...string) []*harness.Node {
+func startCluster(t testing.TB, h *harness.Harness, size int, args ...string) []*harness.Node {
 	t.Helper()
 	nodes := make([]*harness.Node, size)
 	for i := range nodes {
@@ -165,7 +176,7 @@ func startCluster(t *testing.T, h *harness.Harness, size int, args ...string) []
 	return nodes
 }
 
-func waitFormed(t *testing.T, nodes []*harness.Node, timeout time.Duration) {
+func waitFormed(t testing.TB, nodes []*harness.Node, timeout time.Duration) {
 	t.Helper()
 	want := names(nodes)
 	for _, n := range nodes {

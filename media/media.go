@@ -18,7 +18,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -119,6 +121,7 @@ type Media struct {
 	conns    map[string]*connection // by connection ID, admitted
 	release  map[string]*time.Timer // pending channel releases, by channel ID
 	serving  sync.WaitGroup         // signaling handlers and release calls
+	draining atomic.Bool            // stopping: no new channel here
 }
 
 // New starts the media plane: it opens the UDP port. stats may be shared
@@ -133,7 +136,7 @@ func New(cfg Config, cl *cluster.Cluster, stats *Stats) (*Media, error) {
 		return nil, fmt.Errorf("media: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Media{
+	m := &Media{
 		cfg:     cfg,
 		cluster: cl,
 		stats:   stats,
@@ -152,7 +155,51 @@ func New(cfg Config, cl *cluster.Cluster, stats *Stats) (*Media, error) {
 		sessions: map[string]*session{},
 		conns:    map[string]*connection{},
 		release:  map[string]*time.Timer{},
-	}, nil
+	}
+	m.serving.Add(1)
+	go func() {
+		defer m.serving.Done()
+		m.fenceLoop()
+	}()
+	return m, nil
+}
+
+// fenceLoop closes the sessions of channels this node is no longer in
+// charge of, whenever the cluster's state changes (and once a second, in
+// case a change was missed): after a partition heals, the node that lost a
+// channel, or was purged, stops serving it at once.
+func (m *Media) fenceLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.cluster.Changes():
+		case <-t.C:
+		}
+		m.fence()
+	}
+}
+
+func (m *Media) fence() {
+	m.mu.Lock()
+	sessions := make([]*session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		sessions = append(sessions, s)
+	}
+	m.mu.Unlock()
+	for _, s := range sessions {
+		ok, reason := m.cluster.InCharge(s.channelID)
+		if ok {
+			continue
+		}
+		members := s.snapshot()
+		m.log.Warn("no longer in charge of a channel; closing its connections", "channel_id", s.channelID, "reason", reason, "connections", len(members))
+		for _, c := range members {
+			c.close(closeUnavailable, reason)
+		}
+	}
 }
 
 // Stats returns the media counters.
@@ -161,21 +208,48 @@ func (m *Media) Stats() *Stats { return m.stats }
 // Counters returns the figures /metrics exports.
 func (m *Media) Counters() Counters { return m.stats.counters() }
 
-// Close disconnects every client and stops the media plane.
-func (m *Media) Close() error {
-	m.cancel()
+// Drain prepares the node to stop while it still answers: it tells the
+// cluster (no node places a new channel here any more, and this node's
+// channels move as soon as it is gone), redirects connects for its own
+// channels elsewhere from now on, and disconnects every client. Call it
+// before the signaling listener closes.
+func (m *Media) Drain() {
+	if m.draining.Swap(true) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if missed := m.cluster.Drain(ctx); len(missed) > 0 {
+		m.log.Warn("peers not told that this node is stopping; they will see it stop", "nodes", missed)
+	}
+	m.closeAll()
+}
+
+// closeAll closes every admitted connection with 4503 SHUTDOWN.
+func (m *Media) closeAll() {
 	m.mu.Lock()
 	conns := make([]*connection, 0, len(m.conns))
 	for _, c := range m.conns {
 		conns = append(conns, c)
 	}
-	for _, t := range m.release {
-		t.Stop()
-	}
 	m.mu.Unlock()
 	for _, c := range conns {
 		c.close(closeUnavailable, "SHUTDOWN")
 	}
+}
+
+// Close drains the node if that was not done, and stops the media plane.
+// The channels it holds stay assigned to it (stale once it restarts, or
+// taken over by the next connect elsewhere).
+func (m *Media) Close() error {
+	m.Drain()
+	m.cancel()
+	m.mu.Lock()
+	for _, t := range m.release {
+		t.Stop()
+	}
+	m.mu.Unlock()
+	m.closeAll() // connections admitted while the node drained
 	m.serving.Wait()
 	return m.engine.close()
 }
@@ -244,6 +318,10 @@ func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 // license, cluster): close code 4503.
 type refusal struct{ reason string }
 
+// errNoNewSession: join found no session to join, and this node may not
+// start one (it is not normal, or draining).
+var errNoNewSession = errors.New("this node starts no new session")
+
 func (e *refusal) Error() string { return "refused: " + e.reason }
 
 // refuse closes a WebSocket that never became a connection.
@@ -303,28 +381,36 @@ func (m *Media) readMessage(ws *websocket.Conn, limiter *rate.Limiter) ([]byte, 
 // dealt with the client itself (a redirect, or a connection that failed to
 // start).
 func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req ConnectRequest) (*connection, error) {
-	switch m.cluster.Mode() {
-	case fsm.ModeInitial:
-		return nil, &refusal{"NODE-NOT-READY"}
-	case fsm.ModeBlockNewConnection:
-		return nil, &refusal{"BLOCK-NEW-CONNECTION"}
-	case fsm.ModeBlockNewSession:
-		if !m.hasSession(req.ChannelID) {
-			return nil, &refusal{"BLOCK-NEW-SESSION"}
-		}
-	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
 	defer cancel()
-	a, err := m.cluster.AcquireChannel(ctx, req.ChannelID, cluster.ChannelOptions{Multistream: true, Spotlight: req.Spotlight})
+	mode, err := m.waitReady(ctx)
 	if err != nil {
-		m.log.Warn("cannot place channel", "channel_id", req.ChannelID, "error", err)
-		return nil, &refusal{"CLUSTER-UNAVAILABLE"}
+		return nil, err
+	}
+	a, err := m.place(ctx, req, mode)
+	if err != nil {
+		return nil, err
 	}
 	if !a.Local {
 		m.redirect(ws, req, a.Owner)
 		return nil, nil
 	}
 	c, tracks, err := m.join(ws, req)
+	if errors.Is(err, errNoNewSession) {
+		// Admitted as a joiner of a session that ended meanwhile: place
+		// the connect again, as the new session it now is.
+		if a, err = m.place(ctx, req, m.cluster.Mode()); err != nil {
+			return nil, err
+		}
+		if !a.Local {
+			m.redirect(ws, req, a.Owner)
+			return nil, nil
+		}
+		c, tracks, err = m.join(ws, req)
+	}
+	if errors.Is(err, errNoNewSession) {
+		return nil, &refusal{modeReason(m.cluster.Mode())}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -337,6 +423,75 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req ConnectReques
 		return nil, nil
 	}
 	return c, nil
+}
+
+// waitReady waits, within ctx, until this node is a registered member of a
+// cluster (a node just restarted registers again within a moment), and
+// returns its mode then. A purged node, or one still not ready when ctx
+// ends, refuses.
+func (m *Media) waitReady(ctx context.Context) (fsm.Mode, error) {
+	for {
+		if m.cluster.Purged() {
+			return "", &refusal{"NODE-PURGED"}
+		}
+		if mode := m.cluster.Mode(); mode != fsm.ModeInitial {
+			return mode, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", &refusal{"NODE-NOT-READY"}
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// place finds the node for a connect according to this node's mode: a
+// channel held elsewhere goes there whatever the mode; a normal node serves
+// its own channels; a block_new_session node serves only joiners of its live
+// sessions and hands a channel it holds without one to a normal node; a
+// block_new_connection node serves nothing of its own; a draining node
+// hands its channels over like a block_new_session node without sessions.
+// New channels never land on a node that is not normal, or is draining
+// (placement skips it).
+func (m *Media) place(ctx context.Context, req ConnectRequest, mode fsm.Mode) (cluster.Assignment, error) {
+	draining := m.draining.Load()
+	refused := func() error {
+		if draining {
+			return &refusal{"SHUTDOWN"}
+		}
+		if mode == fsm.ModeNormal {
+			return &refusal{"CLUSTER-UNAVAILABLE"}
+		}
+		return &refusal{modeReason(mode)}
+	}
+	opts := cluster.ChannelOptions{Multistream: true, Spotlight: req.Spotlight}
+	a, err := m.cluster.AcquireChannel(ctx, req.ChannelID, opts)
+	if err != nil {
+		m.log.Warn("cannot place channel", "channel_id", req.ChannelID, "error", err)
+		return a, refused()
+	}
+	switch {
+	case !a.Local, mode == fsm.ModeNormal && !draining:
+		return a, nil
+	case mode == fsm.ModeBlockNewSession && !draining && m.hasSession(req.ChannelID):
+		return a, nil
+	case mode == fsm.ModeBlockNewSession, draining:
+		if err := m.cluster.ReleaseChannel(ctx, req.ChannelID); err != nil {
+			m.log.Warn("hand over channel", "channel_id", req.ChannelID, "error", err)
+			return a, refused()
+		}
+		a, err = m.cluster.AcquireChannel(ctx, req.ChannelID, opts)
+		if err != nil || a.Local {
+			return a, refused()
+		}
+		return a, nil
+	default:
+		return a, refused()
+	}
+}
+
+func modeReason(mode fsm.Mode) string {
+	return strings.ToUpper(strings.ReplaceAll(string(mode), "_", "-"))
 }
 
 // redirect sends the client to the node in charge of its channel.
@@ -398,6 +553,12 @@ func (m *Media) join(ws *websocket.Conn, req ConnectRequest) (*connection, []*pu
 		return nil, nil, &refusal{"LICENSE-MAX-CONNECTIONS"}
 	}
 	s, ok := m.sessions[req.ChannelID]
+	if !ok && (m.draining.Load() || m.cluster.Mode() != fsm.ModeNormal) {
+		m.mu.Unlock()
+		cancel()
+		_ = pc.Close()
+		return nil, nil, errNoNewSession
+	}
 	if !ok {
 		s = newSession(req.ChannelID)
 		m.sessions[req.ChannelID] = s
@@ -628,6 +789,13 @@ func (m *Media) scheduleRelease(channelID string) {
 		defer cancel()
 		if err := m.cluster.ReleaseChannel(ctx, channelID); err != nil {
 			m.log.Warn("release channel", "channel_id", channelID, "error", err)
+		}
+		// A connect may have started a session while the release was in
+		// flight: hold the channel again for it.
+		if m.hasSession(channelID) {
+			if _, err := m.cluster.AcquireChannel(ctx, channelID, cluster.ChannelOptions{Multistream: true}); err != nil {
+				m.log.Warn("re-acquire channel after release", "channel_id", channelID, "error", err)
+			}
 		}
 	})
 }

@@ -43,6 +43,7 @@ type Config struct {
 	LogFormat              string        `conf:"log_format"`
 	ProbeInterval          time.Duration `conf:"cluster_probe_interval"`
 	PeerTimeout            time.Duration `conf:"cluster_peer_timeout"`
+	FailoverTimeout        time.Duration `conf:"cluster_failover_timeout"`
 	RaftHeartbeatTimeout   time.Duration `conf:"raft_heartbeat_timeout"`
 	RaftElectionTimeout    time.Duration `conf:"raft_election_timeout"`
 	RaftLeaderLeaseTimeout time.Duration `conf:"raft_leader_lease_timeout"`
@@ -340,6 +341,12 @@ var keySpecs = []keySpec{
 		def:  "3s",
 		desc: "a peer with no successful probe for this long is shown connected: false",
 		set:  durationField(func(c *Config) *time.Duration { return &c.PeerTimeout }),
+	},
+	{
+		name: "cluster_failover_timeout",
+		def:  "3s",
+		desc: "a channel's node in charge that the leader has not heard from for this long may be replaced by a live node on the next connect",
+		set:  durationField(func(c *Config) *time.Duration { return &c.FailoverTimeout }),
 	},
 	{
 		name: "raft_heartbeat_timeout",

@@ -73,6 +73,7 @@ func TestDefaults(t *testing.T) {
 		LogFormat:              "json",
 		ProbeInterval:          time.Second,
 		PeerTimeout:            3 * time.Second,
+		FailoverTimeout:        3 * time.Second,
 		RaftHeartbeatTimeout:   500 * time.Millisecond,
 		RaftElectionTimeout:    500 * time.Millisecond,
 		RaftLeaderLeaseTimeout: 250 * time.Millisecond,

@@ -70,6 +70,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		ContactNodeNames: cfg.ContactNodeNameList,
 		ProbeInterval:    cfg.ProbeInterval,
 		PeerTimeout:      cfg.PeerTimeout,
+		FailoverTimeout:  cfg.FailoverTimeout,
 		RequestTimeout:   cfg.ClusterRequestTimeout,
 		Raft: cluster.RaftTiming{
 			HeartbeatTimeout:   cfg.RaftHeartbeatTimeout,
@@ -165,11 +166,13 @@ func newHTTPServer(address string, port int, h http.Handler, log *slog.Logger) *
 	}
 }
 
-// shutdown stops taking requests, disconnects the media plane's clients,
-// then leaves Raft.
+// shutdown hands the node's clients and channels over while it still
+// answers (connects that arrive meanwhile are redirected), stops taking
+// requests, stops the media plane, then leaves Raft.
 func shutdown(servers []*namedServer, med *media.Media, cl *cluster.Cluster, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	med.Drain()
 	var errs []error
 	for _, s := range servers {
 		if !s.started {

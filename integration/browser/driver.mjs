@@ -5,7 +5,13 @@
 // (the JSON then has "error"), 2 on bad usage.
 //
 //   node driver.mjs --scenario NAME --signaling-url ws://IP:PORT/signaling \
-//     --api-url http://IP:PORT/ --chromium /usr/bin/chromium --profile DIR
+//     --api-url http://IP:PORT/ [--signaling-url ... --api-url ...] \
+//     --chromium /usr/bin/chromium --profile DIR
+//
+// One --signaling-url and one --api-url per sorad node, in the same order;
+// the first node is where peers connect unless a scenario says otherwise.
+// With more than one node, the driver waits until every node lists all of
+// them as one cluster.
 //
 // It only talks to the addresses it is given (sorad, inside the test's own
 // network namespace) and to its own page server on localhost.
@@ -25,8 +31,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const { values: opt } = parseArgs({
   options: {
     scenario: { type: "string" },
-    "signaling-url": { type: "string" },
-    "api-url": { type: "string" },
+    "signaling-url": { type: "string", multiple: true },
+    "api-url": { type: "string", multiple: true },
     chromium: { type: "string", default: "/usr/bin/chromium" },
     profile: { type: "string" },
     "time-limit": { type: "string", default: "60" }, // seconds, whole scenario
@@ -37,6 +43,12 @@ for (const k of ["scenario", "signaling-url", "api-url", "profile"]) {
     console.error(`missing --${k}`);
     process.exit(2);
   }
+}
+const signalingURLs = opt["signaling-url"];
+const apiURLs = opt["api-url"];
+if (signalingURLs.length !== apiURLs.length) {
+  console.error("one --signaling-url and one --api-url per node");
+  process.exit(2);
 }
 
 // The flags every Chromium of these tests runs with (the fresh
@@ -61,10 +73,12 @@ const result = {
   error: null,
   elapsed_ms: 0,
   browser_version: null,
-  signaling_url: opt["signaling-url"],
-  api_url: opt["api-url"],
+  signaling_urls: signalingURLs, // one per node
+  api_urls: apiURLs,
+  cluster_nodes: [], // per node, its ListClusterNodes once all were ready
   steps: [], // {ms, what}
-  api_calls: [], // {ms, target, body, status, response}
+  api_calls: [], // {ms, node, url, target, body, status, response}
+  redirect: null, // the redirect scenario's account of the redirect
   peers: {}, // name -> peer page state, with "stats" samples
 };
 const step = (what) => {
@@ -110,13 +124,14 @@ const pageBase = `http://localhost:${server.address().port}/`;
 
 // --- sorad API ---
 
-async function api(target, body) {
+// api calls target on node (an index into --api-url).
+async function api(target, body, node = 0) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), 10_000);
-  const call = { ms: elapsed(), target, body, status: null, response: null };
+  const call = { ms: elapsed(), node, url: apiURLs[node], target, body, status: null, response: null };
   result.api_calls.push(call);
   try {
-    const res = await fetch(opt["api-url"], {
+    const res = await fetch(apiURLs[node], {
       method: "POST",
       headers: { "x-sora-target": target, "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -135,27 +150,33 @@ async function api(target, body) {
   }
 }
 
-// waitReady polls sorad until its one node is a formed cluster (the state in
-// which it accepts connections).
+// waitReady polls every node until each lists all the nodes, connected and
+// out of the initial mode, as one formed cluster (the state in which a node
+// accepts connections), and keeps those lists in result.cluster_nodes.
 async function waitReady(limitMs) {
   const until = Date.now() + limitMs;
-  let last = "no answer";
-  while (Date.now() < until) {
-    try {
-      const r = await api("Sora_20211215.ListClusterNodes", { include_all_known_nodes: true });
-      result.api_calls.pop(); // polling noise
-      if (r.status === 200 && Array.isArray(r.response) && r.response.length > 0 &&
-        r.response.every((n) => n.connected && n.mode !== "initial" && n.epoch > 0)) {
-        return;
+  for (let node = 0; node < apiURLs.length; node++) {
+    let last = "no answer";
+    for (;;) {
+      try {
+        const r = await api("Sora_20211215.ListClusterNodes", { include_all_known_nodes: true }, node);
+        result.api_calls.pop(); // polling noise
+        const list = r.response;
+        if (r.status === 200 && Array.isArray(list) && list.length === apiURLs.length &&
+          new Set(list.map((n) => n.node_name)).size === apiURLs.length &&
+          list.every((n) => n.connected && n.mode !== "initial" && n.epoch > 0)) {
+          result.cluster_nodes[node] = list;
+          break;
+        }
+        last = `${r.status} ${JSON.stringify(list)}`;
+      } catch (e) {
+        result.api_calls.pop();
+        last = String(e.cause ?? e);
       }
-      last = `${r.status} ${JSON.stringify(r.response)}`;
-    } catch (e) {
-      result.api_calls.pop();
-      last = String(e.cause ?? e);
+      if (Date.now() > until) throw new Error(`sorad at ${apiURLs[node]} not ready after ${limitMs} ms: ${last}`);
+      await sleep(100);
     }
-    await sleep(100);
   }
-  throw new Error(`sorad not ready after ${limitMs} ms: ${last}`);
 }
 
 // --- browser and peers ---
@@ -176,10 +197,10 @@ async function openPeer(name) {
   return p;
 }
 
-async function connectPeer(p, role, channelId, metadata = null) {
-  step(`${p.name}: connect ${role} to ${channelId}`);
+async function connectPeer(p, role, channelId, metadata = null, signalingUrl = signalingURLs[0]) {
+  step(`${p.name}: connect ${role} to ${channelId} at ${signalingUrl}`);
   const id = await p.page.evaluate((a) => window.soraConnect(a), {
-    signalingUrl: opt["signaling-url"],
+    signalingUrl,
     role,
     channelId,
     metadata,
@@ -325,6 +346,67 @@ const scenarios = {
     await waitFor("every peer got the push", 10_000, (s) => Object.values(s).every((x) => x.pushes.length > 0));
     await sleep(500); // a duplicate would show now
   },
+
+  // Two nodes. A sendonly on node A puts A in charge of the channel; a
+  // recvonly told only node B's URL is redirected by B to A, and the SDK
+  // follows; it then decodes the sendonly's media on A. Both nodes' API
+  // list the channel's connections (B forwards the call to A).
+  async redirect() {
+    if (signalingURLs.length !== 2) throw new Error(`redirect needs two nodes, got ${signalingURLs.length}`);
+    const ch = "browser-redirect";
+    const [urlA, urlB] = signalingURLs;
+    const pub = await openPeer("sendonly");
+    const sub = await openPeer("recvonly");
+    const pubID = await connectPeer(pub, "sendonly", ch, null, urlA);
+    // Node B learns through Raft that A holds the channel.
+    const until = Date.now() + 10_000;
+    for (;;) {
+      const r = await api("Sora_20211215.ListClusterChannels", undefined, 1);
+      const owner = Array.isArray(r.response) ? r.response.find((c) => c.channel_id === ch) : undefined;
+      if (owner && owner.node_in_charge) {
+        step(`node B: ${ch} is in the charge of ${owner.node_in_charge}`);
+        break;
+      }
+      if (Date.now() > until) {
+        step(`node B: no node in charge of ${ch} within 10 s`);
+        break;
+      }
+      result.api_calls.pop(); // polling noise; the last answer stays
+      await sleep(100);
+    }
+    await api("Sora_20211215.ListClusterChannels", undefined, 0);
+    const subID = await connectPeer(sub, "recvonly", ch, null, urlB);
+    await waitFor("both connected callbacks", 10_000, (s) => s.sendonly.connected_callback && s.recvonly.connected_callback);
+    await waitFor("recvonly has audio+video tracks of the sendonly", 10_000, (s) =>
+      ["audio", "video"].every((k) => s.recvonly.tracks.some((t) => t.kind === k && t.stream_id === pubID)));
+    await measureMedia({ recvonly: [pubID] });
+    step("ListChannelConnections on node A, then on node B");
+    await api("Sora_20201013.ListChannelConnections", { channel_id: ch }, 0);
+    await api("Sora_20201013.ListChannelConnections", { channel_id: ch }, 1);
+
+    // What the redirect looked like, from the recvonly page's clock.
+    const st = await peerState(sub);
+    const at = (type, n = 0) => st.signaling.filter((e) => e.type === type)[n];
+    const redirectMsg = at("onmessage-redirect");
+    const offer = at("onmessage-offer");
+    const sockets = st.signaling.filter((e) => e.type === "new-websocket");
+    const since = (e) => (e ? e.ms - st.connect_started_ms : null);
+    result.redirect = {
+      recvonly_connection_id: subID,
+      given_signaling_url: st.signaling_url,
+      contact_signaling_url: st.contact_signaling_url,
+      connected_signaling_url: st.connected_signaling_url,
+      location: redirectMsg ? redirectMsg.data.location : null,
+      websockets: sockets.map((e) => e.data),
+      connect_messages: st.signaling.filter((e) => e.type === "send-connect").map((e) => ({ ms: since(e), redirect: e.data.redirect ?? null })),
+      ms_to_redirect: since(redirectMsg),
+      ms_to_second_websocket: since(sockets[1]),
+      ms_to_offer: since(offer),
+      ms_to_connect_resolved: st.connect_resolved_ms - st.connect_started_ms,
+      ms_to_connected_callback: st.connected_callback_ms - st.connect_started_ms,
+    };
+    step(`redirect: ${JSON.stringify(result.redirect)}`);
+  },
 };
 
 // --- run ---
@@ -356,8 +438,8 @@ const watchdog = setTimeout(async () => {
 try {
   const run = scenarios[opt.scenario];
   if (!run) throw new Error(`unknown scenario ${opt.scenario}; known: ${Object.keys(scenarios).join(", ")}`);
-  await waitReady(15_000);
-  step("sorad ready");
+  await waitReady(20_000);
+  step(apiURLs.length > 1 ? `every one of the ${apiURLs.length} sorad nodes lists all of them` : "sorad ready");
   context = await chromium.launchPersistentContext(opt.profile, {
     executablePath: opt.chromium,
     headless: true,

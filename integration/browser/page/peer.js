@@ -13,6 +13,7 @@ const state = {
   user_agent: navigator.userAgent,
   role: null,
   channel_id: null,
+  signaling_url: null, // the URL this page gave Sora.connection
   connection_id: null,
   connect_started_ms: null,
   connect_resolved_ms: null,
@@ -63,6 +64,7 @@ function attach(stream) {
 window.soraConnect = async ({ signalingUrl, role, channelId, metadata = null, options = {} }) => {
   state.role = role;
   state.channel_id = channelId;
+  state.signaling_url = signalingUrl;
   const sora = Sora.connection(signalingUrl, false);
   conn = sora[role](channelId, metadata, { audio: true, video: true, ...options });
   conn.on("connected", (msg) => {
@@ -186,6 +188,10 @@ window.sampleStats = async () => {
 window.peerState = () => ({
   ...state,
   connection_id: state.connection_id ?? (conn && conn.connectionId) ?? null,
+  // Where the SDK's first connect went, and where the offer came from
+  // (they differ after a redirect).
+  contact_signaling_url: conn ? conn.contactSignalingUrl || null : null,
+  connected_signaling_url: conn ? conn.connectedSignalingUrl || null : null,
   remote_connection_ids: conn ? [...conn.remoteConnectionIds] : [],
   pc_connection_state: conn && conn.pc ? conn.pc.connectionState : null,
   local_sdp: conn && conn.pc && conn.pc.localDescription ? conn.pc.localDescription.sdp : null,

@@ -1,0 +1,79 @@
+package cluster
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sorad/sorad/fsm"
+)
+
+// A channel stays with a live holder whoever asks; once the holder is dead
+// (no answer to the leader for FailoverTimeout) a connect elsewhere takes it
+// over without a purge, and the old holder, back on its data, sees that the
+// channel moved.
+func TestTakeoverOnlyFromADeadHolder(t *testing.T) {
+	nodes := formCluster(t, 3)
+	holder, other := nodes[1], nodes[0]
+	id := acquireOnTie(t, holder, "busy")
+	waitFor(t, 3*time.Second, "assignment replicated", func() bool {
+		owner, ok := other.ChannelOwner(id)
+		return ok && owner == holder.NodeName()
+	})
+
+	a, err := other.AcquireChannel(ctxT(t), id, ChannelOptions{})
+	if err != nil || a.Assigned || a.Local || a.Owner.Name != holder.NodeName() {
+		t.Fatalf("acquire of a live node's channel = %+v, %v; want its holder, unchanged", a, err)
+	}
+	if ok, reason := holder.InCharge(id); !ok {
+		t.Fatalf("holder not in charge of its channel: %s", reason)
+	}
+
+	holder.stop()
+	// Without waiting for the peer timeout: a holder not heard from for a
+	// moment is probed before anyone is sent to it.
+	time.Sleep(redirectFreshness)
+	a, err = other.AcquireChannel(ctxT(t), id, ChannelOptions{})
+	if err != nil || !a.Assigned || !a.Local || a.Owner.Name != other.NodeName() {
+		t.Fatalf("acquire after the holder died = %+v, %v; want a takeover by %s", a, err, other.NodeName())
+	}
+
+	holder.restart()
+	waitFor(t, 5*time.Second, "the old holder sees the channel moved", func() bool {
+		ok, reason := holder.InCharge(id)
+		return !ok && reason == "CHANNEL-MOVED"
+	})
+}
+
+// No node places a new channel on a draining node, and once it is gone its
+// channels move on the next connect without waiting for FailoverTimeout.
+func TestDrainingNodeTakesNoNewChannelAndHandsOverAtOnce(t *testing.T) {
+	nodes := formCluster(t, 3, func(cfg *Config) { cfg.FailoverTimeout = time.Hour })
+	asker, draining, other := nodes[0], nodes[1], nodes[2]
+	held := acquireOnTie(t, draining, "held")
+	for _, n := range nodes {
+		waitFor(t, 3*time.Second, n.NodeName()+" reaches its peers", func() bool { return len(n.ConnectedPeers()) == 2 })
+	}
+	// asker takes nothing itself, so placement chooses between draining
+	// and other, which tie; draining's name sorts first.
+	if err := asker.SetMode(ctxT(t), fsm.ModeBlockNewSession); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "mode replicated", func() bool { return asker.Mode() == fsm.ModeBlockNewSession })
+
+	if missed := draining.Drain(ctxT(t)); len(missed) != 0 {
+		t.Fatalf("peers %v were not told", missed)
+	}
+	for i, n := range []*testNode{draining, asker} {
+		a, err := n.AcquireChannel(ctxT(t), fmt.Sprint("new-", i), ChannelOptions{})
+		if err != nil || a.Owner.Name != other.NodeName() {
+			t.Fatalf("new channel asked of %s went to %q (%v), want %s", n.NodeName(), a.Owner.Name, err, other.NodeName())
+		}
+	}
+
+	draining.stop()
+	a, err := asker.AcquireChannel(ctxT(t), held, ChannelOptions{})
+	if err != nil || !a.Assigned || a.Owner.Name != other.NodeName() {
+		t.Fatalf("channel of the stopped draining node = %+v, %v; want it moved to %s", a, err, other.NodeName())
+	}
+}

@@ -1,0 +1,478 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sorad/sorad/integration/harness"
+	"github.com/sorad/sorad/integration/soraclient"
+)
+
+// connectVia connects through the first of urls that takes the connect, as
+// SDKs given several signaling URLs do: a node that does not answer (down,
+// or a redirect to a node that is down) moves on to the next URL; a node
+// that answers and refuses (a close frame) is a failure.
+func connectVia(ctx context.Context, urls []string, opts soraclient.Options) (*soraclient.Client, error) {
+	var errs []error
+	for _, u := range urls {
+		opts.SignalingURL = u
+		c, err := soraclient.Connect(ctx, opts)
+		if err == nil {
+			return c, nil
+		}
+		var ce *soraclient.CloseError
+		if errors.As(err, &ce) && ce.Code != 1006 {
+			return nil, fmt.Errorf("%s refused: %w", u, err)
+		}
+		errs = append(errs, fmt.Errorf("via %s: %w", u, err))
+	}
+	return nil, fmt.Errorf("no node took the connect: %w", errors.Join(errs...))
+}
+
+func urlsOf(nodes []*harness.Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, signalingURL(n))
+	}
+	return out
+}
+
+// ownerOf returns the node in charge of a channel as n lists it.
+func ownerOf(n *harness.Node, channelID string) string {
+	for _, ch := range listChannels(n) {
+		if ch.ChannelID == channelID {
+			return ch.NodeInCharge
+		}
+	}
+	return ""
+}
+
+// pair connects a publisher and a subscriber to a channel through urls and
+// waits until the subscriber receives the publisher's video.
+func pair(ctx context.Context, urls []string, channel string) (pub, sub *soraclient.Client, err error) {
+	pub, err = connectVia(ctx, urls, soraclient.Options{ChannelID: channel, Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("publisher: %w", err)
+	}
+	sub, err = connectVia(ctx, urls, soraclient.Options{ChannelID: channel, Role: "recvonly", Audio: true, Video: true})
+	if err != nil {
+		_ = pub.Close()
+		return nil, nil, fmt.Errorf("subscriber: %w", err)
+	}
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", 5); err != nil {
+		_ = pub.Close()
+		_ = sub.Close()
+		return nil, nil, fmt.Errorf("no media from publisher to subscriber: %w", err)
+	}
+	return pub, sub, nil
+}
+
+// TestModesRedirectOrRefuse: a block_new_session node hands new sessions to
+// normal nodes but serves joiners of its live sessions; a
+// block_new_connection node redirects what is held elsewhere and refuses the
+// rest, with the mode as the reason.
+func TestModesRedirectOrRefuse(t *testing.T) {
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 3, "--channel_release_delay=30s")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// Placement follows load; to put channels where the test wants them,
+	// the other nodes are blocked while they are placed.
+	setMode(t, nodes, b, "block_new_session")
+	setMode(t, nodes, c, "block_new_session")
+	onA := connectClient(t, ctx, a, soraclient.Options{ChannelID: "on-a", Role: "sendonly", Audio: true, Video: true})
+	idle := connectClient(t, ctx, a, soraclient.Options{ChannelID: "idle-a", Role: "recvonly", Audio: true})
+	_ = idle.Close() // its channel stays held by a for channel_release_delay
+	setMode(t, nodes, a, "block_new_session")
+	setMode(t, nodes, b, "normal")
+	connectClient(t, ctx, b, soraclient.Options{ChannelID: "on-b", Role: "sendonly", Audio: true, Video: true})
+	setMode(t, nodes, c, "normal")
+	for _, ch := range []struct{ id, node string }{{"on-a", a.Name}, {"on-b", b.Name}, {"idle-a", a.Name}} {
+		harness.Eventually(t, 5*time.Second, ch.id+" held by "+ch.node, func() bool { return ownerOf(c, ch.id) == ch.node })
+	}
+	harness.Eventually(t, 5*time.Second, "idle-a's session gone", func() bool {
+		var chans []map[string]any
+		return a.MustCall(200, targetListChannels, nil).JSON(&chans) == nil && len(chans) == 1
+	})
+
+	// A joiner of a live session on a is admitted there, with media.
+	joiner := connectClient(t, ctx, a, soraclient.Options{ChannelID: "on-a", Role: "recvonly", Audio: true, Video: true})
+	if err := joiner.WaitPackets(ctx, onA.ConnectionID(), "video", 5); err != nil {
+		t.Fatal(err)
+	}
+	// A new session asked of a goes to a normal node.
+	for _, channel := range []string{"fresh", "idle-a"} {
+		pub, sub, err := pair(ctx, []string{signalingURL(a)}, channel)
+		if err != nil {
+			t.Fatalf("%s through a block_new_session node: %v", channel, err)
+		}
+		if owner := ownerOf(c, channel); owner == a.Name || owner == "" {
+			t.Fatalf("%s is held by %q, want a normal node", channel, owner)
+		}
+		_ = pub.Close()
+		_ = sub.Close()
+	}
+
+	setMode(t, nodes, a, "block_new_connection")
+	refusedWith(t, ctx, a, soraclient.Options{ChannelID: "on-a", Role: "recvonly", Audio: true}, 4503, "BLOCK-NEW-CONNECTION")
+	// What another node holds, or a new channel, is redirected.
+	for _, channel := range []string{"on-b", "fresh-2"} {
+		cl := connectClient(t, ctx, a, soraclient.Options{ChannelID: channel, Role: "recvonly", Audio: true})
+		if owner := ownerOf(c, channel); owner == a.Name {
+			t.Fatalf("%s landed on the block_new_connection node", channel)
+		}
+		_ = cl.Close()
+	}
+}
+
+// TestFailoverDrill: kill -9 the node in charge of a busy channel; new
+// clients get the channel on a live node within seconds (automatic
+// failover, no purge needed), then PurgeClusterNode of the dead node
+// succeeds from any live node and the listings agree everywhere.
+func TestFailoverDrill(t *testing.T) {
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 3)
+	dead, live := nodes[0], nodes[1:]
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	pub, sub, err := pair(ctx, []string{signalingURL(dead)}, "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	defer sub.Close()
+	harness.Eventually(t, 5*time.Second, "busy held by the doomed node", func() bool { return ownerOf(live[0], "busy") == dead.Name })
+
+	dead.Kill()
+	killed := time.Now()
+	var pub2, sub2 *soraclient.Client
+	harness.Eventually(t, 15*time.Second, "the busy channel served again by a live node", func() bool {
+		attempt, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		pub2, sub2, err = pair(attempt, urlsOf(live), "busy")
+		return err == nil
+	})
+	defer pub2.Close()
+	defer sub2.Close()
+	took := time.Since(killed)
+	t.Logf("busy channel served with media again %v after kill -9 of its node", took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Fatalf("failover took %v", took)
+	}
+	newOwner := ownerOf(live[0], "busy")
+	if newOwner == dead.Name || newOwner == "" {
+		t.Fatalf("busy is held by %q", newOwner)
+	}
+	live[1].MustCall(200, targetPurge20220629, map[string]string{"target_node_name": dead.Name})
+	for _, target := range []string{targetListClusterNodes, targetListClusterChannels, "Sora_20201013.ListConnections"} {
+		body := map[string]any{"include_all_known_nodes": true, "local": false}
+		harness.Eventually(t, 5*time.Second, target+" agrees on the live nodes", func() bool {
+			ok, _ := sameJSON(t, live, target, body)
+			return ok
+		})
+	}
+	var conns []map[string]any
+	if err := live[0].MustCall(200, "Sora_20201013.ListConnections", map[string]bool{"local": false}).JSON(&conns); err != nil || len(conns) != 2 {
+		t.Fatalf("cluster connections after the drill: %v, %v", conns, err)
+	}
+}
+
+// TestLeaderLossDuringChurn: kill -9 the Raft leader while clients create
+// channels on every node. Afterwards no channel has live sessions on two
+// nodes, and every channel whose connect was answered with an offer is
+// still assigned.
+func TestLeaderLossDuringChurn(t *testing.T) {
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 3)
+	lead := leader(t, nodes)
+	others := except(nodes, lead)
+	// Channels are placed on the other nodes (the leader takes no new
+	// session) but every assignment is still written through the leader.
+	setMode(t, nodes, lead, "block_new_session")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		accepted []string // channels whose connect got an offer from a live node
+		clients  []*soraclient.Client
+		seq      atomic.Int64
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+	)
+	defer func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}()
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				channel := fmt.Sprintf("churn-%d", seq.Add(1))
+				c, err := connectVia(ctx, urlsOf(others), soraclient.Options{ChannelID: channel, Role: "sendonly", Audio: true})
+				if err != nil {
+					continue // refused or timed out while there was no leader
+				}
+				mu.Lock()
+				accepted = append(accepted, channel)
+				clients = append(clients, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	lead.Kill()
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	if len(accepted) < 5 {
+		t.Fatalf("only %d channels created during the drill", len(accepted))
+	}
+	// Every accepted channel is assigned to the surviving node serving it,
+	// and lives on one node only.
+	harness.Eventually(t, 5*time.Second, "assignments replicated", func() bool {
+		held := map[string]string{}
+		for _, ch := range listChannels(others[0]) {
+			held[ch.ChannelID] = ch.NodeInCharge
+		}
+		for _, id := range accepted {
+			if held[id] != others[0].Name && held[id] != others[1].Name {
+				return false
+			}
+		}
+		return true
+	})
+	sessions := map[string][]string{}
+	for _, n := range others {
+		var chans []map[string]any
+		if err := n.MustCall(200, targetListChannels, nil).JSON(&chans); err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range chans {
+			id := ch["channel_id"].(string)
+			sessions[id] = append(sessions[id], n.Name)
+		}
+	}
+	for _, id := range accepted {
+		on := sessions[id]
+		if len(on) != 1 || on[0] != ownerOf(others[0], id) {
+			t.Fatalf("channel %s has sessions on %v, held by %s", id, on, ownerOf(others[0], id))
+		}
+	}
+	t.Logf("%d channels created around the leader's death, each on one node", len(accepted))
+}
+
+// TestRollingUpgradeDrill: clients connect and disconnect continuously (a
+// publisher and a subscriber that must receive its video) across several
+// channels, while each node in turn goes block_new_session, drains, stops,
+// restarts on its data and returns to normal. No connect attempt fails
+// (redirects are fine), and every node ends normal with epoch + 1.
+func TestRollingUpgradeDrill(t *testing.T) {
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 3, "--channel_release_delay=500ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var (
+		attempts, failures atomic.Int64
+		firstFailure       atomic.Value
+		stop               = make(chan struct{})
+		wg                 sync.WaitGroup
+	)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				urls := slices.Clone(urlsOf(nodes))
+				r.Shuffle(len(urls), func(i, j int) { urls[i], urls[j] = urls[j], urls[i] })
+				attempt, cancel := context.WithTimeout(ctx, 15*time.Second)
+				pub, sub, err := pair(attempt, urls, fmt.Sprintf("rolling-%d", r.IntN(6)))
+				attempts.Add(1)
+				if err != nil {
+					failures.Add(1)
+					firstFailure.CompareAndSwap(nil, err.Error())
+				} else {
+					time.Sleep(time.Duration(200+r.IntN(500)) * time.Millisecond)
+					_ = sub.Close()
+					_ = pub.Close()
+				}
+				cancel()
+				time.Sleep(time.Duration(100+r.IntN(300)) * time.Millisecond)
+			}
+		}()
+	}
+	before := map[string]uint64{}
+	for _, e := range listNodes(nodes[0], false) {
+		before[e.NodeName] = e.Epoch
+	}
+	for _, n := range nodes {
+		n.MustCall(200, targetChangeMode, map[string]string{"mode": "block_new_session"})
+		drained := harness.Eventually(t, 60*time.Second, n.Name+" drained", func() bool {
+			var conns []any
+			return n.MustCall(200, "Sora_20201013.ListConnections", nil).JSON(&conns) == nil && len(conns) == 0
+		})
+		n.Stop()
+		n.Start()
+		harness.Eventually(t, 20*time.Second, n.Name+" back with its next epoch", func() bool {
+			e, ok := entry(listNodes(nodes[(slices.Index(nodes, n)+1)%3], false), n.Name)
+			return ok && e.Epoch == before[n.Name]+1 && e.Mode == "block_new_session"
+		})
+		// The node answers ChangeMode once its own copy of the state shows
+		// its new registration (until then: 503 NODE-NOT-READY).
+		harness.Eventually(t, 10*time.Second, n.Name+" ready itself", func() bool {
+			r, err := n.Call(targetGetMode, nil)
+			return err == nil && r.Status == 200 && strings.Contains(string(r.Body), "block_new_session")
+		})
+		n.MustCall(200, targetChangeMode, map[string]string{"mode": "normal"})
+		t.Logf("%s upgraded (drained in %v)", n.Name, drained.Round(time.Millisecond))
+	}
+	time.Sleep(2 * time.Second) // churn on the upgraded cluster
+	close(stop)
+	wg.Wait()
+	if f := failures.Load(); f != 0 {
+		t.Fatalf("%d of %d connect attempts failed during the upgrade; first: %v", f, attempts.Load(), firstFailure.Load())
+	}
+	for _, n := range nodes {
+		waitFormed(t, nodes, 10*time.Second)
+		for _, e := range listNodes(n, false) {
+			if e.Mode != "normal" || e.Epoch != before[e.NodeName]+1 {
+				t.Fatalf("%s lists %s in mode %s at epoch %d, want normal at %d", n.Name, e.NodeName, e.Mode, e.Epoch, before[e.NodeName]+1)
+			}
+		}
+	}
+	t.Logf("%d connect attempts with media, none failed", attempts.Load())
+}
+
+// partition cuts a node's cluster traffic (its cluster port, both ways)
+// with iptables, in a chain of the test's own; heal undoes it.
+type partition struct {
+	t     *testing.T
+	chain string
+}
+
+func newPartition(t *testing.T, n *harness.Node) *partition {
+	t.Helper()
+	if _, err := exec.LookPath("iptables"); err != nil {
+		skipOrFail(t, "iptables is not installed")
+	}
+	p := &partition{t: t, chain: fmt.Sprintf("SORAD-TEST-%d", time.Now().UnixNano()%1e9)}
+	port := fmt.Sprint(harness.ClusterPort)
+	cmds := [][]string{
+		{"-N", p.chain},
+		{"-A", p.chain, "-p", "tcp", "-s", n.Address, "--dport", port, "-j", "DROP"},
+		{"-A", p.chain, "-p", "tcp", "-s", n.Address, "--sport", port, "-j", "DROP"},
+		{"-A", p.chain, "-p", "tcp", "-d", n.Address, "--dport", port, "-j", "DROP"},
+		{"-A", p.chain, "-p", "tcp", "-d", n.Address, "--sport", port, "-j", "DROP"},
+		{"-I", "INPUT", "-j", p.chain},
+	}
+	for _, c := range cmds {
+		if out, err := exec.Command("iptables", c...).CombinedOutput(); err != nil {
+			p.heal()
+			skipOrFail(t, fmt.Sprintf("iptables %s: %v: %s", strings.Join(c, " "), err, out))
+		}
+	}
+	t.Cleanup(p.heal)
+	return p
+}
+
+func (p *partition) heal() {
+	_ = exec.Command("iptables", "-D", "INPUT", "-j", p.chain).Run()
+	_ = exec.Command("iptables", "-F", p.chain).Run()
+	_ = exec.Command("iptables", "-X", p.chain).Run()
+}
+
+// TestFencingAfterPartition: cut the node in charge of a channel off from
+// the cluster (its clients can still reach it), purge it from the majority,
+// serve the channel elsewhere, heal: the old node learns it was purged and
+// drops its clients.
+func TestFencingAfterPartition(t *testing.T) {
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 3)
+	isolated, majority := nodes[0], nodes[1:]
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	pub, sub, err := pair(ctx, []string{signalingURL(isolated)}, "split")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	defer sub.Close()
+	harness.Eventually(t, 5*time.Second, "split held by the node to isolate", func() bool { return ownerOf(majority[0], "split") == isolated.Name })
+
+	p := newPartition(t, isolated)
+	harness.Eventually(t, 10*time.Second, "the majority sees the node disconnected", func() bool {
+		e, ok := entry(listNodes(majority[0], true), isolated.Name)
+		return ok && !e.Connected
+	})
+	majority[0].MustCall(200, targetPurge20220629, map[string]string{"target_node_name": isolated.Name})
+	pub2, sub2, err := pair(ctx, urlsOf(majority), "split")
+	if err != nil {
+		t.Fatalf("the channel on the majority side: %v", err)
+	}
+	defer pub2.Close()
+	defer sub2.Close()
+	// Cut off, the old node still serves its clients: it cannot know yet.
+	select {
+	case <-sub.Closed():
+		t.Fatalf("the isolated node dropped its clients before the partition healed: %+v", sub.CloseInfo())
+	default:
+	}
+	p.heal()
+	for _, c := range []*soraclient.Client{pub, sub} {
+		info := waitClose(t, ctx, c)
+		if info.Code != 4503 || info.Reason != "NODE-PURGED" {
+			t.Fatalf("the old node closed its client with %+v, want 4503 NODE-PURGED", info)
+		}
+	}
+	if got := ownerOf(majority[1], "split"); got == isolated.Name || got == "" {
+		t.Fatalf("split is held by %q", got)
+	}
+	// Until it joins again, the purged node takes no connect.
+	refusedWith(t, ctx, isolated, soraclient.Options{ChannelID: "split", Role: "recvonly", Audio: true}, 4503, "NODE-PURGED")
+}
+
+// skipOrFail skips a test whose tool is missing, loudly, unless CI is set.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if ciSet() {
+		t.Fatalf("CI is set, so this is a failure, not a skip: %s", why)
+	}
+	t.Skipf("SKIPPED: %s", why)
+}
+
+func ciSet() bool { return os.Getenv("CI") != "" }
+
+// setMode changes a node's mode and waits until every node lists it.
+func setMode(t *testing.T, nodes []*harness.Node, n *harness.Node, mode string) {
+	t.Helper()
+	n.MustCall(200, targetChangeMode, map[string]string{"mode": mode})
+	for _, o := range nodes {
+		harness.Eventually(t, 5*time.Second, n.Name+" in mode "+mode+" on "+o.Name, func() bool {
+			e, _ := entry(listNodes(o, false), n.Name)
+			return e.Mode == mode
+		})
+	}
+}
