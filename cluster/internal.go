@@ -47,7 +47,7 @@ type nodeStatus struct {
 	Joining     bool     `json:"joining"`
 	Purged      bool     `json:"purged"`
 	Connections int      `json:"connections"`
-	Draining    bool     `json:"draining"` // stopping: takes no new channel, gives up its channels
+	Draining    bool     `json:"draining"` // stopping: takes no new channel; its channels move once it stops answering
 }
 
 type joinRequest struct {
