@@ -387,19 +387,13 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req ConnectReques
 	if err != nil {
 		return nil, err
 	}
-	a, err := m.place(ctx, req, mode)
-	if err != nil {
-		return nil, err
-	}
-	if !a.Local {
-		m.redirect(ws, req, a.Owner)
-		return nil, nil
-	}
-	c, tracks, err := m.join(ws, req)
-	if errors.Is(err, errNoNewSession) {
-		// Admitted as a joiner of a session that ended meanwhile: place
-		// the connect again, as the new session it now is.
-		if a, err = m.place(ctx, req, m.cluster.Mode()); err != nil {
+	var (
+		c      *connection
+		tracks []*publishedTrack
+	)
+	for attempt := 0; ; attempt++ {
+		a, err := m.place(ctx, req, mode)
+		if err != nil {
 			return nil, err
 		}
 		if !a.Local {
@@ -407,12 +401,18 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req ConnectReques
 			return nil, nil
 		}
 		c, tracks, err = m.join(ws, req)
-	}
-	if errors.Is(err, errNoNewSession) {
-		return nil, &refusal{modeReason(m.cluster.Mode())}
-	}
-	if err != nil {
-		return nil, err
+		if !errors.Is(err, errNoNewSession) {
+			if err != nil {
+				return nil, err
+			}
+			break
+		}
+		mode = m.cluster.Mode()
+		if attempt > 0 {
+			return nil, m.refusal(mode)
+		}
+		// Admitted as a joiner of a session that ended meanwhile: place
+		// the connect again, as the new session it now is.
 	}
 	if err := c.start(tracks); err != nil {
 		// The connection existed: close it (which tells the client) and
@@ -455,20 +455,11 @@ func (m *Media) waitReady(ctx context.Context) (fsm.Mode, error) {
 // (placement skips it).
 func (m *Media) place(ctx context.Context, req ConnectRequest, mode fsm.Mode) (cluster.Assignment, error) {
 	draining := m.draining.Load()
-	refused := func() error {
-		if draining {
-			return &refusal{"SHUTDOWN"}
-		}
-		if mode == fsm.ModeNormal {
-			return &refusal{"CLUSTER-UNAVAILABLE"}
-		}
-		return &refusal{modeReason(mode)}
-	}
 	opts := cluster.ChannelOptions{Multistream: true, Spotlight: req.Spotlight}
 	a, err := m.cluster.AcquireChannel(ctx, req.ChannelID, opts)
 	if err != nil {
 		m.log.Warn("cannot place channel", "channel_id", req.ChannelID, "error", err)
-		return a, refused()
+		return a, m.refusal(mode)
 	}
 	switch {
 	case !a.Local, mode == fsm.ModeNormal && !draining:
@@ -478,15 +469,27 @@ func (m *Media) place(ctx context.Context, req ConnectRequest, mode fsm.Mode) (c
 	case mode == fsm.ModeBlockNewSession, draining:
 		if err := m.cluster.ReleaseChannel(ctx, req.ChannelID); err != nil {
 			m.log.Warn("hand over channel", "channel_id", req.ChannelID, "error", err)
-			return a, refused()
+			return a, m.refusal(mode)
 		}
 		a, err = m.cluster.AcquireChannel(ctx, req.ChannelID, opts)
 		if err != nil || a.Local {
-			return a, refused()
+			return a, m.refusal(mode)
 		}
 		return a, nil
 	default:
-		return a, refused()
+		return a, m.refusal(mode)
+	}
+}
+
+// refusal is why this node, in mode, turns a connect away.
+func (m *Media) refusal(mode fsm.Mode) error {
+	switch {
+	case m.draining.Load():
+		return &refusal{"SHUTDOWN"}
+	case mode == fsm.ModeNormal:
+		return &refusal{"CLUSTER-UNAVAILABLE"}
+	default:
+		return &refusal{modeReason(mode)}
 	}
 }
 
