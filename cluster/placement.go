@@ -157,10 +157,7 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 func (c *Cluster) candidates(inst *instance) []candidate {
 	var out []candidate
 	for _, n := range inst.fsm.Nodes() {
-		if n.Mode != fsm.ModeNormal || !c.Connected(n.Name) {
-			continue
-		}
-		if c.isDraining(n.Name) {
+		if !TakesNewSessions(n.Mode, c.isDraining(n.Name)) || !c.Connected(n.Name) {
 			continue
 		}
 		out = append(out, candidate{Name: n.Name, Connections: c.peerConnections(n.Name), MaxConnections: n.License.MaxConnections})
