@@ -3,8 +3,26 @@ package media
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"sort"
+	"time"
+
+	"github.com/sorad/sorad/media/channel"
+	"github.com/sorad/sorad/media/signaling"
 )
+
+// Role is a connection's role, as in Sora's connect message.
+type Role = signaling.Role
+
+// The roles.
+const (
+	RoleSendrecv = signaling.RoleSendrecv
+	RoleSendonly = signaling.RoleSendonly
+	RoleRecvonly = signaling.RoleRecvonly
+)
+
+// RID names a simulcast layer (r0, r1, r2) or none.
+type RID = channel.RID
 
 // NotFoundError is an API call naming a channel, connection or client that
 // has no live connection on this node. The API answers 404 with Type.
@@ -30,13 +48,22 @@ func channelNotFound(id string) error {
 
 // members returns the channel's connections, or CHANNEL-NOT-FOUND.
 func (m *Media) members(channelID string) ([]*connection, error) {
+	s, err := m.session(channelID)
+	if err != nil {
+		return nil, err
+	}
+	return s.snapshot(), nil
+}
+
+// session returns the channel's live session, or CHANNEL-NOT-FOUND.
+func (m *Media) session(channelID string) (*session, error) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	s, ok := m.sessions[channelID]
-	m.mu.Unlock()
 	if !ok {
 		return nil, channelNotFound(channelID)
 	}
-	return s.snapshot(), nil
+	return s, nil
 }
 
 // selectMembers returns the channel's connections that match, or, when none
@@ -100,7 +127,7 @@ func (m *Media) Disconnect(sel Selector, reason json.RawMessage) error {
 		return err
 	}
 	for _, c := range cs {
-		c.close(closeNormal, "DISCONNECTED-API")
+		c.close(signaling.CloseNormal, "DISCONNECTED-API")
 	}
 	return nil
 }
@@ -112,18 +139,8 @@ func (m *Media) Push(sel Selector, data json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	push(established(cs), data)
+	push(establishedOf(cs), data)
 	return nil
-}
-
-func established(cs []*connection) []*connection {
-	out := cs[:0:0]
-	for _, c := range cs {
-		if c.isEstablished() {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // ConnectionInfo is one connection in ListConnections and
@@ -154,12 +171,14 @@ func (c *connection) info() ConnectionInfo {
 		SessionID:    c.session.id,
 		Multistream:  true,
 		Role:         c.req.Role,
+		Simulcast:    c.req.Simulcast,
+		Spotlight:    c.req.Spotlight,
 		Video:        c.videoInfo(),
 	}
 }
 
 // mediaInfo is audio as ListConnections shows it: false, or its codec.
-func mediaInfo(r MediaRequest, codec string) any {
+func mediaInfo(r signaling.MediaRequest, codec string) any {
 	if !r.Enabled {
 		return false
 	}
@@ -173,7 +192,7 @@ func (c *connection) videoInfo() any {
 		return false
 	}
 	codec := c.videoCodec()
-	out := map[string]any{"codec_type": codec, "bit_rate": c.videoBitRate()}
+	out := map[string]any{"codec_type": codec, "bit_rate": c.videoBitRate.Load()}
 	switch codec {
 	case "VP9":
 		out["vp9_params"] = map[string]int{"profile_id": 0}
@@ -229,8 +248,8 @@ type ChannelInfo struct {
 func (m *Media) ListChannels() []ChannelInfo {
 	m.mu.Lock()
 	out := make([]ChannelInfo, 0, len(m.sessions))
-	for id := range m.sessions {
-		out = append(out, ChannelInfo{ChannelID: id, Multistream: true})
+	for id, s := range m.sessions {
+		out = append(out, ChannelInfo{ChannelID: id, Multistream: true, Spotlight: s.spotlight})
 	}
 	m.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ChannelID < out[j].ChannelID })
@@ -297,7 +316,7 @@ func (m *Media) changeMetadata(channelID, connectionID string, pushIt bool, chan
 	if pushIt {
 		p.ConnectionID, p.Type = c.id, "signaling_notify_metadata_ext"
 		if all, err := m.members(channelID); err == nil {
-			push(established(all), p)
+			push(establishedOf(all), p)
 		}
 	}
 	return answer, nil
@@ -374,47 +393,73 @@ type ConnectionStats struct {
 	BundleID     string      `json:"bundle_id"`
 	ConnectionID string      `json:"connection_id"`
 	Role         Role        `json:"role"`
+	Simulcast    bool        `json:"simulcast"`
+	Spotlight    bool        `json:"spotlight"`
 	Established  bool        `json:"established"`
 	CreatedTime  int64       `json:"created_time"`
 	Tracks       []TrackStat `json:"tracks"`
 }
 
 // TrackStat counts what a connection publishes (direction "recv": sorad
-// receives it) or receives ("send").
+// receives it, per simulcast layer in Layers) or receives ("send": sorad
+// sends it, the layer it forwards now in RID).
 type TrackStat struct {
-	Direction  string `json:"direction"`
-	Kind       string `json:"kind"`
-	Codec      string `json:"codec"`
-	FromConnID string `json:"publisher_connection_id"`
-	Packets    int64  `json:"total_received_rtp,omitempty"`
-	Bytes      int64  `json:"total_received_rtp_byte_size,omitempty"`
+	Direction   string      `json:"direction"`
+	Kind        string      `json:"kind"`
+	Codec       string      `json:"codec"`
+	FromConnID  string      `json:"publisher_connection_id"`
+	Packets     int64       `json:"total_received_rtp,omitempty"`
+	Bytes       int64       `json:"total_received_rtp_byte_size,omitempty"`
+	Layers      []LayerStat `json:"layers,omitempty"`
+	RID         RID         `json:"rid,omitempty"`
+	SentPackets int64       `json:"total_sent_rtp,omitempty"`
+	SentBytes   int64       `json:"total_sent_rtp_byte_size,omitempty"`
+}
+
+// LayerStat counts one simulcast layer a connection publishes.
+type LayerStat struct {
+	RID     RID    `json:"rid"`
+	SSRC    uint32 `json:"ssrc"`
+	Packets int64  `json:"total_received_rtp"`
+	Bytes   int64  `json:"total_received_rtp_byte_size"`
 }
 
 func (c *connection) stats() ConnectionStats {
 	st := ConnectionStats{
-		Timestamp:    nowTimestamp(),
+		Timestamp:    signaling.Timestamp(time.Now()),
 		ChannelID:    c.req.ChannelID,
 		SessionID:    c.session.id,
 		ClientID:     c.client,
 		BundleID:     c.bundle,
 		ConnectionID: c.id,
 		Role:         c.req.Role,
+		Simulcast:    c.req.Simulcast,
+		Spotlight:    c.req.Spotlight,
 		Established:  c.isEstablished(),
 		CreatedTime:  c.created.UnixMicro(),
 		Tracks:       []TrackStat{},
 	}
-	c.session.mu.Lock()
-	for _, t := range c.session.tracks {
-		if t.owner == c {
-			st.Tracks = append(st.Tracks, TrackStat{Direction: "recv", Kind: t.kind.String(), Codec: t.codec.MimeType, FromConnID: c.id, Packets: t.packets.Load(), Bytes: t.bytes.Load()})
+	c.pubMu.Lock()
+	for _, p := range c.published {
+		ts := TrackStat{Direction: "recv", Kind: p.track.Kind().String(), Codec: p.track.Codec().MimeType, FromConnID: c.id}
+		for _, l := range p.track.Layers() {
+			ts.Packets += l.Packets
+			ts.Bytes += l.Bytes
+			if p.track.Simulcast() {
+				ts.Layers = append(ts.Layers, LayerStat{RID: channel.LayerRID(l.Layer), SSRC: l.SSRC, Packets: l.Packets, Bytes: l.Bytes})
+			}
 		}
+		st.Tracks = append(st.Tracks, ts)
 	}
-	c.session.mu.Unlock()
-	c.downMu.Lock()
-	for _, d := range c.down {
-		st.Tracks = append(st.Tracks, TrackStat{Direction: "send", Kind: d.pub.kind.String(), Codec: d.pub.codec.MimeType, FromConnID: d.pub.owner.id})
+	c.pubMu.Unlock()
+	for _, d := range c.downTracks() {
+		ds := d.fwd.Stats()
+		ts := TrackStat{Direction: "send", Kind: d.pub.track.Kind().String(), Codec: d.pub.track.Codec().MimeType, FromConnID: d.pub.owner.id, SentPackets: ds.Packets, SentBytes: ds.Bytes}
+		if d.pub.track.Simulcast() {
+			ts.RID = channel.LayerRID(ds.Layer)
+		}
+		st.Tracks = append(st.Tracks, ts)
 	}
-	c.downMu.Unlock()
 	sort.Slice(st.Tracks, func(i, j int) bool {
 		a, b := st.Tracks[i], st.Tracks[j]
 		return a.Direction+a.FromConnID+a.Kind < b.Direction+b.FromConnID+b.Kind
@@ -442,4 +487,193 @@ func (m *Media) GetStatsClient(channelID, clientID string) ([]ConnectionStats, e
 		out = append(out, c.stats())
 	}
 	return out, nil
+}
+
+// The simulcast, spotlight, pause and bit rate operations. Each names the
+// connections it is about by the API's field names, so that a connection
+// that is not in the channel is reported by the field it came in.
+
+// field is an API field naming a connection, and its value.
+type field struct{ name, value string }
+
+// modelError maps an error of the channel model to the API's errors.
+func modelError(channelID string, err error, fields ...field) error {
+	var nm *channel.NotMemberError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &nm):
+		name := "connection_id"
+		for _, f := range fields {
+			if f.value == nm.ID {
+				name = f.name
+			}
+		}
+		return &NotFoundError{Type: "CONNECTION-NOT-FOUND", Reason: map[string]string{"channel_id": channelID, name: nm.ID}}
+	case errors.Is(err, channel.ErrNotSpotlight):
+		return &InvalidError{Type: "NOT-SPOTLIGHT-CHANNEL", Reason: "channel " + channelID + " is not a spotlight channel"}
+	case errors.Is(err, channel.ErrNotForwarded):
+		return &InvalidError{Type: "NOT-FORWARDED", Reason: "the receiving connection does not receive the sending connection's media (roles or bundle_id)"}
+	case errors.Is(err, channel.ErrNotSender):
+		return &InvalidError{Type: "NOT-A-SENDER", Reason: "the connection does not send media"}
+	case errors.Is(err, channel.ErrAllFixed):
+		return &InvalidError{Type: "ALL-FOCUS-FIXED", Reason: "every focused connection is fixed by FocusSpotlightFixed; unfocus one first"}
+	case errors.Is(err, channel.ErrSpotlightNumber), errors.Is(err, channel.ErrInvalidRID):
+		return &InvalidError{Type: "INVALID-FIELD-VALUE", Reason: err.Error()}
+	}
+	return err
+}
+
+// changeModel runs f on the channel's model, then routes and announces
+// what changed.
+func (m *Media) changeModel(channelID string, f func(c *channel.Channel, now time.Time) ([]channel.Event, error), fields ...field) error {
+	s, err := m.session(channelID)
+	if err != nil {
+		return err
+	}
+	return modelError(channelID, s.change(func(c *channel.Channel) ([]channel.Event, error) {
+		return f(c, time.Now())
+	}), fields...)
+}
+
+// RequestRtpStream asks for the simulcast layer recv gets from send, or from
+// every sender when send is empty (Sora_20201005.RequestRtpStream).
+func (m *Media) RequestRtpStream(channelID, recv, send string, rid RID) error {
+	return m.changeModel(channelID, func(c *channel.Channel, _ time.Time) ([]channel.Event, error) {
+		return nil, c.RequestRID(recv, send, rid)
+	}, field{"recv_connection_id", recv}, field{"send_connection_id", send})
+}
+
+// ResetRtpStream forgets RequestRtpStream (Sora_20201005.ResetRtpStream).
+func (m *Media) ResetRtpStream(channelID, recv, send string) error {
+	return m.changeModel(channelID, func(c *channel.Channel, _ time.Time) ([]channel.Event, error) {
+		return nil, c.ResetRID(recv, send)
+	}, field{"recv_connection_id", recv}, field{"send_connection_id", send})
+}
+
+// PauseRtpStream stops send's video to recv; the packets still reach this
+// node (Sora_20200401.PauseRtpStream).
+func (m *Media) PauseRtpStream(channelID, recv, send string) error {
+	return m.changeModel(channelID, func(c *channel.Channel, _ time.Time) ([]channel.Event, error) {
+		return nil, c.Pause(recv, send)
+	}, field{"recv_connection_id", recv}, field{"send_connection_id", send})
+}
+
+// ResumeRtpStream starts it again, at a key frame
+// (Sora_20200401.ResumeRtpStream).
+func (m *Media) ResumeRtpStream(channelID, recv, send string) error {
+	return m.changeModel(channelID, func(c *channel.Channel, _ time.Time) ([]channel.Event, error) {
+		return nil, c.Resume(recv, send)
+	}, field{"recv_connection_id", recv}, field{"send_connection_id", send})
+}
+
+// PausedStream is one entry of ListPauseRtpStreams.
+type PausedStream struct {
+	ChannelID        string `json:"channel_id"`
+	RecvConnectionID string `json:"recv_connection_id"`
+	Role             Role   `json:"role"` // the receiving connection's
+	SendConnectionID string `json:"send_connection_id"`
+}
+
+// ListPauseRtpStreams lists the channel's paused streams
+// (Sora_20200401.ListPauseRtpStreams).
+func (m *Media) ListPauseRtpStreams(channelID string) ([]PausedStream, error) {
+	s, err := m.session(channelID)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []PausedStream{}
+	for _, p := range s.model.Paused() {
+		if c, ok := s.members[p.Recv]; ok {
+			out = append(out, PausedStream{ChannelID: channelID, RecvConnectionID: p.Recv, Role: c.req.Role, SendConnectionID: p.Send})
+		}
+	}
+	return out, nil
+}
+
+// ChangeSpotlightNumber sets how many senders a spotlight channel focuses
+// (Sora_20200807.ChangeSpotlightNumber).
+func (m *Media) ChangeSpotlightNumber(channelID string, n int) error {
+	return m.changeModel(channelID, func(c *channel.Channel, now time.Time) ([]channel.Event, error) {
+		return c.SetSpotlightNumber(n, now)
+	})
+}
+
+// FocusSpotlight focuses a sender now; fixed keeps the focus until
+// UnfocusSpotlight (Sora_20200807.FocusSpotlight, FocusSpotlightFixed).
+func (m *Media) FocusSpotlight(channelID, connectionID string, fixed bool) error {
+	return m.changeModel(channelID, func(c *channel.Channel, now time.Time) ([]channel.Event, error) {
+		return c.Focus(connectionID, fixed, now)
+	}, field{"connection_id", connectionID})
+}
+
+// UnfocusSpotlight takes the focus off a sender, fixed or not
+// (Sora_20200807.UnfocusSpotlight).
+func (m *Media) UnfocusSpotlight(channelID, connectionID string) error {
+	return m.changeModel(channelID, func(c *channel.Channel, now time.Time) ([]channel.Event, error) {
+		return c.Unfocus(connectionID, now)
+	}, field{"connection_id", connectionID})
+}
+
+// SpotlightRIDRequest is one layer request of a spotlight receiver; Send
+// empty means every sender.
+type SpotlightRIDRequest struct {
+	Recv, Send           string
+	FocusRID, UnfocusRID RID
+}
+
+// RequestSpotlightRID asks for the layers a receiver gets from focused and
+// unfocused senders (Sora_20211215.RequestSpotlightRid).
+func (m *Media) RequestSpotlightRID(channelID string, r SpotlightRIDRequest) error {
+	return m.BatchRequestSpotlightRID(channelID, []SpotlightRIDRequest{r})
+}
+
+// BatchRequestSpotlightRID applies several requests at once, all or none
+// (Sora_20211215.BatchRequestSpotlightRid).
+func (m *Media) BatchRequestSpotlightRID(channelID string, rs []SpotlightRIDRequest) error {
+	var fields []field
+	for _, r := range rs {
+		fields = append(fields, field{"recv_connection_id", r.Recv}, field{"send_connection_id", r.Send})
+	}
+	return m.changeModel(channelID, func(c *channel.Channel, _ time.Time) ([]channel.Event, error) {
+		if !c.Spotlight() {
+			return nil, channel.ErrNotSpotlight
+		}
+		for _, r := range rs {
+			if err := c.CheckPair(r.Recv, r.Send); err != nil {
+				return nil, err
+			}
+		}
+		for _, r := range rs {
+			if err := c.RequestSpotlightRID(r.Recv, r.Send, r.FocusRID, r.UnfocusRID); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}, fields...)
+}
+
+// ResetSpotlightRID forgets RequestSpotlightRID
+// (Sora_20211215.ResetSpotlightRid).
+func (m *Media) ResetSpotlightRID(channelID, recv, send string) error {
+	return m.changeModel(channelID, func(c *channel.Channel, _ time.Time) ([]channel.Event, error) {
+		return nil, c.ResetSpotlightRID(recv, send)
+	}, field{"recv_connection_id", recv}, field{"send_connection_id", send})
+}
+
+// ChangeUpstreamVideoBitRate caps a sender's video at kbps: a re-offer
+// carries the new b=AS, and ListConnections shows the new bit rate
+// (Sora_20190327.ChangeUpstreamVideoBitRate).
+func (m *Media) ChangeUpstreamVideoBitRate(channelID, connectionID string, kbps int) error {
+	c, err := m.connectionIn(channelID, connectionID)
+	if err != nil {
+		return err
+	}
+	if !c.req.Role.Sends() || !c.req.Video.Enabled {
+		return &InvalidError{Type: "NOT-A-VIDEO-SENDER", Reason: "the connection does not send video"}
+	}
+	c.setVideoBitRate(kbps)
+	return nil
 }

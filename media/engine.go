@@ -11,6 +11,7 @@ import (
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/logging"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -56,6 +57,12 @@ var codecs = map[string]webrtc.RTPCodecParameters{
 // videoCodecOrder is the order of video codecs in an offer that leaves the
 // choice to the client.
 var videoCodecOrder = []string{"VP9", "VP8", "AV1", "H264", "H264-baseline"}
+
+// Header extension URIs sorad negotiates.
+const (
+	twccURI       = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+	audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+)
 
 // engineConfig configures the WebRTC stack shared by every connection.
 type engineConfig struct {
@@ -108,13 +115,25 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	}
 	reg.Add(recvReports)
 	reg.Add(sendReports)
-	// Transport-wide congestion control feedback to publishers, which
-	// browsers need to raise their sending bitrate.
-	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"}, webrtc.RTPCodecTypeVideo); err != nil {
-		return nil, fmt.Errorf("twcc extension: %w", err)
-	}
-	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, fmt.Errorf("twcc extension: %w", err)
+	// Header extensions: transport-wide congestion control feedback to
+	// publishers, which browsers need to raise their sending bitrate; mid
+	// and rid, by which a simulcast publisher's layers are told apart; and
+	// the audio level, from which spotlight channels learn who speaks.
+	for _, ext := range []struct {
+		uri   string
+		kinds []webrtc.RTPCodecType
+	}{
+		{twccURI, []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio}},
+		{sdp.SDESMidURI, []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio}},
+		{sdp.SDESRTPStreamIDURI, []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}},
+		{sdp.SDESRepairRTPStreamIDURI, []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}},
+		{audioLevelURI, []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio}},
+	} {
+		for _, kind := range ext.kinds {
+			if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: ext.uri}, kind); err != nil {
+				return nil, fmt.Errorf("%s extension: %w", ext.uri, err)
+			}
+		}
 	}
 	twccGen, err := twcc.NewSenderInterceptor()
 	if err != nil {
@@ -145,6 +164,14 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s))
 	return &engine{api: api, mux: mux, udp: udp}, nil
+}
+
+// port is the UDP port the engine listens on.
+func (e *engine) port() int {
+	if a, ok := e.udp.LocalAddr().(*net.UDPAddr); ok {
+		return a.Port
+	}
+	return 0
 }
 
 func (e *engine) close() error {

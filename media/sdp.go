@@ -3,20 +3,19 @@ package media
 import (
 	"strconv"
 	"strings"
+
+	"github.com/sorad/sorad/media/signaling"
 )
+
+// SDP edits sorad makes to the offers pion creates, on the media section of
+// the client's upstream m-line.
 
 // withBandwidth returns sdp with "b=AS:<kbps>" in the media section whose
 // a=mid is mid, replacing any bandwidth line it had. The line goes where
 // SDP puts it: after the section's c= line.
 func withBandwidth(sdp, mid string, kbps int) string {
-	lines := strings.Split(sdp, "\r\n")
-	out := make([]string, 0, len(lines)+1)
-	var section []string
-	flush := func() {
-		if !containsLine(section, "a=mid:"+mid) {
-			out = append(out, section...)
-			return
-		}
+	return editSection(sdp, mid, func(section []string) []string {
+		out := make([]string, 0, len(section)+1)
 		for _, l := range section {
 			if strings.HasPrefix(l, "b=") {
 				continue
@@ -26,6 +25,54 @@ func withBandwidth(sdp, mid string, kbps int) string {
 				out = append(out, "b=AS:"+strconv.Itoa(kbps))
 			}
 		}
+		return out
+	})
+}
+
+// withSimulcastReceive returns sdp with the media section whose a=mid is mid
+// asking for simulcast: an "a=rid:<rid> recv" line per encoding and
+// "a=simulcast:recv r0;r1;r2", an inactive encoding's rid marked "~".
+func withSimulcastReceive(sdp, mid string, encodings []signaling.Encoding) string {
+	if len(encodings) == 0 {
+		return sdp
+	}
+	return editSection(sdp, mid, func(section []string) []string {
+		out := make([]string, 0, len(section)+len(encodings)+1)
+		for _, l := range section {
+			if !strings.HasPrefix(l, "a=rid:") && !strings.HasPrefix(l, "a=simulcast:") {
+				out = append(out, l)
+			}
+		}
+		// A trailing empty line is the SDP's final CRLF: keep it last.
+		var tail []string
+		if n := len(out); n > 0 && out[n-1] == "" {
+			out, tail = out[:n-1], []string{""}
+		}
+		rids := make([]string, 0, len(encodings))
+		for _, e := range encodings {
+			out = append(out, "a=rid:"+e.RID+" recv")
+			if e.Active {
+				rids = append(rids, e.RID)
+			} else {
+				rids = append(rids, "~"+e.RID)
+			}
+		}
+		out = append(out, "a=simulcast:recv "+strings.Join(rids, ";"))
+		return append(out, tail...)
+	})
+}
+
+// editSection returns sdp with edit applied to the lines of the media
+// section whose a=mid is mid (from its m= line to the next).
+func editSection(sdp, mid string, edit func([]string) []string) string {
+	lines := strings.Split(sdp, "\r\n")
+	out := make([]string, 0, len(lines)+4)
+	var section []string
+	flush := func() {
+		if containsLine(section, "a=mid:"+mid) {
+			section = edit(section)
+		}
+		out = append(out, section...)
 	}
 	for _, l := range lines {
 		if strings.HasPrefix(l, "m=") {

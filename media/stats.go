@@ -3,6 +3,8 @@ package media
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/sorad/sorad/media/forward"
 )
 
 // Stats are a node's media counters since it started, read by
@@ -15,14 +17,13 @@ type Stats struct {
 	connectionsOngoing    atomic.Int64
 	sessionsCreated       atomic.Int64
 	sessionsDestroyed     atomic.Int64
-	durationMicros        atomic.Int64 // of destroyed successful connections
-	setupMicros           atomic.Int64 // connect to connected, summed
-	tracks                atomic.Int64 // published tracks being forwarded
-	forwardedPackets      atomic.Int64 // RTP packets received from publishers and forwarded
-	forwardedBytes        atomic.Int64
-	nacksReceived         atomic.Int64 // NACK feedback from receivers
-	plisReceived          atomic.Int64 // PLI/FIR from receivers
-	plisSent              atomic.Int64 // key frame requests sent to publishers
+	durationMicros        atomic.Int64     // of destroyed successful connections
+	setupMicros           atomic.Int64     // connect to connected, summed
+	tracks                atomic.Int64     // published tracks being forwarded
+	forwarded             forward.Counters // RTP packets and bytes received from publishers and forwarded
+	nacksReceived         atomic.Int64     // NACK feedback from receivers
+	plisReceived          atomic.Int64     // PLI/FIR from receivers
+	plisSent              atomic.Int64     // key frame requests sent to publishers
 }
 
 // Ongoing returns the number of connections admitted and not yet torn
@@ -87,8 +88,8 @@ func (s *Stats) counters() Counters {
 		Ongoing:          s.connectionsOngoing.Load(),
 		Sessions:         s.sessionsCreated.Load() - s.sessionsDestroyed.Load(),
 		Tracks:           s.tracks.Load(),
-		ForwardedPackets: s.forwardedPackets.Load(),
-		ForwardedBytes:   s.forwardedBytes.Load(),
+		ForwardedPackets: s.forwarded.Packets.Load(),
+		ForwardedBytes:   s.forwarded.Bytes.Load(),
 		NACKsReceived:    s.nacksReceived.Load(),
 		PLIsReceived:     s.plisReceived.Load(),
 		PLIsSent:         s.plisSent.Load(),

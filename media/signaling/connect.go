@@ -1,4 +1,4 @@
-package media
+package signaling
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/sorad/sorad/media/channel"
 )
 
 // Role is a connection's role, as in Sora's connect message.
@@ -17,31 +19,36 @@ const (
 	RoleRecvonly Role = "recvonly"
 )
 
-func (r Role) sends() bool    { return r == RoleSendrecv || r == RoleSendonly }
-func (r Role) receives() bool { return r == RoleSendrecv || r == RoleRecvonly }
+// Sends reports whether the role publishes media.
+func (r Role) Sends() bool { return r == RoleSendrecv || r == RoleSendonly }
 
-// maxIDLength bounds channel_id, client_id and bundle_id, as Sora does.
-const maxIDLength = 255
+// Receives reports whether the role receives media.
+func (r Role) Receives() bool { return r == RoleSendrecv || r == RoleRecvonly }
 
-// signalingError is a connect that sorad refuses: the WebSocket is closed
-// with code 4490 and Reason.
-type signalingError struct {
+// MaxIDLength bounds channel_id, client_id and bundle_id, as Sora does.
+const MaxIDLength = 255
+
+// Error is a message sorad refuses: the connection is closed with code
+// CloseSignaling (4490) and Reason, which names the problem.
+type Error struct {
 	Reason string
 }
 
-func (e *signalingError) Error() string { return "signaling error: " + e.Reason }
+func (e *Error) Error() string { return "signaling error: " + e.Reason }
 
-func sigErr(reason string, format string, args ...any) *signalingError {
+// Errorf returns an *Error whose reason is reason, followed by the
+// formatted detail when format is not empty, cut to fit a close frame.
+func Errorf(reason string, format string, args ...any) *Error {
 	r := reason
 	if format != "" {
 		r += ": " + fmt.Sprintf(format, args...)
 	}
-	return &signalingError{Reason: truncateReason(r)}
+	return &Error{Reason: TruncateReason(r)}
 }
 
-// truncateReason keeps a close reason within the 123 bytes a WebSocket
+// TruncateReason keeps a close reason within the 123 bytes a WebSocket
 // close frame allows, on a UTF-8 boundary.
-func truncateReason(r string) string {
+func TruncateReason(r string) string {
 	const max = 123
 	if len(r) <= max {
 		return r
@@ -75,11 +82,19 @@ type ConnectRequest struct {
 	Audio, Video            MediaRequest
 	Multistream             bool
 	Simulcast               bool
-	Spotlight               bool
-	DataChannelSignaling    bool
-	Redirect                bool
-	SoraClient              string
-	Environment             string
+	// SimulcastRID is the layer the client receives from simulcast
+	// senders: simulcast_request_rid, else simulcast_rid; "" when it named
+	// none.
+	SimulcastRID channel.RID
+	Spotlight    bool
+	// SpotlightNumber is spotlight_number, 0 when absent.
+	SpotlightNumber int
+	// SpotlightFocusRID and SpotlightUnfocusRID are "" when absent.
+	SpotlightFocusRID, SpotlightUnfocusRID channel.RID
+	DataChannelSignaling                   bool
+	Redirect                               bool
+	SoraClient                             string
+	Environment                            string
 }
 
 // connectWire is the connect message as it arrives. Fields whose type
@@ -97,8 +112,11 @@ type connectWire struct {
 	Multistream             *bool           `json:"multistream"`
 	Simulcast               json.RawMessage `json:"simulcast"`
 	Spotlight               json.RawMessage `json:"spotlight"`
+	SpotlightNumber         *int            `json:"spotlight_number"`
 	SpotlightFocusRID       *string         `json:"spotlight_focus_rid"`
 	SpotlightUnfocusRID     *string         `json:"spotlight_unfocus_rid"`
+	SimulcastRID            *string         `json:"simulcast_rid"`
+	SimulcastRequestRID     *string         `json:"simulcast_request_rid"`
 	DataChannelSignaling    *bool           `json:"data_channel_signaling"`
 	Redirect                *bool           `json:"redirect"`
 	SDP                     *string         `json:"sdp"`
@@ -112,27 +130,30 @@ var (
 	videoCodecs = map[string]bool{"VP8": true, "VP9": true, "AV1": true, "H264": true}
 )
 
-// parseConnect validates the first message of a signaling connection. Every
+// IsVideoCodec reports whether name is a video codec_type sorad forwards.
+func IsVideoCodec(name string) bool { return videoCodecs[name] }
+
+// ParseConnect validates the first message of a signaling connection. Every
 // refusal is a *signalingError whose reason names the field.
-func parseConnect(b []byte) (ConnectRequest, error) {
+func ParseConnect(b []byte) (ConnectRequest, error) {
 	var w connectWire
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&w); err != nil {
-		return ConnectRequest{}, sigErr("INVALID-MESSAGE", "%s", jsonProblem(err))
+		return ConnectRequest{}, Errorf("INVALID-MESSAGE", "%s", JSONProblem(err))
 	}
 	if w.Type != "connect" {
-		return ConnectRequest{}, sigErr("UNEXPECTED-MESSAGE", "the first message must be type connect, not %q", w.Type)
+		return ConnectRequest{}, Errorf("UNEXPECTED-MESSAGE", "the first message must be type connect, not %q", w.Type)
 	}
 	var req ConnectRequest
 	switch {
 	case w.Role == nil:
-		return req, sigErr("MISSING-ROLE", "")
-	case !Role(*w.Role).sends() && !Role(*w.Role).receives():
-		return req, sigErr("INVALID-ROLE", "role must be sendrecv, sendonly or recvonly")
+		return req, Errorf("MISSING-ROLE", "")
+	case !Role(*w.Role).Sends() && !Role(*w.Role).Receives():
+		return req, Errorf("INVALID-ROLE", "role must be sendrecv, sendonly or recvonly")
 	}
 	req.Role = Role(*w.Role)
 	if w.ChannelID == nil {
-		return req, sigErr("MISSING-CHANNEL-ID", "")
+		return req, Errorf("MISSING-CHANNEL-ID", "")
 	}
 	if err := checkID("CHANNEL-ID", *w.ChannelID); err != nil {
 		return req, err
@@ -164,16 +185,16 @@ func parseConnect(b []byte) (ConnectRequest, error) {
 	if req.Spotlight, err = parseFlag("SPOTLIGHT", w.Spotlight, false); err != nil {
 		return req, err
 	}
-	if !req.Spotlight && (w.SpotlightFocusRID != nil || w.SpotlightUnfocusRID != nil) {
-		return req, sigErr("SPOTLIGHT-RID-WITHOUT-SPOTLIGHT", "spotlight_focus_rid and spotlight_unfocus_rid need spotlight: true")
+	if err := parseLayers(w, &req); err != nil {
+		return req, err
 	}
 	if w.Multistream != nil && !*w.Multistream {
-		return req, sigErr("MULTISTREAM-REQUIRED", "sorad serves multistream connections only")
+		return req, Errorf("MULTISTREAM-REQUIRED", "sorad serves multistream connections only")
 	}
 	req.Multistream = true
 	req.DataChannelSignaling = w.DataChannelSignaling != nil && *w.DataChannelSignaling
-	if req.Role.sends() && !req.Audio.Enabled && !req.Video.Enabled && !req.DataChannelSignaling {
-		return req, sigErr("NOTHING-TO-SEND", "role %s with audio and video both false", req.Role)
+	if req.Role.Sends() && !req.Audio.Enabled && !req.Video.Enabled && !req.DataChannelSignaling {
+		return req, Errorf("NOTHING-TO-SEND", "role %s with audio and video both false", req.Role)
 	}
 	req.Metadata = normalizeJSON(w.Metadata)
 	req.SignalingNotifyMetadata = normalizeJSON(w.SignalingNotifyMetadata)
@@ -190,11 +211,11 @@ func parseConnect(b []byte) (ConnectRequest, error) {
 func checkID(name, v string) error {
 	switch {
 	case v == "":
-		return sigErr("INVALID-"+name, "must not be empty")
-	case len(v) > maxIDLength:
-		return sigErr("INVALID-"+name, "longer than %d bytes", maxIDLength)
+		return Errorf("INVALID-"+name, "must not be empty")
+	case len(v) > MaxIDLength:
+		return Errorf("INVALID-"+name, "longer than %d bytes", MaxIDLength)
 	case !utf8.ValidString(v):
-		return sigErr("INVALID-"+name, "not valid UTF-8")
+		return Errorf("INVALID-"+name, "not valid UTF-8")
 	}
 	return nil
 }
@@ -209,35 +230,79 @@ func parseMedia(name string, raw json.RawMessage, codecs map[string]bool) (Media
 	case 't', 'f':
 		var on bool
 		if err := json.Unmarshal(raw, &on); err != nil {
-			return MediaRequest{}, sigErr("INVALID-"+name, "must be a boolean or an object")
+			return MediaRequest{}, Errorf("INVALID-"+name, "must be a boolean or an object")
 		}
 		return MediaRequest{Enabled: on}, nil
 	case '{':
 	default:
-		return MediaRequest{}, sigErr("INVALID-"+name, "must be a boolean or an object")
+		return MediaRequest{}, Errorf("INVALID-"+name, "must be a boolean or an object")
 	}
 	var obj struct {
 		CodecType *string `json:"codec_type"`
 		BitRate   *int    `json:"bit_rate"`
 	}
 	if err := json.Unmarshal(raw, &obj); err != nil {
-		return MediaRequest{}, sigErr("INVALID-"+name, "%s", jsonProblem(err))
+		return MediaRequest{}, Errorf("INVALID-"+name, "%s", JSONProblem(err))
 	}
 	m := MediaRequest{Enabled: true, Raw: append(json.RawMessage(nil), raw...)}
 	if obj.CodecType != nil {
 		c := strings.ToUpper(*obj.CodecType)
 		if !codecs[c] {
-			return MediaRequest{}, sigErr("UNSUPPORTED-"+name+"-CODEC", "codec_type %q", *obj.CodecType)
+			return MediaRequest{}, Errorf("UNSUPPORTED-"+name+"-CODEC", "codec_type %q", *obj.CodecType)
 		}
 		m.CodecType = c
 	}
 	if obj.BitRate != nil {
 		if *obj.BitRate < 1 || *obj.BitRate > 50000 {
-			return MediaRequest{}, sigErr("INVALID-"+name+"-BIT-RATE", "bit_rate must be 1-50000 kbps")
+			return MediaRequest{}, Errorf("INVALID-"+name+"-BIT-RATE", "bit_rate must be 1-50000 kbps")
 		}
 		m.BitRate = *obj.BitRate
 	}
 	return m, nil
+}
+
+// parseLayers reads the simulcast and spotlight choices. Spotlight
+// settings without spotlight: true are a contradiction Sora refuses.
+func parseLayers(w connectWire, req *ConnectRequest) error {
+	rid := func(name string, v *string, noneOK bool) (channel.RID, error) {
+		if v == nil {
+			return "", nil
+		}
+		r, ok := channel.ParseRID(*v)
+		if !ok || (r == channel.RIDNone && !noneOK) {
+			allowed := "r0, r1 or r2"
+			if noneOK {
+				allowed = "none, " + allowed
+			}
+			return "", Errorf("INVALID-"+name, "must be %s", allowed)
+		}
+		return r, nil
+	}
+	var err error
+	if req.SimulcastRID, err = rid("SIMULCAST-RID", w.SimulcastRID, false); err != nil {
+		return err
+	}
+	if w.SimulcastRequestRID != nil {
+		if req.SimulcastRID, err = rid("SIMULCAST-REQUEST-RID", w.SimulcastRequestRID, true); err != nil {
+			return err
+		}
+	}
+	if !req.Spotlight && (w.SpotlightFocusRID != nil || w.SpotlightUnfocusRID != nil || w.SpotlightNumber != nil) {
+		return Errorf("SPOTLIGHT-RID-WITHOUT-SPOTLIGHT", "spotlight_number, spotlight_focus_rid and spotlight_unfocus_rid need spotlight: true")
+	}
+	if n := w.SpotlightNumber; n != nil {
+		if *n < channel.MinSpotlightNumber || *n > channel.MaxSpotlightNumber {
+			return Errorf("INVALID-SPOTLIGHT-NUMBER", "must be %d to %d", channel.MinSpotlightNumber, channel.MaxSpotlightNumber)
+		}
+		req.SpotlightNumber = *n
+	}
+	if req.SpotlightFocusRID, err = rid("SPOTLIGHT-FOCUS-RID", w.SpotlightFocusRID, true); err != nil {
+		return err
+	}
+	if req.SpotlightUnfocusRID, err = rid("SPOTLIGHT-UNFOCUS-RID", w.SpotlightUnfocusRID, true); err != nil {
+		return err
+	}
+	return nil
 }
 
 // parseFlag reads simulcast or spotlight: a boolean, or (objectOK) an object
@@ -252,7 +317,7 @@ func parseFlag(name string, raw json.RawMessage, objectOK bool) (bool, error) {
 	}
 	var on bool
 	if err := json.Unmarshal(raw, &on); err != nil {
-		return false, sigErr("INVALID-"+name, "must be a boolean")
+		return false, Errorf("INVALID-"+name, "must be a boolean")
 	}
 	return on, nil
 }
@@ -269,8 +334,8 @@ func normalizeJSON(raw json.RawMessage) json.RawMessage {
 	return buf.Bytes()
 }
 
-// jsonProblem describes a decoding error without echoing the input.
-func jsonProblem(err error) string {
+// JSONProblem describes a decoding error without echoing the input.
+func JSONProblem(err error) string {
 	switch e := err.(type) {
 	case *json.UnmarshalTypeError:
 		if e.Field != "" {
@@ -281,15 +346,4 @@ func jsonProblem(err error) string {
 		return "not valid JSON"
 	}
 	return "not a JSON object"
-}
-
-// clientMessage is any message after connect; only the fields sorad reads.
-type clientMessage struct {
-	Type          string          `json:"type"`
-	SDP           string          `json:"sdp"`
-	Candidate     string          `json:"candidate"`
-	SDPMid        *string         `json:"sdpMid"`
-	SDPMLineIndex *uint16         `json:"sdpMLineIndex"`
-	Reason        string          `json:"reason"`
-	Stats         json.RawMessage `json:"stats"`
 }

@@ -1,4 +1,4 @@
-package media
+package signaling
 
 import (
 	"bufio"
@@ -8,23 +8,6 @@ import (
 	"strings"
 	"testing"
 )
-
-func TestNewID(t *testing.T) {
-	seen := map[string]bool{}
-	for i := 0; i < 10000; i++ {
-		id := newID()
-		if len(id) != 26 || strings.Trim(id, crockford) != "" || strings.ContainsAny(id, "ILOU") {
-			t.Fatalf("id %q is not 26 Crockford base32 characters", id)
-		}
-		if id[0] > '7' {
-			t.Fatalf("id %q: the first character holds 3 bits, so 0-7", id)
-		}
-		if seen[id] {
-			t.Fatalf("duplicate id %q", id)
-		}
-		seen[id] = true
-	}
-}
 
 func TestParseConnect(t *testing.T) {
 	base := `"type":"connect","role":"sendrecv","channel_id":"sora"`
@@ -71,6 +54,34 @@ func TestParseConnect(t *testing.T) {
 			}
 		}},
 		{name: "multistream true accepted", msg: `{` + base + `,"multistream":true}`},
+		{name: "simulcast request rid wins over simulcast_rid", msg: `{` + base + `,"simulcast":true,"simulcast_rid":"r2","simulcast_request_rid":"r1"}`, check: func(t *testing.T, r ConnectRequest) {
+			if !r.Simulcast || r.SimulcastRID != "r1" {
+				t.Fatalf("simulcast %v rid %q, want true r1", r.Simulcast, r.SimulcastRID)
+			}
+		}},
+		{name: "simulcast_rid alone", msg: `{` + base + `,"simulcast":true,"simulcast_rid":"r2"}`, check: func(t *testing.T, r ConnectRequest) {
+			if r.SimulcastRID != "r2" {
+				t.Fatalf("rid %q, want r2", r.SimulcastRID)
+			}
+		}},
+		{name: "simulcast request none", msg: `{` + base + `,"simulcast_request_rid":"none"}`, check: func(t *testing.T, r ConnectRequest) {
+			if r.SimulcastRID != "none" {
+				t.Fatalf("rid %q, want none", r.SimulcastRID)
+			}
+		}},
+		{name: "spotlight settings", msg: `{` + base + `,"spotlight":true,"spotlight_number":3,"spotlight_focus_rid":"r2","spotlight_unfocus_rid":"none"}`, check: func(t *testing.T, r ConnectRequest) {
+			if !r.Spotlight || r.SpotlightNumber != 3 || r.SpotlightFocusRID != "r2" || r.SpotlightUnfocusRID != "none" {
+				t.Fatalf("spotlight = %v %d %q %q", r.Spotlight, r.SpotlightNumber, r.SpotlightFocusRID, r.SpotlightUnfocusRID)
+			}
+		}},
+		{name: "bad simulcast rid", msg: `{` + base + `,"simulcast_rid":"none"}`, reason: "INVALID-SIMULCAST-RID"},
+		{name: "bad simulcast request rid", msg: `{` + base + `,"simulcast_request_rid":"r3"}`, reason: "INVALID-SIMULCAST-REQUEST-RID"},
+		{name: "simulcast rid of the wrong type", msg: `{` + base + `,"simulcast_rid":0}`, reason: "INVALID-MESSAGE"},
+		{name: "spotlight number too big", msg: `{` + base + `,"spotlight":true,"spotlight_number":9}`, reason: "INVALID-SPOTLIGHT-NUMBER"},
+		{name: "spotlight number zero", msg: `{` + base + `,"spotlight":true,"spotlight_number":0}`, reason: "INVALID-SPOTLIGHT-NUMBER"},
+		{name: "spotlight number without spotlight", msg: `{` + base + `,"spotlight_number":2}`, reason: "SPOTLIGHT-RID-WITHOUT-SPOTLIGHT"},
+		{name: "bad focus rid", msg: `{` + base + `,"spotlight":true,"spotlight_focus_rid":"high"}`, reason: "INVALID-SPOTLIGHT-FOCUS-RID"},
+		{name: "bad unfocus rid", msg: `{` + base + `,"spotlight":true,"spotlight_unfocus_rid":"r9"}`, reason: "INVALID-SPOTLIGHT-UNFOCUS-RID"},
 		{name: "messaging only", msg: `{"type":"connect","role":"sendonly","channel_id":"c","audio":false,"video":false,"data_channel_signaling":true}`},
 		{name: "not json", msg: `{`, reason: "INVALID-MESSAGE"},
 		{name: "array", msg: `[]`, reason: "INVALID-MESSAGE"},
@@ -93,7 +104,7 @@ func TestParseConnect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := parseConnect([]byte(tt.msg))
+			r, err := ParseConnect([]byte(tt.msg))
 			if tt.reason == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -103,7 +114,7 @@ func TestParseConnect(t *testing.T) {
 				}
 				return
 			}
-			var se *signalingError
+			var se *Error
 			if !errors.As(err, &se) || !strings.HasPrefix(se.Reason, tt.reason) {
 				t.Fatalf("error = %v, want reason %s", err, tt.reason)
 			}
@@ -117,7 +128,7 @@ func TestParseConnect(t *testing.T) {
 // TestParseConnectAcceptsSoraJSSDK feeds every connect the official
 // JavaScript SDK was recorded sending (shared/spec) through the parser.
 func TestParseConnectAcceptsSoraJSSDK(t *testing.T) {
-	f, err := os.Open("../../shared/spec/sora-js-sdk-connect.jsonl")
+	f, err := os.Open("../../../shared/spec/sora-js-sdk-connect.jsonl")
 	if err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("shared/spec must be beside the checkout in CI: %v", err)
@@ -137,7 +148,7 @@ func TestParseConnectAcceptsSoraJSSDK(t *testing.T) {
 		// an exchange): take every object of type connect.
 		for _, c := range connectsIn(rec) {
 			b, _ := json.Marshal(c)
-			if _, err := parseConnect(b); err != nil {
+			if _, err := ParseConnect(b); err != nil {
 				t.Errorf("scenario %v: %v\n%s", rec["scenario"], err, b)
 			}
 			n++
@@ -168,7 +179,7 @@ func connectsIn(v any) []map[string]any {
 
 func TestTruncateReason(t *testing.T) {
 	long := strings.Repeat("é", 100) // 200 bytes
-	r := truncateReason(long)
+	r := TruncateReason(long)
 	if len(r) > 123 || !strings.HasPrefix(long, r) {
 		t.Fatalf("truncated to %d bytes: %q", len(r), r)
 	}
@@ -179,15 +190,15 @@ func FuzzParseConnect(f *testing.F) {
 	f.Add([]byte(`{"type":"connect","role":"recvonly","channel_id":"x","simulcast":{},"spotlight":true,"spotlight_focus_rid":"r0"}`))
 	f.Add([]byte(`[1,2]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := parseConnect(b) // must never panic
+		r, err := ParseConnect(b) // must never panic
 		if err != nil {
-			var se *signalingError
+			var se *Error
 			if !errors.As(err, &se) || se.Reason == "" || len(se.Reason) > 123 {
 				t.Fatalf("error %v is not a close reason", err)
 			}
 			return
 		}
-		if r.ChannelID == "" || len(r.ChannelID) > maxIDLength || (!r.Role.sends() && !r.Role.receives()) {
+		if r.ChannelID == "" || len(r.ChannelID) > MaxIDLength || (!r.Role.Sends() && !r.Role.Receives()) {
 			t.Fatalf("accepted an invalid request: %+v", r)
 		}
 	})

@@ -1,0 +1,208 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/sorad/sorad/cluster"
+	"github.com/sorad/sorad/fsm"
+	"github.com/sorad/sorad/media/signaling"
+)
+
+// Admission: from a connect to a connection that has sent its offer, a
+// redirect to the node in charge, or a refusal. The policy (which verdict
+// in which mode) is package cluster's Decide; this file carries it out.
+
+// refusal is a connect the node turns away for a reason of its own (mode,
+// license, cluster): close code 4503.
+type refusal struct{ reason string }
+
+func (e *refusal) Error() string { return "refused: " + e.reason }
+
+// errNoNewSession: join found no session to join, and this node may not
+// start one (it is not normal, or draining).
+var errNoNewSession = errors.New("this node starts no new session")
+
+// admit decides whether this node serves the connect: it redirects the
+// client to the node in charge, refuses it, or creates the connection,
+// joins its session and sends the offer. It returns nil, nil when it has
+// dealt with the client itself (a redirect, or a connection that failed to
+// start).
+func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req signaling.ConnectRequest) (*connection, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
+	defer cancel()
+	mode, err := m.waitReady(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		c    *connection
+		pubs []*published
+	)
+	for attempt := 0; ; attempt++ {
+		a, err := m.place(ctx, req, mode)
+		if err != nil {
+			return nil, err
+		}
+		if !a.Local {
+			m.redirect(ws, req, a.Owner)
+			return nil, nil
+		}
+		c, pubs, err = m.join(ws, req)
+		if !errors.Is(err, errNoNewSession) {
+			if err != nil {
+				return nil, err
+			}
+			break
+		}
+		mode = m.cluster.Mode()
+		if attempt > 0 {
+			return nil, m.refusal(mode)
+		}
+		// Admitted as a joiner of a session that ended meanwhile: place
+		// the connect again, as the new session it now is.
+	}
+	if err := c.start(pubs); err != nil {
+		// The connection existed: close it (which tells the client) and
+		// count it as a connection that failed, not as a refusal.
+		c.log.Error("start connection", "error", err)
+		c.close(signaling.CloseSignaling, "SDP-GENERATION-ERROR")
+		c.teardown()
+		return nil, nil
+	}
+	return c, nil
+}
+
+// waitReady waits, within ctx, until this node is a registered member of a
+// cluster (a node just restarted registers again within a moment), and
+// returns its mode then. A purged node, or one still not ready when ctx
+// ends, refuses.
+func (m *Media) waitReady(ctx context.Context) (fsm.Mode, error) {
+	for {
+		if m.cluster.Purged() {
+			return "", &refusal{"NODE-PURGED"}
+		}
+		if mode := m.cluster.Mode(); mode != fsm.ModeInitial {
+			return mode, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", &refusal{"NODE-NOT-READY"}
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// place finds the node for a connect, as cluster.Decide says for this
+// node's mode: the node in charge elsewhere, this node, or (handing the
+// channel over) the node placement chooses after this one lets it go.
+func (m *Media) place(ctx context.Context, req signaling.ConnectRequest, mode fsm.Mode) (cluster.Assignment, error) {
+	opts := cluster.ChannelOptions{Multistream: true, Spotlight: req.Spotlight}
+	a, err := m.cluster.AcquireChannel(ctx, req.ChannelID, opts)
+	if err != nil {
+		m.log.Warn("cannot place channel", "channel_id", req.ChannelID, "error", err)
+		return a, m.refusal(mode)
+	}
+	switch cluster.Decide(cluster.Admission{Local: a.Local, Mode: mode, Draining: m.draining.Load(), HasSession: m.hasSession(req.ChannelID)}) {
+	case cluster.Redirect, cluster.Serve:
+		return a, nil
+	case cluster.HandOver:
+		if err := m.cluster.ReleaseChannel(ctx, req.ChannelID); err != nil {
+			m.log.Warn("hand over channel", "channel_id", req.ChannelID, "error", err)
+			return a, m.refusal(mode)
+		}
+		a, err = m.cluster.AcquireChannel(ctx, req.ChannelID, opts)
+		if err != nil || a.Local {
+			return a, m.refusal(mode)
+		}
+		return a, nil
+	default:
+		return a, m.refusal(mode)
+	}
+}
+
+// refusal is why this node, in mode, turns a connect away.
+func (m *Media) refusal(mode fsm.Mode) error {
+	switch {
+	case m.draining.Load():
+		return &refusal{"SHUTDOWN"}
+	case mode == fsm.ModeNormal:
+		return &refusal{"CLUSTER-UNAVAILABLE"}
+	default:
+		return &refusal{strings.ToUpper(strings.ReplaceAll(string(mode), "_", "-"))}
+	}
+}
+
+// redirect sends the client to the node in charge of its channel.
+func (m *Media) redirect(ws *websocket.Conn, req signaling.ConnectRequest, owner fsm.Node) {
+	m.log.Info("redirecting connect", "channel_id", req.ChannelID, "node_in_charge", owner.Name, "location", owner.ExternalSignalingURL)
+	if b, err := signaling.Encode(signaling.Redirect{Location: owner.ExternalSignalingURL}); err == nil {
+		_ = ws.SetWriteDeadline(time.Now().Add(m.cfg.WriteTimeout))
+		_ = ws.WriteMessage(websocket.TextMessage, b)
+	}
+	// The client closes this socket itself and reconnects to location.
+	drain(ws, m.cfg.ConnectTimeout)
+}
+
+func (m *Media) hasSession(channelID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.sessions[channelID]
+	return ok
+}
+
+// join admits a connection to its channel's session, creating the session
+// when it is the first, within license_max_connections. The connect that
+// starts a session decides whether it is a spotlight channel; a joiner
+// that disagrees is refused. It returns the tracks the connection receives
+// from the start.
+func (m *Media) join(ws *websocket.Conn, req signaling.ConnectRequest) (*connection, []*published, error) {
+	pc, err := m.engine.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	c := newConnection(m, req, newWebSocketTransport(ws, m.cfg), pc)
+	m.mu.Lock()
+	if len(m.conns) >= m.cfg.MaxConnections {
+		m.mu.Unlock()
+		c.discard()
+		return nil, nil, &refusal{"LICENSE-MAX-CONNECTIONS"}
+	}
+	s, ok := m.sessions[req.ChannelID]
+	if !ok && !cluster.TakesNewSessions(m.cluster.Mode(), m.draining.Load()) {
+		m.mu.Unlock()
+		c.discard()
+		return nil, nil, errNoNewSession
+	}
+	if ok && s.spotlight != req.Spotlight {
+		m.mu.Unlock()
+		c.discard()
+		if s.spotlight {
+			return nil, nil, signaling.Errorf("SPOTLIGHT-MISMATCH", "a spotlight channel: connect with spotlight true")
+		}
+		return nil, nil, signaling.Errorf("SPOTLIGHT-MISMATCH", "not a spotlight channel: connect without spotlight")
+	}
+	if !ok {
+		s = m.newSession(req)
+		m.sessions[req.ChannelID] = s
+		m.stats.sessionsCreated.Add(1)
+		c.log.Info("session created", "session_id", s.id, "spotlight", s.spotlight)
+	}
+	if t, ok := m.release[req.ChannelID]; ok {
+		t.Stop()
+		delete(m.release, req.ChannelID)
+	}
+	c.session = s
+	m.conns[c.id] = c
+	pubs := s.join(c)
+	m.mu.Unlock()
+	m.stats.connectionsCreated.Add(1)
+	m.stats.connectionsOngoing.Add(1)
+	return c, pubs, nil
+}

@@ -1,0 +1,430 @@
+// Package media is sorad's media plane: Sora's signaling and a pion/webrtc
+// SFU for the channels this node is in charge of.
+//
+// A client connects to /signaling and sends connect; admission asks the
+// cluster for the channel (redirecting the client when another node is in
+// charge), and the connection sends an offer (the server is always the
+// offerer, with its candidates in the SDP: it is ICE-lite and never sends
+// candidate). Each publisher's tracks are forwarded to the other members
+// by per-receiver down tracks (package forward), as the channel model
+// (package channel) says: roles, bundle_id, simulcast layers, spotlight
+// focus and paused streams. The wire messages are package signaling's.
+// Notifies, pings, pushes and renegotiation follow Sora's protocol. This
+// package does not serve the HTTP API; it offers the operations the API
+// needs.
+//
+// The files by job: admission.go (connect to placed, redirected or
+// refused), websocket.go (the WebSocket transport), connection.go (a
+// connection's life and goroutines), negotiation.go (offers and answers),
+// publish.go (tracks published and received), session.go (a channel's
+// session), notify.go and api.go.
+package media
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/sorad/sorad/cluster"
+	"github.com/sorad/sorad/fsm"
+	"github.com/sorad/sorad/media/channel"
+	"github.com/sorad/sorad/media/signaling"
+)
+
+// Cluster is what the media plane needs of the cluster: package cluster's
+// *Cluster, or a fake in tests.
+type Cluster interface {
+	// AcquireChannel returns the node in charge of a channel, assigning it
+	// (to a node placement chooses) when nobody holds it.
+	AcquireChannel(ctx context.Context, channelID string, opts cluster.ChannelOptions) (cluster.Assignment, error)
+	// ReleaseChannel gives up this node's assignment of a channel.
+	ReleaseChannel(ctx context.Context, channelID string) error
+	// InCharge reports whether this node still holds a channel, and why
+	// not when it does not.
+	InCharge(channelID string) (bool, string)
+	// Mode is this node's mode (initial until it is a registered member).
+	Mode() fsm.Mode
+	// Purged reports whether this node was removed from the cluster.
+	Purged() bool
+	// Changes signals every change of the replicated state.
+	Changes() <-chan struct{}
+	// Drain tells the peers that this node is stopping; it returns those
+	// it could not tell.
+	Drain(ctx context.Context) []string
+}
+
+// Config configures the media plane.
+type Config struct {
+	ListenAddress string   // IP of the media UDP port
+	UDPPort       int      // the one UDP port every PeerConnection uses (0: any)
+	PublicIPs     []string // announced instead of ListenAddress (NAT 1:1)
+	Version       string   // sent in offers
+
+	MaxMessageSize      int           // largest signaling message, bytes
+	MessageRate         float64       // signaling messages per second per connection
+	MessageBurst        int           // burst allowed above MessageRate
+	ConnectTimeout      time.Duration // WebSocket open to connect, and offer to connected
+	PingInterval        time.Duration
+	PongTimeout         time.Duration
+	WriteTimeout        time.Duration // one WebSocket write
+	CloseGrace          time.Duration // close frame to TCP close
+	ReleaseDelay        time.Duration // last connection gone to channel released in Raft
+	KeyframeThrottle    time.Duration // between key frame requests to one publisher stream
+	NACKBufferSize      uint16        // packets kept per outgoing stream for retransmission
+	MaxConnections      int           // license_max_connections
+	MaxPending          int           // WebSockets open that have not been admitted yet
+	DefaultVideoCodec   string        // when the client names none
+	DefaultVideoBitRate int           // kbps, when the client names none
+	SendQueue           int           // signaling messages queued per connection
+
+	// SimulcastEncodings are the encodings a simulcast sender is told to
+	// send, lowest layer (r0) first.
+	SimulcastEncodings []signaling.Encoding
+	// SpotlightNumber is how many senders a spotlight channel focuses when
+	// its first connect names no spotlight_number.
+	SpotlightNumber int
+	// SpotlightFocusRID and SpotlightUnfocusRID are the layers receivers
+	// get from focused and unfocused senders unless they ask otherwise.
+	SpotlightFocusRID, SpotlightUnfocusRID channel.RID
+	// SpotlightFocusHold is the least time a focused sender keeps the focus
+	// before a new speaker takes its place.
+	SpotlightFocusHold time.Duration
+
+	Logger *slog.Logger
+}
+
+// DefaultSimulcastEncodings are r0, r1 and r2 at a quarter, half and full
+// resolution, all active, without bit rate caps of their own: the sender's
+// video bit rate (b=AS) is shared among them by its encoder.
+func DefaultSimulcastEncodings() []signaling.Encoding {
+	return []signaling.Encoding{
+		{RID: "r0", Active: true, ScaleResolutionDownBy: 4},
+		{RID: "r1", Active: true, ScaleResolutionDownBy: 2},
+		{RID: "r2", Active: true, ScaleResolutionDownBy: 1},
+	}
+}
+
+func (cfg *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.ConnectTimeout, 30*time.Second)
+	def(&cfg.PingInterval, 5*time.Second)
+	def(&cfg.PongTimeout, 15*time.Second)
+	def(&cfg.WriteTimeout, 10*time.Second)
+	def(&cfg.CloseGrace, time.Second)
+	def(&cfg.ReleaseDelay, 5*time.Second)
+	def(&cfg.KeyframeThrottle, 500*time.Millisecond)
+	def(&cfg.SpotlightFocusHold, 2*time.Second)
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = 256 << 10
+	}
+	if cfg.MessageRate <= 0 {
+		cfg.MessageRate = 50
+	}
+	if cfg.MessageBurst <= 0 {
+		cfg.MessageBurst = 200
+	}
+	if cfg.NACKBufferSize == 0 {
+		cfg.NACKBufferSize = 1024
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 500
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1000
+	}
+	if cfg.DefaultVideoCodec == "" {
+		cfg.DefaultVideoCodec = "VP9"
+	}
+	if cfg.DefaultVideoBitRate <= 0 {
+		cfg.DefaultVideoBitRate = 1000
+	}
+	if cfg.SendQueue <= 0 {
+		cfg.SendQueue = 256
+	}
+	if len(cfg.SimulcastEncodings) == 0 {
+		cfg.SimulcastEncodings = DefaultSimulcastEncodings()
+	}
+	if cfg.SpotlightNumber <= 0 {
+		cfg.SpotlightNumber = 1
+	}
+	if cfg.SpotlightFocusRID == "" {
+		cfg.SpotlightFocusRID = channel.R1
+	}
+	if cfg.SpotlightUnfocusRID == "" {
+		cfg.SpotlightUnfocusRID = channel.R0
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// check validates what setDefaults cannot fix.
+func (cfg *Config) check() error {
+	if !signaling.IsVideoCodec(cfg.DefaultVideoCodec) {
+		return fmt.Errorf("default video codec %q is not one of VP8, VP9, AV1, H264", cfg.DefaultVideoCodec)
+	}
+	if n := cfg.SpotlightNumber; n < channel.MinSpotlightNumber || n > channel.MaxSpotlightNumber {
+		return fmt.Errorf("spotlight number %d is not %d to %d", n, channel.MinSpotlightNumber, channel.MaxSpotlightNumber)
+	}
+	for _, r := range []channel.RID{cfg.SpotlightFocusRID, cfg.SpotlightUnfocusRID} {
+		if _, ok := channel.ParseRID(string(r)); !ok {
+			return fmt.Errorf("spotlight rid %q is not none, r0, r1 or r2", r)
+		}
+	}
+	if len(cfg.SimulcastEncodings) > channel.Layers {
+		return fmt.Errorf("%d simulcast encodings; at most %d (r0, r1, r2)", len(cfg.SimulcastEncodings), channel.Layers)
+	}
+	for i, e := range cfg.SimulcastEncodings {
+		if e.RID != string(channel.LayerRID(i)) {
+			return fmt.Errorf("simulcast encoding %d has rid %q, want %s (lowest first)", i, e.RID, channel.LayerRID(i))
+		}
+		if e.ScaleResolutionDownBy != 0 && e.ScaleResolutionDownBy < 1 {
+			return fmt.Errorf("simulcast encoding %s: scaleResolutionDownBy %v is below 1", e.RID, e.ScaleResolutionDownBy)
+		}
+		if e.MaxBitrate < 0 || e.MaxFramerate < 0 {
+			return fmt.Errorf("simulcast encoding %s: negative maxBitrate or maxFramerate", e.RID)
+		}
+	}
+	return nil
+}
+
+// Media is a node's media plane.
+type Media struct {
+	cfg     Config
+	cluster Cluster
+	stats   *Stats
+	engine  *engine
+	log     *slog.Logger
+	up      websocket.Upgrader
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	pending chan struct{} // a slot per WebSocket not admitted yet
+
+	mu       sync.Mutex
+	sessions map[string]*session    // by channel ID
+	conns    map[string]*connection // by connection ID, admitted
+	release  map[string]*time.Timer // pending channel releases, by channel ID
+	serving  sync.WaitGroup         // signaling handlers and release calls
+	draining atomic.Bool            // stopping: no new channel here
+}
+
+// New starts the media plane: it opens the UDP port. stats may be shared
+// with the cluster's load function; cl answers which node is in charge.
+func New(cfg Config, cl Cluster, stats *Stats) (*Media, error) {
+	cfg.setDefaults()
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	e, err := newEngine(engineConfig{ListenAddress: cfg.ListenAddress, UDPPort: cfg.UDPPort, PublicIPs: cfg.PublicIPs, NACKBufferSize: cfg.NACKBufferSize})
+	if err != nil {
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Media{
+		cfg:     cfg,
+		cluster: cl,
+		stats:   stats,
+		engine:  e,
+		log:     cfg.Logger.With("component", "media"),
+		up: websocket.Upgrader{
+			ReadBufferSize:  4096,
+			WriteBufferSize: 4096,
+			// Sora's SDKs connect from pages of any origin; authorisation
+			// is the auth webhook's job, not the Origin header's.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+		ctx:      ctx,
+		cancel:   cancel,
+		pending:  make(chan struct{}, cfg.MaxPending),
+		sessions: map[string]*session{},
+		conns:    map[string]*connection{},
+		release:  map[string]*time.Timer{},
+	}
+	m.serving.Add(1)
+	go func() {
+		defer m.serving.Done()
+		m.fenceLoop()
+	}()
+	return m, nil
+}
+
+// UDPPort is the media UDP port the node listens on (useful when Config
+// asked for any).
+func (m *Media) UDPPort() int { return m.engine.port() }
+
+// fenceLoop closes the sessions of channels this node is no longer in
+// charge of, whenever the cluster's state changes (and once a second, in
+// case a change was missed): after a partition heals, the node that lost a
+// channel, or was purged, stops serving it at once.
+func (m *Media) fenceLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.cluster.Changes():
+		case <-t.C:
+		}
+		m.fence()
+	}
+}
+
+func (m *Media) fence() {
+	for _, s := range m.sessionList() {
+		ok, reason := m.cluster.InCharge(s.channelID)
+		if ok {
+			continue
+		}
+		members := s.snapshot()
+		m.log.Warn("no longer in charge of a channel; closing its connections", "channel_id", s.channelID, "reason", reason, "connections", len(members))
+		for _, c := range members {
+			c.close(signaling.CloseUnavailable, reason)
+		}
+	}
+}
+
+func (m *Media) sessionList() []*session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Stats returns the media counters.
+func (m *Media) Stats() *Stats { return m.stats }
+
+// Counters returns the figures /metrics exports.
+func (m *Media) Counters() Counters { return m.stats.counters() }
+
+// Drain prepares the node to stop while it still answers: it tells the
+// cluster (no node places a new channel here any more, and this node's
+// channels move as soon as it is gone), redirects connects for its own
+// channels elsewhere from now on, and disconnects every client. Call it
+// before the signaling listener closes.
+func (m *Media) Drain() {
+	if m.draining.Swap(true) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if missed := m.cluster.Drain(ctx); len(missed) > 0 {
+		m.log.Warn("peers not told that this node is stopping; they will see it stop", "nodes", missed)
+	}
+	m.closeAll()
+}
+
+// closeAll closes every admitted connection with 4503 SHUTDOWN.
+func (m *Media) closeAll() {
+	m.mu.Lock()
+	conns := make([]*connection, 0, len(m.conns))
+	for _, c := range m.conns {
+		conns = append(conns, c)
+	}
+	m.mu.Unlock()
+	for _, c := range conns {
+		c.close(signaling.CloseUnavailable, "SHUTDOWN")
+	}
+}
+
+// Close drains the node if that was not done, and stops the media plane.
+// The channels it holds stay assigned to it (stale once it restarts, or
+// taken over by the next connect elsewhere).
+func (m *Media) Close() error {
+	m.Drain()
+	m.cancel()
+	m.mu.Lock()
+	for _, t := range m.release {
+		t.Stop()
+	}
+	m.mu.Unlock()
+	m.closeAll() // connections admitted while the node drained
+	m.serving.Wait()
+	return m.engine.close()
+}
+
+// Handler serves Sora's signaling at /signaling.
+func (m *Media) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /signaling", m.serveSignaling)
+	return mux
+}
+
+// leave removes a closing connection from its session: receivers drop its
+// tracks, the others are told it is gone, and an empty session ends.
+func (m *Media) leave(c *connection) {
+	m.mu.Lock()
+	delete(m.conns, c.id)
+	empty, gone := c.session.leave(c)
+	if empty && m.sessions[c.req.ChannelID] == c.session {
+		delete(m.sessions, c.req.ChannelID)
+		m.stats.sessionsDestroyed.Add(1)
+		c.log.Info("session destroyed", "session_id", c.session.id)
+		m.scheduleRelease(c.session)
+	}
+	m.mu.Unlock()
+	for _, p := range gone {
+		for _, r := range c.session.snapshot() {
+			r.stopReceiving(p)
+		}
+	}
+	if c.isEstablished() {
+		announceDestroyed(c)
+	}
+}
+
+// scheduleRelease gives the channel back to the cluster after ReleaseDelay
+// unless a new session starts first. m.mu is held.
+func (m *Media) scheduleRelease(s *session) {
+	if m.ctx.Err() != nil {
+		return
+	}
+	channelID := s.channelID
+	m.release[channelID] = time.AfterFunc(m.cfg.ReleaseDelay, func() {
+		m.mu.Lock()
+		if _, busy := m.sessions[channelID]; busy || m.ctx.Err() != nil {
+			m.mu.Unlock()
+			return
+		}
+		delete(m.release, channelID)
+		m.serving.Add(1)
+		m.mu.Unlock()
+		defer m.serving.Done()
+		ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+		defer cancel()
+		if err := m.cluster.ReleaseChannel(ctx, channelID); err != nil {
+			m.log.Warn("release channel", "channel_id", channelID, "error", err)
+		}
+		// A connect may have started a session while the release was in
+		// flight: hold the channel again for it, as the channel it is.
+		m.mu.Lock()
+		again, ok := m.sessions[channelID]
+		m.mu.Unlock()
+		if ok {
+			if _, err := m.cluster.AcquireChannel(ctx, channelID, again.options()); err != nil {
+				m.log.Warn("re-acquire channel after release", "channel_id", channelID, "error", err)
+			}
+		}
+	})
+}
+
+// Connections returns the number of admitted connections (for placement).
+func (m *Media) Connections() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.conns)
+}

@@ -1,0 +1,260 @@
+package media
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/sorad/sorad/media/channel"
+	"github.com/sorad/sorad/media/forward"
+	"github.com/sorad/sorad/media/signaling"
+)
+
+// Publishing and receiving: a track a client sends becomes a published
+// track of its session (a forward.Track with one Up per simulcast layer);
+// every member that receives it gets a down track of its own, on an m-line
+// of its own.
+
+// published is a track a connection publishes, keyed by the m-line (mid) it
+// arrives on.
+type published struct {
+	track *forward.Track
+	owner *connection
+	mid   string
+}
+
+// downTrack is a published track this connection receives.
+type downTrack struct {
+	pub    *published
+	fwd    *forward.Down
+	sender *webrtc.RTPSender
+}
+
+// onTrack runs when the client starts sending a stream: the first stream of
+// an m-line publishes the track to the session; each stream (a simulcast
+// layer) is forwarded until it ends, and the track is unpublished when its
+// last stream ends.
+func (c *connection) onTrack(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver) {
+	mid := c.midOf(receiver)
+	codec := remote.Codec()
+	c.log.Debug("publishing stream", "kind", remote.Kind().String(), "mid", mid, "rid", remote.RID(), "codec", codec.MimeType, "ssrc", uint32(remote.SSRC()), "payload_type", codec.PayloadType)
+	c.pubMu.Lock()
+	p, existed := c.published[mid]
+	if !existed {
+		p = &published{owner: c, mid: mid, track: forward.NewTrack(c.trackConfig(remote, receiver, mid))}
+		c.published[mid] = p
+	}
+	c.pubMu.Unlock()
+	up, err := p.track.AddUp(remote, c.sendPLI)
+	if err != nil {
+		c.log.Warn("ignored stream", "mid", mid, "rid", remote.RID(), "error", err)
+		return
+	}
+	spawned := c.spawn(func() {
+		if !existed {
+			c.m.stats.tracks.Add(1)
+			for _, r := range c.session.publish(p) {
+				r.receive(p)
+			}
+		}
+		if err := up.Run(); err != nil && !errors.Is(err, io.EOF) && c.ctx.Err() == nil {
+			c.log.Debug("stream ended", "mid", mid, "layer", up.Layer(), "error", err)
+		}
+		if c.lastStreamEnded(p) {
+			c.m.stats.tracks.Add(-1)
+			for _, r := range c.session.unpublish(p) {
+				r.stopReceiving(p)
+			}
+		}
+	})
+	if !spawned && !existed {
+		c.pubMu.Lock()
+		delete(c.published, mid)
+		c.pubMu.Unlock()
+	}
+}
+
+// lastStreamEnded reports, once, that a published track has no stream left.
+func (c *connection) lastStreamEnded(p *published) bool {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	if len(p.track.Layers()) > 0 || c.published[p.mid] != p {
+		return false
+	}
+	delete(c.published, p.mid)
+	return true
+}
+
+func (c *connection) midOf(receiver *webrtc.RTPReceiver) string {
+	for _, t := range c.pc.GetTransceivers() {
+		if t.Receiver() == receiver {
+			return t.Mid()
+		}
+	}
+	return ""
+}
+
+// trackConfig describes a track the client publishes on mid.
+func (c *connection) trackConfig(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver, mid string) forward.TrackConfig {
+	cfg := forward.TrackConfig{
+		ID:               c.id + "/" + mid,
+		Kind:             remote.Kind(),
+		Codec:            remote.Codec(),
+		Simulcast:        remote.Kind() == webrtc.RTPCodecTypeVideo && c.simulcastSender(),
+		KeyframeThrottle: c.m.cfg.KeyframeThrottle,
+		Counters:         &c.m.stats.forwarded,
+	}
+	if remote.Kind() == webrtc.RTPCodecTypeAudio {
+		for _, e := range receiver.GetParameters().HeaderExtensions {
+			if e.URI == audioLevelURI {
+				cfg.AudioLevelID = uint8(e.ID)
+			}
+		}
+		if c.session.spotlight {
+			s, id := c.session, c.id
+			cfg.OnSpeech = func() { s.spoke(id) }
+		}
+	}
+	return cfg
+}
+
+// sendPLI asks this client for a key frame of one of its streams.
+func (c *connection) sendPLI(mediaSSRC uint32) {
+	if err := c.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: mediaSSRC}}); err == nil {
+		c.m.stats.plisSent.Add(1)
+	}
+}
+
+// receive starts forwarding a published track to this connection, as the
+// channel model routes it.
+func (c *connection) receive(p *published) {
+	c.downMu.Lock()
+	if _, dup := c.down[p.track.ID()]; dup || c.ctx.Err() != nil {
+		c.downMu.Unlock()
+		return
+	}
+	sender := p.owner
+	fwd := p.track.NewDown(sender.id, p.track.Kind().String()+"-"+sender.id, func(from, to int, byRequest bool) {
+		c.simulcastSwitched(sender, from, to, byRequest)
+	})
+	// A transceiver of its own, never AddTrack: AddTrack may take over the
+	// connection's upstream (server-recvonly) transceivers before the first
+	// answer. Removed tracks leave their m-line inactive; pion does not
+	// recycle it once the client answered inactive, so a long-lived
+	// connection in a busy channel accumulates m-lines. The m-line offers
+	// every codec (see videoCodecsPreferring); the down track binds to the
+	// publisher's codec among those the client answered.
+	tr, err := c.pc.AddTransceiverFromTrack(fwd, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		c.downMu.Unlock()
+		c.log.Warn("add forwarded track", "track", p.track.ID(), "error", err)
+		return
+	}
+	d := &downTrack{pub: p, fwd: fwd, sender: tr.Sender()}
+	c.down[p.track.ID()] = d
+	c.downMu.Unlock()
+	c.session.route(c, d)
+	p.track.Add(fwd)
+	c.spawn(func() { c.readReceiverRTCP(d) })
+	c.negotiate()
+}
+
+// stopReceiving stops forwarding a track to this connection.
+func (c *connection) stopReceiving(p *published) {
+	c.downMu.Lock()
+	d, ok := c.down[p.track.ID()]
+	delete(c.down, p.track.ID())
+	c.downMu.Unlock()
+	if !ok {
+		return
+	}
+	p.track.Remove(d.fwd)
+	if c.ctx.Err() != nil {
+		return
+	}
+	if err := c.pc.RemoveTrack(d.sender); err != nil {
+		c.log.Debug("remove forwarded track", "track", p.track.ID(), "error", err)
+	}
+	c.negotiate()
+}
+
+// downTracks returns what this connection receives.
+func (c *connection) downTracks() []*downTrack {
+	c.downMu.Lock()
+	defer c.downMu.Unlock()
+	out := make([]*downTrack, 0, len(c.down))
+	for _, d := range c.down {
+		out = append(out, d)
+	}
+	return out
+}
+
+// apply sets a down track to a route of the channel model.
+func (d *downTrack) apply(rt channel.Route, ok bool) {
+	switch {
+	case !ok:
+		d.fwd.SetRoute(-1, false)
+	case d.pub.track.Kind() == webrtc.RTPCodecTypeAudio:
+		if rt.Audio {
+			d.fwd.SetRoute(0, false)
+		} else {
+			d.fwd.SetRoute(-1, false)
+		}
+	default:
+		d.fwd.SetRoute(rt.Video.Layer(), rt.Paused)
+	}
+}
+
+// readReceiverRTCP relays this receiver's key frame requests to the
+// publisher (throttled) and counts its NACKs, which the NACK interceptor
+// answers from its cache.
+func (c *connection) readReceiverRTCP(d *downTrack) {
+	for {
+		pkts, _, err := d.sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				c.m.stats.plisReceived.Add(1)
+				d.fwd.RequestKeyframe()
+			case *rtcp.TransportLayerNack:
+				c.m.stats.nacksReceived.Add(1)
+			}
+		}
+	}
+}
+
+// simulcastSwitched tells this receiver that the layer it gets from sender
+// changed.
+func (c *connection) simulcastSwitched(sender *connection, from, to int, byRequest bool) {
+	priority, trigger := "lower", "sender"
+	if to > from {
+		priority = "higher"
+	}
+	if byRequest {
+		trigger = "receiver"
+	}
+	requested := channel.RIDNone
+	c.session.mu.Lock()
+	if rt, ok := c.session.model.Route(c.id, sender.id); ok {
+		requested = rt.Video
+	}
+	c.session.mu.Unlock()
+	c.send(signaling.SimulcastSwitched{
+		EventType:          "simulcast.switched",
+		Timestamp:          signaling.Timestamp(time.Now()),
+		SenderConnectionID: sender.id,
+		Priority:           priority,
+		Trigger:            trigger,
+		RPCRIDs:            []string{},
+		AutoRIDs:           []string{},
+		RequestRID:         string(requested),
+		CurrentRID:         string(channel.LayerRID(to)),
+		PreviousRID:        string(channel.LayerRID(from)),
+	})
+}
