@@ -3,8 +3,11 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -101,6 +104,10 @@ type fanoutResult struct {
 func fanoutOnce(b *testing.B, n int) fanoutResult {
 	h := harness.New(b, soradBin)
 	node := h.NewNode("bench", "--log_level=info", fmt.Sprintf("--license_max_connections=%d", n+10))
+	profileDir := os.Getenv(profileDirEnv)
+	if profileDir != "" {
+		node.Args = append(node.Args, "--pprof_address="+node.Address+":6060")
+	}
 	node.Start()
 	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(node, []string{node.Name}) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -163,8 +170,17 @@ func fanoutOnce(b *testing.B, n int) fanoutResult {
 	}
 	recv0, t0 := received(), time.Now()
 	b.ResetTimer()
+	var profiled sync.WaitGroup
+	if profileDir != "" {
+		profiled.Add(1)
+		go func() {
+			defer profiled.Done()
+			cpuProfile(b, node, 9*time.Second, filepath.Join(profileDir, fmt.Sprintf("fanout-%d.pprof", n)))
+		}()
+	}
 	time.Sleep(10 * time.Second)
 	b.StopTimer()
+	profiled.Wait()
 	in1, _ := node.Metric("sorad_forwarded_packets_total")
 	cpu1, _ := cpuSeconds(node.Pid())
 	recv1, elapsed := received(), time.Since(t0).Seconds()
@@ -180,6 +196,33 @@ func fanoutOnce(b *testing.B, n int) fanoutResult {
 		r.perCore = out / cpu
 	}
 	return r
+}
+
+// profileDirEnv names a directory where the media benchmarks save a CPU
+// profile of sorad over their measurement window (go tool pprof reads it);
+// unset, nothing is profiled.
+const profileDirEnv = "SORAD_BENCH_PROFILE_DIR"
+
+// cpuProfile saves a CPU profile of node over d, taken from its
+// pprof_address (node.Address:6060).
+func cpuProfile(b *testing.B, node *harness.Node, d time.Duration, path string) {
+	url := fmt.Sprintf("http://%s:6060/debug/pprof/profile?seconds=%d", node.Address, int(d.Seconds()))
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Errorf("cpu profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Errorf("cpu profile: %s %v", resp.Status, err)
+		return
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Errorf("cpu profile: %v", err)
+		return
+	}
+	b.Logf("sorad CPU profile over %v: %s", d, path)
 }
 
 // forwardingFloor measures, in microseconds, SRTP-encrypting a 1200-byte

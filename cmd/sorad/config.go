@@ -64,6 +64,8 @@ type Config struct {
 	ChannelReleaseDelay     time.Duration `conf:"channel_release_delay"`
 	KeyframeRequestInterval time.Duration `conf:"keyframe_request_interval"`
 	NACKBufferSize          int           `conf:"nack_buffer_size"`
+
+	PprofAddress string `conf:"pprof_address"`
 }
 
 // errHelp is returned by loadConfig after the usage text was printed because
@@ -377,6 +379,17 @@ var keySpecs = []keySpec{
 		def:  "10s",
 		desc: "graceful shutdown bound",
 		set:  durationField(func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	},
+	{
+		name:    "pprof_address",
+		defHelp: "(empty: off)",
+		desc:    "host:port serving Go's /debug/pprof profiles, for developers; unauthenticated, so keep it on loopback",
+		set: stringField(func(c *Config) *string { return &c.PprofAddress }, func(v string) error {
+			if _, _, err := net.SplitHostPort(v); v != "" && err != nil {
+				return fmt.Errorf("%q is not host:port", v)
+			}
+			return nil
+		}),
 	},
 }
 

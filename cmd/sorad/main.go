@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -120,6 +121,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, api, log)},
 		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, med.Handler(), log)},
 	}
+	if cfg.PprofAddress != "" {
+		srv := newHTTPServer("", 0, pprofHandler(), log)
+		srv.Addr = cfg.PprofAddress
+		servers = append(servers, &namedServer{name: "pprof", srv: srv})
+	}
 	serveErr := make(chan error, len(servers))
 	for _, s := range servers {
 		ln, err := net.Listen("tcp", s.srv.Addr)
@@ -145,6 +151,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Info("sorad stopped")
 	}
 	return runErr
+}
+
+// pprofHandler serves Go's profiles under /debug/pprof/.
+func pprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 type namedServer struct {
