@@ -29,7 +29,8 @@ type Down struct {
 	ssrc         uint32
 	pt           uint8
 	audioLevelID uint8
-	ext          [2]rtp.Extension // storage for the outgoing header's extensions
+	hdr          rtp.Header       // the outgoing header, reused: no allocation per packet
+	ext          [2]rtp.Extension // storage for its extensions
 	// What the receiver wants: a layer (0..2; audio and single-layer video
 	// use 0), or -1 for nothing; paused stops video by PauseRtpStream.
 	want        int
@@ -192,7 +193,8 @@ func (d *Down) write(u *Up, pkt *rtp.Packet, key bool, now int64) {
 		d.mu.Unlock()
 		return // sent before the current run began: not ours any more
 	}
-	hdr := pkt.Header
+	hdr := &d.hdr
+	*hdr = pkt.Header
 	hdr.SSRC = d.ssrc
 	hdr.PayloadType = d.pt
 	hdr.SequenceNumber = pkt.SequenceNumber - d.seqOffset
@@ -212,7 +214,7 @@ func (d *Down) write(u *Up, pkt *rtp.Packet, key bool, now int64) {
 		d.lastSeq, d.lastTS = hdr.SequenceNumber, hdr.Timestamp
 	}
 	d.lastAt, d.started = now, true
-	_, err := d.writer.WriteRTP(&hdr, pkt.Payload)
+	_, err := d.writer.WriteRTP(hdr, pkt.Payload)
 	d.mu.Unlock()
 	if err == nil {
 		d.packets.Add(1)
