@@ -6,9 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/sorad/sorad/cluster"
-	"github.com/sorad/sorad/media"
 )
 
 // metrics is the node's Prometheus registry: API calls, and cluster state
@@ -20,7 +17,7 @@ type metrics struct {
 	forwarded *prometheus.CounterVec
 }
 
-func newMetrics(cl *cluster.Cluster, med *media.Media, targets map[string]target) *metrics {
+func newMetrics(cl Cluster, med Media, targets map[string]target) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -69,7 +66,7 @@ var (
 )
 
 // clusterCollector reads the cluster's state at scrape time.
-type clusterCollector struct{ cl *cluster.Cluster }
+type clusterCollector struct{ cl Cluster }
 
 func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRaftState, descRaftTerm, descCommit, descApplied, descLast, descVoters, descNodes, descConnected, descChannels} {
@@ -118,7 +115,7 @@ var (
 )
 
 // mediaCollector reads the media counters at scrape time.
-type mediaCollector struct{ med *media.Media }
+type mediaCollector struct{ med Media }
 
 func (c *mediaCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent} {

@@ -45,8 +45,8 @@ type Config struct {
 // Server is the API server's HTTP handler.
 type Server struct {
 	cfg     Config
-	cluster *cluster.Cluster
-	media   *media.Media
+	cluster Cluster
+	media   Media
 	echo    *echo.Echo
 	targets map[string]target
 	// channelScoped names the targets answered by the node in charge of
@@ -59,7 +59,7 @@ type Server struct {
 const corsAllowHeaders = "Origin, X-Requested-With, Content-Type, Accept, x-sora-target"
 
 // New builds the API server for a node.
-func New(cfg Config, cl *cluster.Cluster, med *media.Media) *Server {
+func New(cfg Config, cl Cluster, med Media) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -77,6 +77,10 @@ func New(cfg Config, cl *cluster.Cluster, med *media.Media) *Server {
 		// Every connection API names a channel, except the node-wide
 		// listing.
 		s.channelScoped[name] = name != "Sora_20201013.ListConnections"
+	}
+	for name, t := range s.layerTargets() {
+		s.targets[name] = t
+		s.channelScoped[name] = true
 	}
 	s.metrics = newMetrics(cl, med, s.targets)
 
