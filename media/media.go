@@ -181,10 +181,16 @@ func (cfg *Config) check() error {
 			return fmt.Errorf("spotlight rid %q is not none, r0, r1 or r2", r)
 		}
 	}
-	if len(cfg.SimulcastEncodings) > channel.Layers {
-		return fmt.Errorf("%d simulcast encodings; at most %d (r0, r1, r2)", len(cfg.SimulcastEncodings), channel.Layers)
+	return CheckSimulcastEncodings(cfg.SimulcastEncodings)
+}
+
+// CheckSimulcastEncodings validates the encodings a simulcast sender is
+// told to send: one to three, r0 first, with sensible values.
+func CheckSimulcastEncodings(encs []signaling.Encoding) error {
+	if len(encs) == 0 || len(encs) > channel.Layers {
+		return fmt.Errorf("%d simulcast encodings; 1 to %d (r0, r1, r2)", len(encs), channel.Layers)
 	}
-	for i, e := range cfg.SimulcastEncodings {
+	for i, e := range encs {
 		if e.RID != string(channel.LayerRID(i)) {
 			return fmt.Errorf("simulcast encoding %d has rid %q, want %s (lowest first)", i, e.RID, channel.LayerRID(i))
 		}

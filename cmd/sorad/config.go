@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,9 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"github.com/sorad/sorad/media"
+	"github.com/sorad/sorad/media/signaling"
 )
 
 // Config is the resolved configuration of the sorad daemon.
@@ -64,6 +68,12 @@ type Config struct {
 	ChannelReleaseDelay     time.Duration `conf:"channel_release_delay"`
 	KeyframeRequestInterval time.Duration `conf:"keyframe_request_interval"`
 	NACKBufferSize          int           `conf:"nack_buffer_size"`
+
+	SimulcastEncodings     []signaling.Encoding `conf:"simulcast_encodings"`
+	DefaultSpotlightNumber int                  `conf:"default_spotlight_number"`
+	SpotlightFocusRID      string               `conf:"spotlight_focus_rid"`
+	SpotlightUnfocusRID    string               `conf:"spotlight_unfocus_rid"`
+	SpotlightFocusHold     time.Duration        `conf:"spotlight_focus_hold"`
 
 	PprofAddress string `conf:"pprof_address"`
 }
@@ -234,6 +244,46 @@ var keySpecs = []keySpec{
 		def:  "500ms",
 		desc: "least time between two key frame requests sent to one publisher track",
 		set:  durationField(func(c *Config) *time.Duration { return &c.KeyframeRequestInterval }),
+	},
+	{
+		name: "simulcast_encodings",
+		def:  defaultSimulcastEncodings,
+		desc: "JSON array of the encodings a simulcast sender is told to send (rid r0 first, active, scaleResolutionDownBy, maxBitrate, maxFramerate, scalabilityMode)",
+		set:  setSimulcastEncodings,
+	},
+	{
+		name: "default_spotlight_number",
+		def:  "1",
+		desc: "senders a spotlight channel focuses when its first connect names no spotlight_number (1-8)",
+		set: func(c *Config, v string) error {
+			n, err := parseInt(v)
+			if err != nil {
+				return err
+			}
+			if n < 1 || n > 8 {
+				return fmt.Errorf("%d is not from 1 to 8", n)
+			}
+			c.DefaultSpotlightNumber = n
+			return nil
+		},
+	},
+	{
+		name: "spotlight_focus_rid",
+		def:  "r1",
+		desc: "layer receivers get from focused senders unless they ask otherwise: none, r0, r1 or r2",
+		set:  enumField(func(c *Config) *string { return &c.SpotlightFocusRID }, "none", "r0", "r1", "r2"),
+	},
+	{
+		name: "spotlight_unfocus_rid",
+		def:  "r0",
+		desc: "layer receivers get from unfocused senders unless they ask otherwise: none, r0, r1 or r2",
+		set:  enumField(func(c *Config) *string { return &c.SpotlightUnfocusRID }, "none", "r0", "r1", "r2"),
+	},
+	{
+		name: "spotlight_focus_hold",
+		def:  "2s",
+		desc: "least time a focused sender keeps the focus before a new speaker may take its place",
+		set:  durationField(func(c *Config) *time.Duration { return &c.SpotlightFocusHold }),
 	},
 	{
 		name: "nack_buffer_size",
@@ -791,6 +841,24 @@ func setIPList(c *Config, v string) error {
 		}
 		c.MediaPublicIPList = append(c.MediaPublicIPList, item)
 	}
+	return nil
+}
+
+// defaultSimulcastEncodings is media.DefaultSimulcastEncodings as JSON.
+const defaultSimulcastEncodings = `[{"rid":"r0","active":true,"scaleResolutionDownBy":4},{"rid":"r1","active":true,"scaleResolutionDownBy":2},{"rid":"r2","active":true,"scaleResolutionDownBy":1}]`
+
+// setSimulcastEncodings reads a JSON array of encodings.
+func setSimulcastEncodings(c *Config, v string) error {
+	var encs []signaling.Encoding
+	dec := json.NewDecoder(strings.NewReader(v))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&encs); err != nil {
+		return fmt.Errorf("not a JSON array of encodings: %v", err)
+	}
+	if err := media.CheckSimulcastEncodings(encs); err != nil {
+		return err
+	}
+	c.SimulcastEncodings = encs
 	return nil
 }
 

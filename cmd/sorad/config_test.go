@@ -13,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sorad/sorad/media"
+	"github.com/sorad/sorad/media/signaling"
 )
 
 // mapEnv returns a getenv function backed by m.
@@ -94,6 +97,12 @@ func TestDefaults(t *testing.T) {
 		ChannelReleaseDelay:     5 * time.Second,
 		KeyframeRequestInterval: 500 * time.Millisecond,
 		NACKBufferSize:          1024,
+
+		SimulcastEncodings:     media.DefaultSimulcastEncodings(),
+		DefaultSpotlightNumber: 1,
+		SpotlightFocusRID:      "r1",
+		SpotlightUnfocusRID:    "r0",
+		SpotlightFocusHold:     2 * time.Second,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %#v\nwant %#v", got, want)
@@ -389,6 +398,22 @@ func TestValidationErrors(t *testing.T) {
 			wantErr: []string{"flag --external_api_url:", "not a URL"}},
 		{name: "explicitly empty api url", env: map[string]string{"SORAD_EXTERNAL_API_URL": ""},
 			wantErr: []string{"env SORAD_EXTERNAL_API_URL:"}},
+		{name: "simulcast encodings not JSON", args: []string{"--simulcast_encodings=r0,r1"},
+			wantErr: []string{"flag --simulcast_encodings: not a JSON array of encodings"}},
+		{name: "simulcast encodings unknown field", args: []string{`--simulcast_encodings=[{"rid":"r0","scale":2}]`},
+			wantErr: []string{"flag --simulcast_encodings:", `unknown field "scale"`}},
+		{name: "simulcast encodings out of order", args: []string{`--simulcast_encodings=[{"rid":"r1","active":true}]`},
+			wantErr: []string{`flag --simulcast_encodings: simulcast encoding 0 has rid "r1", want r0`}},
+		{name: "simulcast encodings empty", env: map[string]string{"SORAD_SIMULCAST_ENCODINGS": "[]"},
+			wantErr: []string{"env SORAD_SIMULCAST_ENCODINGS: 0 simulcast encodings"}},
+		{name: "simulcast encodings upscale", args: []string{`--simulcast_encodings=[{"rid":"r0","active":true,"scaleResolutionDownBy":0.5}]`},
+			wantErr: []string{"scaleResolutionDownBy 0.5 is below 1"}},
+		{name: "spotlight number too big", args: []string{"--default_spotlight_number=9"},
+			wantErr: []string{"flag --default_spotlight_number: 9 is not from 1 to 8"}},
+		{name: "bad spotlight rid", args: []string{"--spotlight_focus_rid=high"},
+			wantErr: []string{`flag --spotlight_focus_rid: "high" is not one of none, r0, r1, r2`}},
+		{name: "bad pprof address", args: []string{"--pprof_address=localhost"},
+			wantErr: []string{`flag --pprof_address: "localhost" is not host:port`}},
 		{name: "unknown file key", file: "api_port = 3000\n\n# x\nfoo = bar\n",
 			wantErr: []string{`sorad.conf:4: unknown key "foo"`}},
 		{name: "config is not a file key", file: "config = x\n",
@@ -624,5 +649,21 @@ func TestConfigFieldsMatchKeys(t *testing.T) {
 	delete(tags, "config_file")
 	for tag := range tags {
 		t.Errorf("Config field tagged %q is not a key", tag)
+	}
+}
+
+func TestSimulcastEncodingsParsed(t *testing.T) {
+	inEmptyDir(t)
+	file := writeConf(t, `simulcast_encodings = [{"rid":"r0","active":true,"scaleResolutionDownBy":2},{"rid":"r1","active":false,"maxBitrate":300000,"scalabilityMode":"L1T1"}]`+"\n")
+	got, err := loadConfig([]string{"--config", file}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []signaling.Encoding{
+		{RID: "r0", Active: true, ScaleResolutionDownBy: 2},
+		{RID: "r1", Active: false, MaxBitrate: 300000, ScalabilityMode: "L1T1"},
+	}
+	if !reflect.DeepEqual(got.SimulcastEncodings, want) {
+		t.Fatalf("simulcast_encodings = %+v, want %+v", got.SimulcastEncodings, want)
 	}
 }

@@ -102,6 +102,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxPending:          cfg.SignalingMaxPending,
 		DefaultVideoCodec:   cfg.DefaultVideoCodecType,
 		DefaultVideoBitRate: cfg.DefaultVideoBitRate,
+		SimulcastEncodings:  cfg.SimulcastEncodings,
+		SpotlightNumber:     cfg.DefaultSpotlightNumber,
+		SpotlightFocusRID:   media.RID(cfg.SpotlightFocusRID),
+		SpotlightUnfocusRID: media.RID(cfg.SpotlightUnfocusRID),
+		SpotlightFocusHold:  cfg.SpotlightFocusHold,
 		Logger:              log,
 	}, cl, stats)
 	if err != nil {
