@@ -89,6 +89,25 @@ func TestChannelAPIsAnswerTheSameOnEveryNode(t *testing.T) {
 		}
 	})
 
+	t.Run("pause and resume through a non-owner", func(t *testing.T) {
+		pair := map[string]string{"channel_id": "fwd", "recv_connection_id": sub.ConnectionID(), "send_connection_id": pub.ConnectionID()}
+		if r := callWithToken(t, nodes[1], token, "Sora_20200401.PauseRtpStream", pair); r.Status != 200 || !jsonEqual(r.Body, mustJSON(t, pair)) {
+			t.Fatalf("PauseRtpStream through a non-owner: %d %s", r.Status, r.Body)
+		}
+		want := `[{"channel_id":"fwd","recv_connection_id":"` + sub.ConnectionID() + `","role":"recvonly","send_connection_id":"` + pub.ConnectionID() + `"}]`
+		for _, n := range nodes {
+			if r := callWithToken(t, n, token, "Sora_20200401.ListPauseRtpStreams", map[string]string{"channel_id": "fwd"}); r.Status != 200 || !jsonEqual(r.Body, []byte(want)) {
+				t.Fatalf("ListPauseRtpStreams on %s: %d %s, want %s", n.Name, r.Status, r.Body, want)
+			}
+		}
+		if r := callWithToken(t, nodes[2], token, "Sora_20200401.ResumeRtpStream", pair); r.Status != 200 {
+			t.Fatalf("ResumeRtpStream through a non-owner: %d %s", r.Status, r.Body)
+		}
+		if r := callWithToken(t, nodes[1], token, "Sora_20200401.ListPauseRtpStreams", map[string]string{"channel_id": "fwd"}); r.Status != 200 || string(r.Body) != "[]" {
+			t.Fatalf("ListPauseRtpStreams after resume: %d %s", r.Status, r.Body)
+		}
+	})
+
 	t.Run("push and disconnect through a non-owner", func(t *testing.T) {
 		r := callWithToken(t, nodes[1], token, "Sora_20160711.PushChannel", map[string]any{"channel_id": "fwd", "data": map[string]string{"via": "node-02"}})
 		if r.Status != 200 {

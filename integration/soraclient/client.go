@@ -55,6 +55,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -115,6 +116,20 @@ type Options struct {
 	// "candidate":"..."} only (the C++/Rust/Android SDK shape) instead of
 	// the JS shape that adds sdpMid, sdpMLineIndex and usernameFragment.
 	CandidateMinimal bool
+	// Simulcast sends "simulcast": true. A sending client whose offer then
+	// asks for simulcast (a=rid and a=simulcast:recv on its video m-line)
+	// publishes one VP8 stream per offered rid, each with its own SSRC and
+	// the mid and rid header extensions: layer i (0 for r0) has frames
+	// 160<<i by 90<<i pixels whose bodies are all LayerMark(i), key frames
+	// every 30 frames and whenever the server asks (PLI).
+	Simulcast bool
+	// SimulcastLayers, when positive, sends only that many of the offered
+	// rids, the lowest first (as a browser does when its resolution or bit
+	// rate is too low for all of them).
+	SimulcastLayers int
+	// RecordPackets keeps a log of the packets of every remote track (see
+	// Packets).
+	RecordPackets bool
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -173,6 +188,9 @@ type trackCounter struct {
 	packets   atomic.Int64
 	bytes     atomic.Int64
 	firstNano atomic.Int64
+
+	logMu sync.Mutex
+	log   []PacketInfo // with Options.RecordPackets, the last MaxPackets
 }
 
 // Client is one Sora connection. Its methods are safe for concurrent use.
@@ -195,8 +213,13 @@ type Client struct {
 
 	offerRaw     json.RawMessage
 	connectionID string
-	audioTrack   *webrtc.TrackLocalStaticSample
+	audioTrack   *webrtc.TrackLocalStaticRTP
+	audioMid     string
+	audioLevel   atomic.Uint32
 	videoTrack   *webrtc.TrackLocalStaticSample
+	videoSender  *webrtc.RTPSender
+	videoMid     string
+	layers       []*simulcastLayer // a simulcast publisher's
 
 	candMu     sync.Mutex // orders candidates after the answer
 	answerSent bool
@@ -252,6 +275,7 @@ func Connect(ctx context.Context, opts Options) (*Client, error) {
 		pcFailed:    make(chan struct{}),
 		closed:      make(chan struct{}),
 	}
+	c.audioLevel.Store(127)
 	if err := c.connect(ctx); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -278,6 +302,9 @@ func (c *Client) connectMessage(redirect bool) map[string]any {
 	}
 	if o.Video && o.VideoCodec != "" {
 		m["video"] = map[string]any{"codec_type": o.VideoCodec}
+	}
+	if o.Simulcast {
+		m["simulcast"] = true
 	}
 	if o.ClientID != "" {
 		m["client_id"] = o.ClientID
@@ -443,6 +470,16 @@ func newAPI() (*webrtc.API, error) {
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("soraclient: register codecs: %w", err)
 	}
+	// mid and rid tell a simulcast publisher's layers apart; the audio
+	// level is what spotlight channels focus by.
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+		return nil, fmt.Errorf("soraclient: register simulcast extensions: %w", err)
+	}
+	for _, uri := range []string{sdp.SDESMidURI, audioLevelURI} {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: uri}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, fmt.Errorf("soraclient: register %s: %w", uri, err)
+		}
+	}
 	ir := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		return nil, fmt.Errorf("soraclient: register interceptors: %w", err)
@@ -517,7 +554,10 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	case <-ctx.Done():
 		return fmt.Errorf("soraclient: waiting for the peer connection to connect: %w", context.Cause(ctx))
 	}
-	if c.audioTrack != nil || c.videoTrack != nil {
+	for _, l := range c.layers {
+		c.goroutine(func(context.Context) { c.readLayerRTCP(l) })
+	}
+	if c.audioTrack != nil || c.videoTrack != nil || len(c.layers) > 0 {
 		c.goroutine(c.runMedia)
 	}
 	return nil
@@ -588,7 +628,7 @@ func (c *Client) onConnectionState(s webrtc.PeerConnectionState) {
 // RTPSender; giving it one with SetSender makes the answer send there.
 func (c *Client) attachTracks(offerSDP, audioMid, videoMid string) error {
 	if c.opts.Audio && audioMid != "" {
-		track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{
+		track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{
 			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
 		}, "audio", "soraclient")
 		if err != nil {
@@ -597,12 +637,25 @@ func (c *Client) attachTracks(offerSDP, audioMid, videoMid string) error {
 		if err := c.attachTrack(webrtc.RTPCodecTypeAudio, audioMid, track); err != nil {
 			return err
 		}
-		c.audioTrack = track
+		c.audioTrack, c.audioMid = track, audioMid
 	}
 	if c.opts.Video && videoMid != "" {
 		capability, err := offeredVideoCodec(offerSDP, videoMid, c.opts.VideoCodec)
 		if err != nil {
 			return err
+		}
+		c.videoMid = videoMid
+		if c.opts.Simulcast {
+			rids, err := offeredRIDs(offerSDP, videoMid)
+			if err != nil {
+				return err
+			}
+			if n := c.opts.SimulcastLayers; n > 0 && n < len(rids) {
+				rids = rids[:n]
+			}
+			if len(rids) > 0 {
+				return c.attachSimulcast(capability, videoMid, rids)
+			}
 		}
 		track, err := webrtc.NewTrackLocalStaticSample(capability, "video", "soraclient")
 		if err != nil {
@@ -616,7 +669,7 @@ func (c *Client) attachTracks(offerSDP, audioMid, videoMid string) error {
 	return nil
 }
 
-func (c *Client) attachTrack(kind webrtc.RTPCodecType, mid string, track *webrtc.TrackLocalStaticSample) error {
+func (c *Client) attachTrack(kind webrtc.RTPCodecType, mid string, track webrtc.TrackLocal) error {
 	var tr *webrtc.RTPTransceiver
 	for _, t := range c.pc.GetTransceivers() {
 		if t.Mid() == mid {
@@ -645,6 +698,12 @@ func (c *Client) attachTrack(kind webrtc.RTPCodecType, mid string, track *webrtc
 		if err := tr.SetSender(sender, track); err != nil {
 			return fmt.Errorf("soraclient: set %s sender on mid %s: %w", kind, mid, err)
 		}
+	}
+	if kind == webrtc.RTPCodecTypeVideo {
+		c.videoSender = sender
+	}
+	if track.RID() != "" {
+		return nil // simulcast layers read their RTCP by rid
 	}
 	// RTCP must be read for the interceptors (NACK, reports) to work.
 	c.goroutine(func(context.Context) {
@@ -687,9 +746,18 @@ func (c *Client) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			if err != nil {
 				return
 			}
-			tc.firstNano.CompareAndSwap(0, time.Now().UnixNano())
+			now := time.Now()
+			tc.firstNano.CompareAndSwap(0, now.UnixNano())
 			tc.bytes.Add(int64(len(pkt.Payload)))
 			tc.packets.Add(1)
+			if c.opts.RecordPackets {
+				tc.logMu.Lock()
+				if len(tc.log) >= MaxPackets {
+					tc.log = append(tc.log[:0], tc.log[len(tc.log)-MaxPackets/2:]...)
+				}
+				tc.log = append(tc.log, packetInfo(pkt, now))
+				tc.logMu.Unlock()
+			}
 		}
 	})
 }

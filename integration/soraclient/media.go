@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
@@ -79,7 +80,7 @@ func offeredVideoCodec(offerSDP, mid, preferred string) (webrtc.RTPCodecCapabili
 	return webrtc.RTPCodecCapability{}, fmt.Errorf("soraclient: offer has no video m-line with mid %q", mid)
 }
 
-// runMedia writes synthetic audio and video samples until ctx ends.
+// runMedia writes synthetic audio and video until ctx ends.
 func (c *Client) runMedia(ctx context.Context) {
 	audioTick := time.NewTicker(audioInterval)
 	defer audioTick.Stop()
@@ -90,7 +91,11 @@ func (c *Client) runMedia(ctx context.Context) {
 	if c.videoTrack != nil {
 		mime = strings.ToUpper(strings.TrimPrefix(c.videoTrack.Codec().MimeType, "video/"))
 	}
+	levelID := c.extensionID(c.audioMid, audioLevelURI)
+	midID := c.extensionID(c.videoMid, sdp.SDESMidURI)
+	ridID := c.extensionID(c.videoMid, sdp.SDESRTPStreamIDURI)
 	opus := opusFrame()
+	audio := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(time.Now().UnixNano()), Timestamp: uint32(time.Now().UnixNano())}}
 	frame := 0
 	for {
 		select {
@@ -100,19 +105,27 @@ func (c *Client) runMedia(ctx context.Context) {
 			if c.audioTrack == nil {
 				continue
 			}
-			data := append([]byte(nil), opus...)
-			if err := c.audioTrack.WriteSample(media.Sample{Data: data, Duration: audioInterval}); err != nil {
+			audio.Payload = opus
+			audio.SequenceNumber++
+			audio.Timestamp += uint32(audioInterval.Seconds() * 48000)
+			audio.Extension, audio.Extensions = false, nil
+			if levelID != 0 {
+				_ = audio.SetExtension(levelID, []byte{byte(c.audioLevel.Load())})
+			}
+			if err := c.audioTrack.WriteRTP(&audio); err != nil {
 				c.log.Debug("soraclient: write audio", "err", err)
 			}
 		case <-videoTick.C:
-			if c.videoTrack == nil {
-				continue
+			for _, l := range c.layers {
+				c.writeLayerFrame(l, frame, midID, ridID, c.videoMid)
 			}
-			data := videoFrame(mime, frame%keyFrameInterval == 0, frameBytes)
+			if c.videoTrack != nil {
+				data := videoFrame(mime, frame%keyFrameInterval == 0, frameBytes)
+				if err := c.videoTrack.WriteSample(media.Sample{Data: data, Duration: videoInterval}); err != nil {
+					c.log.Debug("soraclient: write video", "err", err)
+				}
+			}
 			frame++
-			if err := c.videoTrack.WriteSample(media.Sample{Data: data, Duration: videoInterval}); err != nil {
-				c.log.Debug("soraclient: write video", "err", err)
-			}
 		}
 	}
 }
