@@ -319,3 +319,346 @@ func TestSimulcast(t *testing.T) {
 		}
 	})
 }
+
+// spotlightNotify decodes a spotlight.* notify.
+type spotlightNotify struct {
+	EventType    string `json:"event_type"`
+	ConnectionID string `json:"connection_id"`
+	SpotlightID  string `json:"spotlight_id"`
+	Fixed        bool   `json:"fixed"`
+	Number       int    `json:"spotlight_number"`
+}
+
+// waitSpotlight waits for c's spotlight notify of event about subject.
+func waitSpotlight(t *testing.T, ctx context.Context, c *soraclient.Client, event, subject string) spotlightNotify {
+	t.Helper()
+	return waitSpotlightSince(t, ctx, c, time.Time{}, event, subject)
+}
+
+// waitSpotlightSince is waitSpotlight for notifies received after since.
+func waitSpotlightSince(t *testing.T, ctx context.Context, c *soraclient.Client, since time.Time, event, subject string) spotlightNotify {
+	t.Helper()
+	var s spotlightNotify
+	_, err := c.WaitMessage(ctx, func(m soraclient.Message) bool {
+		return m.Type == "notify" && m.At.After(since) && json.Unmarshal(m.Raw, &s) == nil && s.EventType == event && s.ConnectionID == subject
+	})
+	if err != nil {
+		t.Fatalf("%s got no %s about %s: %v; notifies %+v", c.ConnectionID(), event, subject, err, notifies(t, c))
+	}
+	return s
+}
+
+// audioSilent asserts that c gets no audio from sender while it keeps
+// getting audio from live (which proves time passed with audio flowing).
+func audioSilent(t *testing.T, ctx context.Context, c, sender, live *soraclient.Client) {
+	t.Helper()
+	before := c.Received()[sender.ConnectionID()+"/audio"].Packets
+	base := c.Received()[live.ConnectionID()+"/audio"].Packets
+	if err := c.WaitPackets(ctx, live.ConnectionID(), "audio", base+25); err != nil {
+		t.Fatal(err)
+	}
+	if after := c.Received()[sender.ConnectionID()+"/audio"].Packets; after != before {
+		t.Fatalf("%s got %d audio packets from %s, which should be silent", c.ConnectionID(), after-before, sender.ConnectionID())
+	}
+}
+
+func TestSpotlight(t *testing.T) {
+	n, ctx := mediaNode(t, 120*time.Second, "--spotlight_focus_hold=300ms")
+	join := func(role string, extra map[string]any) *soraclient.Client {
+		e := map[string]any{"spotlight": true}
+		for k, v := range extra {
+			e[k] = v
+		}
+		c := connectClient(t, ctx, n, soraclient.Options{ChannelID: "spot", Role: role, Audio: true, Video: true, VideoCodec: "VP8", Simulcast: true, RecordPackets: true, Extra: e})
+		waitNotify(t, ctx, c, "connection.created", c.ConnectionID())
+		return c
+	}
+	a := join("sendrecv", map[string]any{"spotlight_number": 2})
+	b := join("sendrecv", nil)
+	c := join("sendrecv", nil)
+	d := join("sendrecv", nil)
+	for _, s := range []*soraclient.Client{a, b, c, d} {
+		waitPublishing(t, n, "spot", s, 3)
+	}
+	o := join("recvonly", nil)
+
+	t.Run("the first senders take the focus places", func(t *testing.T) {
+		// A newcomer learns who is focused once it is connected.
+		waitSpotlight(t, ctx, o, "spotlight.focused", a.ConnectionID())
+		waitSpotlight(t, ctx, o, "spotlight.focused", b.ConnectionID())
+		// Members saw the focus taken as it happened.
+		if s := waitSpotlight(t, ctx, a, "spotlight.changed", b.ConnectionID()); s.SpotlightID == "" || s.Number != 2 {
+			t.Errorf("spotlight.changed = %+v", s)
+		}
+		checkOneStream(t, "o from a", waitLayer(t, ctx, o, a, 1, 40)) // focused: spotlight_focus_rid r1
+		checkOneStream(t, "o from c", waitLayer(t, ctx, o, c, 0, 40)) // unfocused: r0
+		if err := o.WaitPackets(ctx, a.ConnectionID(), "audio", 30); err != nil {
+			t.Fatal(err)
+		}
+		audioSilent(t, ctx, o, c, a)
+	})
+
+	t.Run("a speaker takes the focus of the sender quiet longest", func(t *testing.T) {
+		c.SetAudioLevel(20) // -20 dBov: speech
+		waitSpotlight(t, ctx, o, "spotlight.focused", c.ConnectionID())
+		waitSpotlight(t, ctx, o, "spotlight.unfocused", a.ConnectionID())
+		waitSpotlight(t, ctx, b, "spotlight.focused", c.ConnectionID())
+		if err := o.WaitPackets(ctx, c.ConnectionID(), "audio", 30); err != nil {
+			t.Fatalf("no audio from the new speaker: %v", err)
+		}
+		if got := checkOneStream(t, "o from c", waitLayer(t, ctx, o, c, 1, 40)); !reflect.DeepEqual(got, []int{0, 1}) {
+			t.Errorf("layers from c: %v, want r0 then r1", got)
+		}
+		checkOneStream(t, "o from a", waitLayer(t, ctx, o, a, 0, 40))
+		audioSilent(t, ctx, o, a, c)
+	})
+
+	t.Run("focus APIs", func(t *testing.T) {
+		var since time.Time
+		call := func(target string, body map[string]any) {
+			t.Helper()
+			since = time.Now()
+			if r := mustCall(t, n, target, body); r.Status != 200 || !jsonEqual(r.Body, mustJSON(t, body)) {
+				t.Fatalf("%s: %d %s", target, r.Status, r.Body)
+			}
+		}
+		waitSpotlight := func(t *testing.T, ctx context.Context, c *soraclient.Client, event, subject string) spotlightNotify {
+			t.Helper()
+			return waitSpotlightSince(t, ctx, c, since, event, subject)
+		}
+		call("Sora_20200807.FocusSpotlightFixed", map[string]any{"channel_id": "spot", "connection_id": d.ConnectionID()})
+		if s := waitSpotlight(t, ctx, o, "spotlight.focused", d.ConnectionID()); !s.Fixed {
+			t.Errorf("FocusSpotlightFixed: %+v", s)
+		}
+		waitSpotlight(t, ctx, o, "spotlight.unfocused", b.ConnectionID()) // quiet longer than the speaker
+		call("Sora_20200807.ChangeSpotlightNumber", map[string]any{"channel_id": "spot", "spotlight_number": 1})
+		waitSpotlight(t, ctx, o, "spotlight.unfocused", c.ConnectionID()) // the fixed focus stays
+		c.SetAudioLevel(127)
+		call("Sora_20200807.UnfocusSpotlight", map[string]any{"channel_id": "spot", "connection_id": d.ConnectionID()})
+		if s := waitSpotlight(t, ctx, o, "spotlight.unfocused", d.ConnectionID()); !s.Fixed {
+			t.Errorf("UnfocusSpotlight of a fixed focus: %+v", s)
+		}
+		// The place goes to the most recent speaker.
+		if got := waitSpotlight(t, ctx, o, "spotlight.focused", c.ConnectionID()); got.Number != 1 {
+			t.Errorf("spotlight.focused after the number changed: %+v", got)
+		}
+		call("Sora_20200807.FocusSpotlight", map[string]any{"channel_id": "spot", "connection_id": a.ConnectionID()})
+		waitSpotlight(t, ctx, o, "spotlight.focused", a.ConnectionID())
+		checkOneStream(t, "o from a", waitLayer(t, ctx, o, a, 1, 40))
+	})
+
+	t.Run("spotlight rid requests", func(t *testing.T) {
+		req := map[string]any{"channel_id": "spot", "recv_connection_id": o.ConnectionID(), "spotlight_focus_rid": "r2", "spotlight_unfocus_rid": "none"}
+		if r := mustCall(t, n, "Sora_20211215.RequestSpotlightRid", req); r.Status != 200 || !jsonEqual(r.Body, mustJSON(t, req)) {
+			t.Fatalf("RequestSpotlightRid: %d %s", r.Status, r.Body)
+		}
+		checkOneStream(t, "o from a", waitLayer(t, ctx, o, a, 2, 40))
+		waitLayer(t, ctx, o, b, -1, 0) // unfocused: none
+		batch := map[string]any{"channel_id": "spot", "item_list": []map[string]any{
+			{"recv_connection_id": o.ConnectionID(), "send_connection_id": b.ConnectionID(), "spotlight_focus_rid": "r1", "spotlight_unfocus_rid": "r1"},
+			{"recv_connection_id": o.ConnectionID(), "send_connection_id": a.ConnectionID(), "spotlight_focus_rid": "r0", "spotlight_unfocus_rid": "r0"},
+		}}
+		if r := mustCall(t, n, "Sora_20211215.BatchRequestSpotlightRid", batch); r.Status != 200 || !jsonEqual(r.Body, mustJSON(t, batch)) {
+			t.Fatalf("BatchRequestSpotlightRid: %d %s", r.Status, r.Body)
+		}
+		waitLayer(t, ctx, o, b, 1, 40)
+		waitLayer(t, ctx, o, a, 0, 40)
+		reset := map[string]any{"channel_id": "spot", "recv_connection_id": o.ConnectionID()}
+		if r := mustCall(t, n, "Sora_20211215.ResetSpotlightRid", reset); r.Status != 200 || !jsonEqual(r.Body, mustJSON(t, reset)) {
+			t.Fatalf("ResetSpotlightRid: %d %s", r.Status, r.Body)
+		}
+		waitLayer(t, ctx, o, a, 1, 40) // focused, default r1 again
+		// A batch with one bad item changes nothing.
+		bad := map[string]any{"channel_id": "spot", "item_list": []map[string]any{
+			{"recv_connection_id": o.ConnectionID(), "send_connection_id": a.ConnectionID(), "spotlight_focus_rid": "r2", "spotlight_unfocus_rid": "r2"},
+			{"recv_connection_id": "GONE", "spotlight_focus_rid": "r2", "spotlight_unfocus_rid": "r2"},
+		}}
+		apiError(t, mustCall(t, n, "Sora_20211215.BatchRequestSpotlightRid", bad), 404, "CONNECTION-NOT-FOUND")
+		time.Sleep(500 * time.Millisecond)
+		waitLayer(t, ctx, o, a, 1, 10)
+	})
+
+	t.Run("channel listing and refusals", func(t *testing.T) {
+		var chans []map[string]any
+		if err := n.MustCall(200, targetListChannels, nil).JSON(&chans); err != nil || len(chans) != 1 || chans[0]["spotlight"] != true {
+			t.Fatalf("ListChannels = %v %v", chans, err)
+		}
+		refusedWith(t, ctx, n, soraclient.Options{ChannelID: "spot", Role: "recvonly", Audio: true, Video: true}, 4490, "SPOTLIGHT-MISMATCH: a spotlight channel: connect with spotlight true")
+		plain := connectClient(t, ctx, n, soraclient.Options{ChannelID: "plain", Role: "sendrecv", Audio: true, Video: true})
+		for _, c := range []struct {
+			target string
+			body   map[string]any
+			status int
+			typ    string
+		}{
+			{"Sora_20200807.FocusSpotlight", map[string]any{"channel_id": "plain", "connection_id": plain.ConnectionID()}, 400, "NOT-SPOTLIGHT-CHANNEL"},
+			{"Sora_20200807.ChangeSpotlightNumber", map[string]any{"channel_id": "plain", "spotlight_number": 2}, 400, "NOT-SPOTLIGHT-CHANNEL"},
+			{"Sora_20211215.RequestSpotlightRid", map[string]any{"channel_id": "plain", "recv_connection_id": plain.ConnectionID(), "spotlight_focus_rid": "r1", "spotlight_unfocus_rid": "r0"}, 400, "NOT-SPOTLIGHT-CHANNEL"},
+			{"Sora_20200807.FocusSpotlight", map[string]any{"channel_id": "spot", "connection_id": o.ConnectionID()}, 400, "NOT-A-SENDER"},
+			{"Sora_20200807.FocusSpotlight", map[string]any{"channel_id": "spot", "connection_id": "NOPE"}, 404, "CONNECTION-NOT-FOUND"},
+			{"Sora_20200807.UnfocusSpotlight", map[string]any{"channel_id": "gone", "connection_id": "NOPE"}, 404, "CHANNEL-NOT-FOUND"},
+			{"Sora_20200807.ChangeSpotlightNumber", map[string]any{"channel_id": "spot", "spotlight_number": 9}, 400, "INVALID-FIELD-VALUE"},
+		} {
+			apiError(t, mustCall(t, n, c.target, c.body), c.status, c.typ)
+		}
+	})
+}
+
+func TestPauseRtpStream(t *testing.T) {
+	n, ctx := mediaNode(t, 90*time.Second, "--api_cors_origin=http://127.0.0.1:5000")
+	headers := seedHeaders(t)
+	pub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "sora", Role: "sendrecv", Audio: true, Video: true, VideoCodec: "VP8"})
+	paused := connectClient(t, ctx, n, soraclient.Options{ChannelID: "sora", Role: "sendrecv", Audio: true, Video: true, RecordPackets: true})
+	other := connectClient(t, ctx, n, soraclient.Options{ChannelID: "sora", Role: "recvonly", Audio: true, Video: true, RecordPackets: true})
+	for _, c := range []*soraclient.Client{paused, other} {
+		if err := c.WaitPackets(ctx, pub.ConnectionID(), "video", 30); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// seedCall replays a seed example with the live IDs and compares the
+	// answer with the seed's: the request echoed, with its headers.
+	seedCall := func(dir, api string, set map[string]any) any {
+		t.Helper()
+		req := seedIn(t, dir, api+".request.json").(map[string]any)
+		for k, v := range set {
+			req[k] = v
+		}
+		r := n.MustCall(200, "Sora_20200401."+api, req)
+		checkHeaders(t, api, r, headers)
+		return decode(t, r)
+	}
+	ids := map[string]any{"recv_connection_id": paused.ConnectionID(), "send_connection_id": pub.ConnectionID()}
+	for _, dir := range []string{"seed000", "seed002"} {
+		want := seedIn(t, dir, "PauseRtpStream.response.json").(map[string]any)
+		for k, v := range ids {
+			want[k] = v
+		}
+		if got := seedCall(dir, "PauseRtpStream", ids); !reflect.DeepEqual(got, any(want)) {
+			t.Fatalf("%s PauseRtpStream = %v, want %v", dir, got, want)
+		}
+	}
+	got := seedCall("seed002", "ListPauseRtpStreams", nil)
+	checkShape(t, "ListPauseRtpStreams", seedIn(t, "seed002", "ListPauseRtpStreams.response.json"), got)
+	wantList := []any{map[string]any{"channel_id": "sora", "recv_connection_id": paused.ConnectionID(), "role": "sendrecv", "send_connection_id": pub.ConnectionID()}}
+	if !reflect.DeepEqual(got, any(wantList)) {
+		t.Fatalf("ListPauseRtpStreams = %v, want %v", got, wantList)
+	}
+
+	// The paused receiver gets no video and still gets audio; the other
+	// receiver gets both.
+	waitLayer(t, ctx, paused, pub, -1, 0)
+	stopped := len(videoFrom(paused, pub))
+	audio := paused.Received()[pub.ConnectionID()+"/audio"].Packets
+	base := len(videoFrom(other, pub))
+	if err := paused.WaitPackets(ctx, pub.ConnectionID(), "audio", audio+50); err != nil {
+		t.Fatalf("audio stopped too: %v", err)
+	}
+	if now := len(videoFrom(paused, pub)); now != stopped {
+		t.Fatalf("the paused receiver got %d more video packets", now-stopped)
+	}
+	if now := len(videoFrom(other, pub)); now < base+30 {
+		t.Fatalf("the other receiver got %d video packets meanwhile", now-base)
+	}
+
+	want := seedIn(t, "seed000", "ResumeRtpStream.response.json").(map[string]any)
+	for k, v := range ids {
+		want[k] = v
+	}
+	if got := seedCall("seed000", "ResumeRtpStream", ids); !reflect.DeepEqual(got, any(want)) {
+		t.Fatalf("ResumeRtpStream = %v, want %v", got, want)
+	}
+	harness.Eventually(t, 10*time.Second, "video again after resume", func() bool { return len(videoFrom(paused, pub)) > stopped+30 })
+	log := videoFrom(paused, pub)
+	checkOneStream(t, "resumed", log)
+	if !log[stopped].KeyFrame {
+		t.Fatalf("the first packet after resume (seq %d) is not a key frame", log[stopped].Seq)
+	}
+	if r := n.MustCall(200, "Sora_20200401.ListPauseRtpStreams", map[string]string{"channel_id": "sora"}); string(r.Body) != "[]" {
+		t.Fatalf("ListPauseRtpStreams after resume = %s", r.Body)
+	}
+
+	for _, c := range []struct {
+		target string
+		body   map[string]string
+		status int
+		typ    string
+	}{
+		{"Sora_20200401.PauseRtpStream", map[string]string{"channel_id": "nope", "recv_connection_id": paused.ConnectionID(), "send_connection_id": pub.ConnectionID()}, 404, "CHANNEL-NOT-FOUND"},
+		{"Sora_20200401.PauseRtpStream", map[string]string{"channel_id": "sora", "recv_connection_id": "NOPE", "send_connection_id": pub.ConnectionID()}, 404, "CONNECTION-NOT-FOUND"},
+		{"Sora_20200401.ResumeRtpStream", map[string]string{"channel_id": "sora", "recv_connection_id": paused.ConnectionID(), "send_connection_id": "NOPE"}, 404, "CONNECTION-NOT-FOUND"},
+		{"Sora_20200401.PauseRtpStream", map[string]string{"channel_id": "sora", "recv_connection_id": pub.ConnectionID(), "send_connection_id": other.ConnectionID()}, 400, "NOT-FORWARDED"},
+		{"Sora_20200401.PauseRtpStream", map[string]string{"channel_id": "sora", "recv_connection_id": paused.ConnectionID()}, 400, "MISSING-FIELD"},
+		{"Sora_20200401.ListPauseRtpStreams", map[string]string{"channel_id": "nope"}, 404, "CHANNEL-NOT-FOUND"},
+	} {
+		apiError(t, mustCall(t, n, c.target, c.body), c.status, c.typ)
+	}
+	// A pause ends with either connection.
+	_ = n.MustCall(200, "Sora_20200401.PauseRtpStream", map[string]string{"channel_id": "sora", "recv_connection_id": other.ConnectionID(), "send_connection_id": pub.ConnectionID()})
+	_ = n.MustCall(200, "Sora_20151104.DisconnectConnection", map[string]string{"channel_id": "sora", "connection_id": other.ConnectionID()})
+	harness.Eventually(t, 5*time.Second, "the pause gone with its receiver", func() bool {
+		return string(n.MustCall(200, "Sora_20200401.ListPauseRtpStreams", map[string]string{"channel_id": "sora"}).Body) == "[]"
+	})
+}
+
+func TestChangeUpstreamVideoBitRate(t *testing.T) {
+	n, ctx := mediaNode(t, 60*time.Second, "--api_cors_origin=http://127.0.0.1:5000")
+	headers := seedHeaders(t)
+	pub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "sora", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	sub := connectClient(t, ctx, n, soraclient.Options{ChannelID: "sora", Role: "recvonly", Audio: true, Video: true})
+	audioOnly := connectClient(t, ctx, n, soraclient.Options{ChannelID: "sora", Role: "sendonly", Audio: true})
+
+	req := seedIn(t, "seed000", "ChangeUpstreamVideoBitRate.request.json").(map[string]any)
+	req["connection_id"] = pub.ConnectionID()
+	r := n.MustCall(200, "Sora_20190327.ChangeUpstreamVideoBitRate", req)
+	checkHeaders(t, "ChangeUpstreamVideoBitRate", r, headers)
+	want := seedIn(t, "seed000", "ChangeUpstreamVideoBitRate.response.json").(map[string]any)
+	want["connection_id"] = pub.ConnectionID()
+	if got := decode(t, r); !reflect.DeepEqual(got, any(want)) {
+		t.Fatalf("ChangeUpstreamVideoBitRate = %v, want %v", got, want)
+	}
+
+	// The sender is re-offered with the new cap on its video m-line.
+	mid := pub.Offer()["mid"].(map[string]any)["video"].(string)
+	m, err := pub.WaitMessage(ctx, func(m soraclient.Message) bool { return m.Type == "re-offer" && strings.Contains(string(m.Raw), "b=AS:300") })
+	if err != nil {
+		t.Fatalf("no re-offer with b=AS:300: %v", err)
+	}
+	var reoffer struct {
+		SDP string `json:"sdp"`
+	}
+	_ = json.Unmarshal(m.Raw, &reoffer)
+	for _, block := range strings.Split(reoffer.SDP, "\r\nm=")[1:] {
+		if strings.Contains(block, "\r\na=mid:"+mid+"\r\n") != strings.Contains(block, "\r\nb=AS:300\r\n") {
+			t.Fatalf("b=AS:300 is not exactly on the upstream video m-line %s:\nm=%s", mid, block)
+		}
+	}
+	var conns []map[string]any
+	if err := n.MustCall(200, "Sora_20201013.ListChannelConnections", map[string]string{"channel_id": "sora"}).JSON(&conns); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		if c["connection_id"] == pub.ConnectionID() && c["video"].(map[string]any)["bit_rate"] != 300.0 {
+			t.Fatalf("ListChannelConnections shows %v", c["video"])
+		}
+	}
+	// Media keeps flowing after the renegotiation.
+	got := sub.Received()[pub.ConnectionID()+"/video"].Packets
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", got+30); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		body   map[string]any
+		status int
+		typ    string
+	}{
+		{map[string]any{"channel_id": "sora", "connection_id": sub.ConnectionID(), "bit_rate": 300}, 400, "NOT-A-VIDEO-SENDER"},
+		{map[string]any{"channel_id": "sora", "connection_id": audioOnly.ConnectionID(), "bit_rate": 300}, 400, "NOT-A-VIDEO-SENDER"},
+		{map[string]any{"channel_id": "sora", "connection_id": "NOPE", "bit_rate": 300}, 404, "CONNECTION-NOT-FOUND"},
+		{map[string]any{"channel_id": "nope", "connection_id": pub.ConnectionID(), "bit_rate": 300}, 404, "CHANNEL-NOT-FOUND"},
+		{map[string]any{"channel_id": "sora", "connection_id": pub.ConnectionID(), "bit_rate": 30001}, 400, "INVALID-FIELD-VALUE"},
+		{map[string]any{"channel_id": "sora", "connection_id": pub.ConnectionID(), "bit_rate": "300"}, 400, "INVALID-FIELD-TYPE"},
+	} {
+		apiError(t, mustCall(t, n, "Sora_20190327.ChangeUpstreamVideoBitRate", c.body), c.status, c.typ)
+	}
+}

@@ -140,10 +140,14 @@ func opusFrame() []byte {
 }
 
 // fill writes a pattern without zero bytes (so no H.264/H.265 start code
-// emulation).
+// emulation) and without the simulcast layer marks.
 func fill(b []byte) {
 	for i := range b {
-		b[i] = 0x80 | byte(i&0x7f)
+		v := 0x80 | byte(i&0x7f)
+		if v >= layerMarkBase && v < layerMarkBase+3 {
+			v = 0x80
+		}
+		b[i] = v
 	}
 }
 
