@@ -619,7 +619,9 @@ func TestChangeUpstreamVideoBitRate(t *testing.T) {
 
 	// The sender is re-offered with the new cap on its video m-line.
 	mid := pub.Offer()["mid"].(map[string]any)["video"].(string)
-	m, err := pub.WaitMessage(ctx, func(m soraclient.Message) bool { return m.Type == "re-offer" && strings.Contains(string(m.Raw), "b=AS:300") })
+	m, err := pub.WaitMessage(ctx, func(m soraclient.Message) bool {
+		return m.Type == "re-offer" && strings.Contains(string(m.Raw), "b=AS:300")
+	})
 	if err != nil {
 		t.Fatalf("no re-offer with b=AS:300: %v", err)
 	}
