@@ -193,9 +193,11 @@ type statsSample struct {
 	Inbound         []inboundStat `json:"inbound"`
 	Outbound        []struct {
 		Kind          string `json:"kind"`
+		RID           string `json:"rid"`
 		Codec         string `json:"codec"`
 		PacketsSent   int    `json:"packets_sent"`
 		FramesEncoded *int   `json:"frames_encoded"`
+		FrameWidth    int    `json:"frame_width"`
 	} `json:"outbound"`
 }
 
@@ -389,20 +391,10 @@ func (r *browserRun) peer(t *testing.T, name string) *browserPeer {
 // its two stats samples than before the first, and received audio likewise.
 func checkMediaFrom(t *testing.T, p *browserPeer, streamID string) {
 	t.Helper()
-	if len(p.Stats) != 2 {
-		t.Errorf("%s has %d stats samples, want 2", p.Name, len(p.Stats))
+	if !checkVideoFrom(t, p, streamID) {
 		return
 	}
 	s1, s2 := p.Stats[0], p.Stats[1]
-	v1, v2 := s1.inbound(streamID, "video"), s2.inbound(streamID, "video")
-	switch {
-	case v1 == nil || v2 == nil:
-		t.Errorf("%s has no inbound video from %s: %+v", p.Name, streamID, s2.Inbound)
-	case v1.FramesDecoded <= 0 || v2.FramesDecoded <= v1.FramesDecoded:
-		t.Errorf("%s decoded %d then %d video frames from %s, want > 0 and growing", p.Name, v1.FramesDecoded, v2.FramesDecoded, streamID)
-	default:
-		t.Logf("%s decodes %s video from %s: %d -> %d frames in %d ms, %dx%d", p.Name, v2.Codec, streamID, v1.FramesDecoded, v2.FramesDecoded, s2.MS-s1.MS, v2.FrameWidth, v2.FrameHeight)
-	}
 	a1, a2 := s1.inbound(streamID, "audio"), s2.inbound(streamID, "audio")
 	switch {
 	case a1 == nil || a2 == nil:
@@ -417,6 +409,40 @@ func checkMediaFrom(t *testing.T, p *browserPeer, streamID string) {
 			t.Errorf("%s got no %s track event for stream %s", p.Name, k, streamID)
 		}
 	}
+}
+
+// checkVideoFrom asserts that p decoded video from streamID, more between
+// its two stats samples than before the first. It reports whether p has
+// the two samples.
+func checkVideoFrom(t *testing.T, p *browserPeer, streamID string) bool {
+	t.Helper()
+	if len(p.Stats) != 2 {
+		t.Errorf("%s has %d stats samples, want 2", p.Name, len(p.Stats))
+		return false
+	}
+	s1, s2 := p.Stats[0], p.Stats[1]
+	v1, v2 := s1.inbound(streamID, "video"), s2.inbound(streamID, "video")
+	switch {
+	case v1 == nil || v2 == nil:
+		t.Errorf("%s has no inbound video from %s: %+v", p.Name, streamID, s2.Inbound)
+	case v1.FramesDecoded <= 0 || v2.FramesDecoded <= v1.FramesDecoded:
+		t.Errorf("%s decoded %d then %d video frames from %s, want > 0 and growing", p.Name, v1.FramesDecoded, v2.FramesDecoded, streamID)
+	default:
+		t.Logf("%s decodes %s video from %s: %d -> %d frames in %d ms, %dx%d", p.Name, v2.Codec, streamID, v1.FramesDecoded, v2.FramesDecoded, s2.MS-s1.MS, v2.FrameWidth, v2.FrameHeight)
+	}
+	return true
+}
+
+// offer is the first offer p got, as the SDK's signaling event carried it.
+func (p *browserPeer) offer() map[string]any {
+	for _, s := range p.Signaling {
+		if s.Type == "onmessage-offer" {
+			var m map[string]any
+			_ = json.Unmarshal(s.Data, &m)
+			return m
+		}
+	}
+	return nil
 }
 
 func (p *browserPeer) hasTrack(kind, streamID string) bool {
@@ -550,12 +576,87 @@ func TestBrowser(t *testing.T) {
 			}
 		}},
 		{"redirect", 2, checkRedirect},
+		{"simulcast", 1, checkSimulcast},
+		{"spotlight", 1, checkSpotlight},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			run := runBrowserScenario(t, s, sc.name, browserNodes(sc.nodes))
 			sc.check(t, run)
 		})
+	}
+}
+
+// checkSimulcast judges the simulcast scenario: the publisher was offered
+// simulcast with the three encodings and sends more than one layer; the
+// recvonly asking r0 and the one asking r1 decode its video, r1 wider.
+func checkSimulcast(t *testing.T, r *browserRun) {
+	pub, r0, r1 := r.peer(t, "sendonly"), r.peer(t, "recv-r0"), r.peer(t, "recv-r1")
+	for _, p := range []*browserPeer{pub, r0, r1} {
+		checkNoDisconnect(t, p)
+	}
+	offer := pub.offer()
+	if offer == nil || offer["simulcast"] != true {
+		t.Fatalf("the publisher's offer: %v", offer)
+	}
+	if encs, _ := offer["encodings"].([]any); len(encs) != 3 {
+		t.Errorf("the publisher was offered encodings %v, want r0, r1, r2", offer["encodings"])
+	}
+	if n := len(pub.Stats); n > 0 {
+		rids := map[string]int{}
+		for _, o := range pub.Stats[n-1].Outbound {
+			if o.Kind == "video" && o.PacketsSent > 0 {
+				rids[o.RID] = o.FrameWidth
+			}
+		}
+		t.Logf("the publisher sends video layers (rid: width) %v", rids)
+		if len(rids) < 2 {
+			t.Errorf("the publisher sends %d video layers, want at least r0 and r1", len(rids))
+		}
+	}
+	checkMediaFrom(t, r0, pub.ConnectionID)
+	checkMediaFrom(t, r1, pub.ConnectionID)
+	if len(r0.Stats) == 2 && len(r1.Stats) == 2 {
+		w0, w1 := r0.Stats[1].inbound(pub.ConnectionID, "video"), r1.Stats[1].inbound(pub.ConnectionID, "video")
+		if w0 == nil || w1 == nil || w0.FrameWidth <= 0 || w1.FrameWidth <= w0.FrameWidth {
+			t.Errorf("decoded widths: r0 %+v, r1 %+v; want r1 wider than r0", w0, w1)
+		}
+	}
+}
+
+// checkSpotlight judges the spotlight scenario: each of three peers decodes
+// the other two's video and got spotlight notifies, each naming a peer of
+// the channel.
+func checkSpotlight(t *testing.T, r *browserRun) {
+	ps := []*browserPeer{r.peer(t, "a"), r.peer(t, "b"), r.peer(t, "c")}
+	ids := map[string]bool{}
+	for _, p := range ps {
+		ids[p.ConnectionID] = true
+	}
+	for _, p := range ps {
+		checkNoDisconnect(t, p)
+		checkNotOwnMedia(t, p)
+		if o := p.offer(); o == nil || o["spotlight"] != true || o["simulcast"] != true {
+			t.Errorf("%s's offer: spotlight %v simulcast %v", p.Name, o["spotlight"], o["simulcast"])
+		}
+		for _, o := range ps {
+			if o != p {
+				checkVideoFrom(t, p, o.ConnectionID)
+			}
+		}
+		var events []string
+		for _, n := range p.Notifies {
+			if strings.HasPrefix(n.Message.EventType, "spotlight.") {
+				events = append(events, n.Message.EventType+" "+n.Message.ConnectionID)
+				if !ids[n.Message.ConnectionID] {
+					t.Errorf("%s got %s about %s, not a peer of the channel", p.Name, n.Message.EventType, n.Message.ConnectionID)
+				}
+			}
+		}
+		if len(events) == 0 {
+			t.Errorf("%s got no spotlight notify", p.Name)
+		}
+		t.Logf("%s's spotlight notifies: %q", p.Name, events)
 	}
 }
 

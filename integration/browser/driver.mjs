@@ -197,14 +197,17 @@ async function openPeer(name) {
   return p;
 }
 
-async function connectPeer(p, role, channelId, metadata = null, signalingUrl = signalingURLs[0]) {
-  step(`${p.name}: connect ${role} to ${channelId} at ${signalingUrl}`);
+// connectPeer connects p's page. options are the SDK's connection options
+// beside the timeout; constraints, getUserMedia's for a sending role.
+async function connectPeer(p, role, channelId, metadata = null, signalingUrl = signalingURLs[0], options = {}, constraints = undefined) {
+  step(`${p.name}: connect ${role} to ${channelId} at ${signalingUrl} ${JSON.stringify(options)}`);
   const id = await p.page.evaluate((a) => window.soraConnect(a), {
     signalingUrl,
     role,
     channelId,
     metadata,
-    options: { connectionTimeout: 20_000 },
+    options: { connectionTimeout: 20_000, ...options },
+    constraints,
   });
   p.connectionId = id;
   step(`${p.name}: connected as ${id}`);
@@ -240,6 +243,8 @@ async function sampleStats() {
 
 const videoDecoded = (sample, streamId) =>
   sample.inbound.some((s) => s.kind === "video" && s.stream_id === streamId && s.frames_decoded > 0);
+const decodedWidth = (sample, streamId) =>
+  Math.max(0, ...sample.inbound.filter((s) => s.kind === "video" && s.stream_id === streamId && s.frames_decoded > 0).map((s) => s.frame_width ?? 0));
 
 // measureMedia waits (bounded, not failing) until every peer decodes video
 // from every stream it expects, then takes two samples three seconds apart.
@@ -345,6 +350,56 @@ const scenarios = {
     await api("Sora_20160711.PushChannel", { channel_id: ch, data: { hello: "browser" } });
     await waitFor("every peer got the push", 10_000, (s) => Object.values(s).every((x) => x.pushes.length > 0));
     await sleep(500); // a duplicate would show now
+  },
+
+  // Simulcast: a sendonly publishes three layers (VP8, 960x540 from the
+  // fake camera, so r0 is 240 wide and r1 480); a recvonly asking r0 and
+  // one asking r1 each decode the publisher's video, in different widths.
+  async simulcast() {
+    const ch = "browser-simulcast";
+    const pub = await openPeer("sendonly");
+    const r0 = await openPeer("recv-r0");
+    const r1 = await openPeer("recv-r1");
+    const pubID = await connectPeer(pub, "sendonly", ch, null, undefined,
+      { simulcast: true, videoCodecType: "VP8", videoBitRate: 2500 }, { audio: true, video: { width: 960, height: 540 } });
+    await connectPeer(r0, "recvonly", ch, null, undefined, { simulcast: true, simulcastRid: "r0" });
+    await connectPeer(r1, "recvonly", ch, null, undefined, { simulcast: true, simulcastRid: "r1" });
+    await waitFor("all connected callbacks", 10_000, (s) => Object.values(s).every((x) => x.connected_callback));
+    // The encoder starts the upper layers as its bandwidth estimate grows.
+    const until = Date.now() + 30_000;
+    for (;;) {
+      const w0 = decodedWidth(await r0.page.evaluate(() => window.sampleStats()), pubID);
+      const w1 = decodedWidth(await r1.page.evaluate(() => window.sampleStats()), pubID);
+      if (w0 > 0 && w1 > w0) {
+        step(`recv-r0 decodes ${w0} wide, recv-r1 ${w1} wide`);
+        break;
+      }
+      if (Date.now() > until) {
+        step(`NOT two widths within 30 s: recv-r0 ${w0}, recv-r1 ${w1}`);
+        break;
+      }
+      await sleep(250);
+    }
+    await measureMedia({ "recv-r0": [pubID], "recv-r1": [pubID] });
+  },
+
+  // Spotlight: three sendrecv peers (simulcast, spotlight_number 1) each
+  // decode the other two's video and get spotlight notifies.
+  async spotlight() {
+    const ch = "browser-spotlight";
+    const ps = [await openPeer("a"), await openPeer("b"), await openPeer("c")];
+    const ids = [];
+    for (const p of ps) {
+      ids.push(await connectPeer(p, "sendrecv", ch, null, undefined,
+        { simulcast: true, spotlight: true, spotlightNumber: 1, videoCodecType: "VP8", videoBitRate: 1500 },
+        { audio: true, video: { width: 640, height: 360 } }));
+    }
+    await waitFor("all connected callbacks", 10_000, (s) => Object.values(s).every((x) => x.connected_callback));
+    await waitFor("every peer got a spotlight notify", 10_000, (s) =>
+      Object.values(s).every((x) => x.notifies.some((n) => String(n.message.event_type).startsWith("spotlight."))));
+    const expect = {};
+    ps.forEach((p, i) => (expect[p.name] = ids.filter((_, j) => j !== i)));
+    await measureMedia(expect);
   },
 
   // Two nodes. A sendonly on node A puts A in charge of the channel; a

@@ -61,7 +61,8 @@ function attach(stream) {
 }
 
 // soraConnect connects this page's peer and resolves with its connection id.
-window.soraConnect = async ({ signalingUrl, role, channelId, metadata = null, options = {} }) => {
+// constraints are getUserMedia's for a sending role.
+window.soraConnect = async ({ signalingUrl, role, channelId, metadata = null, options = {}, constraints = { audio: true, video: true } }) => {
   state.role = role;
   state.channel_id = channelId;
   state.signaling_url = signalingUrl;
@@ -103,7 +104,7 @@ window.soraConnect = async ({ signalingUrl, role, channelId, metadata = null, op
     if (role === "recvonly") {
       await conn.connect();
     } else {
-      localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      localStream = await navigator.mediaDevices.getUserMedia(constraints);
       await conn.connect(localStream);
     }
   } catch (e) {
@@ -166,6 +167,8 @@ window.sampleStats = async () => {
       outbound.push({
         kind: r.kind,
         mid: r.mid ?? null,
+        rid: r.rid ?? null,
+        frame_width: r.frameWidth ?? null,
         codec: codecs[r.codecId] ?? null,
         packets_sent: r.packetsSent ?? 0,
         frames_encoded: r.framesEncoded ?? null,
