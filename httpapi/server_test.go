@@ -506,6 +506,21 @@ var targetFields = map[string][]fieldSpec{
 	"Sora_20201124.DeleteSignalingNotifyMetadataItem": {channelField, reqString("connection_id"), reqString("key"), pushField},
 	"Sora_20170529.GetStatsConnection":                {channelField, reqString("connection_id")},
 	"Sora_20170529.GetStatsClient":                    {channelField, reqString("client_id")},
+
+	"Sora_20201005.RequestRtpStream":         {channelField, recvField, sendField, ridField("rid", `"none"`)},
+	"Sora_20201005.ResetRtpStream":           {channelField, recvField, sendField},
+	"Sora_20200401.PauseRtpStream":           {channelField, recvField, reqString("send_connection_id")},
+	"Sora_20200401.ResumeRtpStream":          {channelField, recvField, reqString("send_connection_id")},
+	"Sora_20200401.ListPauseRtpStreams":      {channelField},
+	"Sora_20200807.ChangeSpotlightNumber":    {channelField, {name: "spotlight_number", kind: "integer", required: true, invalid: []string{`0`, `9`, `-1`}}},
+	"Sora_20200807.FocusSpotlight":           {channelField, reqString("connection_id")},
+	"Sora_20200807.FocusSpotlightFixed":      {channelField, reqString("connection_id")},
+	"Sora_20200807.UnfocusSpotlight":         {channelField, reqString("connection_id")},
+	"Sora_20211215.RequestSpotlightRid":      {channelField, recvField, sendField, ridField("spotlight_focus_rid"), ridField("spotlight_unfocus_rid")},
+	"Sora_20211215.ResetSpotlightRid":        {channelField, recvField, sendField},
+	"Sora_20211215.BatchRequestSpotlightRid": {channelField, {name: "item_list", kind: "array", required: true, invalid: []string{`[]`}}},
+	"Sora_20190327.ChangeUpstreamVideoBitRate": {channelField, reqString("connection_id"),
+		{name: "bit_rate", kind: "integer", required: true, invalid: []string{`0`, `30001`, `-300`}}},
 }
 
 var (
@@ -514,7 +529,14 @@ var (
 	reasonField  = fieldSpec{name: "reason", kind: "object"}
 	dataField    = fieldSpec{name: "data", kind: "object", required: true}
 	pushField    = fieldSpec{name: "push", kind: "boolean"}
+	recvField    = reqString("recv_connection_id")
+	sendField    = fieldSpec{name: "send_connection_id", kind: "string"}
 )
+
+// ridField is a required rid: r0, r1 or r2 (none where the target takes it).
+func ridField(name string, invalid ...string) fieldSpec {
+	return fieldSpec{name: name, kind: "string", required: true, invalid: append([]string{`"r3"`, `"R0"`, `"high"`}, invalid...)}
+}
 
 func reqString(name string) fieldSpec { return fieldSpec{name: name, kind: "string", required: true} }
 
@@ -523,6 +545,10 @@ func (f fieldSpec) validValue() string {
 	switch {
 	case f.name == "role":
 		return `"sendrecv"`
+	case strings.HasSuffix(f.name, "rid"):
+		return `"r0"`
+	case f.kind == "array":
+		return `[{"recv_connection_id":"x","spotlight_focus_rid":"r0","spotlight_unfocus_rid":"r0"}]`
 	case f.kind == "string":
 		return `"x"`
 	case f.kind == "boolean":
@@ -558,6 +584,9 @@ func hasRequired(fields []fieldSpec) bool {
 func TestTargetTableIsCovered(t *testing.T) {
 	table := (&Server{}).targetTable()
 	for name, t := range (&Server{}).mediaTargets() {
+		table[name] = t
+	}
+	for name, t := range (&Server{}).layerTargets() {
 		table[name] = t
 	}
 	got := sortedKeys(table)
@@ -618,6 +647,8 @@ var wrongTypes = map[string][]string{
 	"string":  {`1`, `true`, `{}`, `["x"]`, `1.5`},
 	"boolean": {`"yes"`, `1`, `"true"`, `{}`, `[]`, `0`},
 	"object":  {`1`, `"x"`, `[]`, `true`, `[{}]`},
+	"integer": {`"1"`, `true`, `{}`, `[]`, `1.5`, `1e40`},
+	"array":   {`1`, `"x"`, `{}`, `true`},
 }
 
 func fieldCases(target string, fields []fieldSpec) []apiCase {
@@ -667,7 +698,7 @@ func fieldCases(target string, fields []fieldSpec) []apiCase {
 		for _, c := range cases {
 			out = append(out, apiCase{name: c.name, target: target, body: c.body, opts: c.opts, status: 400, errType: "MISSING-FIELD", reason: missing})
 		}
-		var invalid []string
+		invalid := f.invalid
 		if f.kind == "string" {
 			invalid = append([]string{`""`}, f.invalid...)
 		}
