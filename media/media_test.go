@@ -1,0 +1,301 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sorad/sorad/cluster"
+	"github.com/sorad/sorad/fsm"
+	"github.com/sorad/sorad/integration/soraclient"
+)
+
+// In-process tests of the media plane against a fake cluster: real pion
+// PeerConnections and soraclient on loopback, no Raft.
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString("media tests: goroutines leaked: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// fakeCluster is the node alone, in charge of every channel but those
+// given an owner elsewhere; releasing a channel moves it to handOver.
+type fakeCluster struct {
+	mu       sync.Mutex
+	mode     fsm.Mode
+	owners   map[string]fsm.Node // channels another node is in charge of
+	handOver *fsm.Node           // where a released channel goes
+	calls    []string
+	changes  chan struct{}
+}
+
+func newFakeCluster() *fakeCluster {
+	return &fakeCluster{mode: fsm.ModeNormal, owners: map[string]fsm.Node{}, changes: make(chan struct{})}
+}
+
+func (f *fakeCluster) record(s string) {
+	f.calls = append(f.calls, s)
+}
+
+func (f *fakeCluster) AcquireChannel(_ context.Context, id string, opts cluster.ChannelOptions) (cluster.Assignment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("acquire " + id)
+	if n, ok := f.owners[id]; ok {
+		return cluster.Assignment{Channel: fsm.Channel{ID: id, NodeInCharge: n.Name}, Owner: n}, nil
+	}
+	return cluster.Assignment{Channel: fsm.Channel{ID: id, NodeInCharge: "self", Spotlight: opts.Spotlight}, Local: true}, nil
+}
+
+func (f *fakeCluster) ReleaseChannel(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("release " + id)
+	if f.handOver != nil {
+		f.owners[id] = *f.handOver
+	}
+	return nil
+}
+
+func (f *fakeCluster) InCharge(id string) (bool, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, elsewhere := f.owners[id]; elsewhere {
+		return false, "CHANNEL-MOVED"
+	}
+	return true, ""
+}
+
+func (f *fakeCluster) Mode() fsm.Mode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mode
+}
+
+func (f *fakeCluster) setMode(m fsm.Mode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mode = m
+}
+
+func (f *fakeCluster) Purged() bool                   { return false }
+func (f *fakeCluster) Changes() <-chan struct{}       { return f.changes }
+func (f *fakeCluster) Drain(context.Context) []string { return nil }
+func (f *fakeCluster) callsOf(prefix string) (n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// startMedia runs a media plane on loopback with the fake cluster and
+// returns its signaling URL.
+func startMedia(t *testing.T, fc *fakeCluster) (*Media, string) {
+	t.Helper()
+	m, err := New(Config{ListenAddress: "127.0.0.1", Version: "test", ReleaseDelay: time.Hour}, fc, &Stats{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(m.Handler())
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("close media: %v", err)
+		}
+		srv.Close()
+	})
+	return m, "ws" + strings.TrimPrefix(srv.URL, "http") + "/signaling"
+}
+
+func connect(t *testing.T, url string, opts soraclient.Options) (*soraclient.Client, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	opts.SignalingURL = url
+	c, err := soraclient.Connect(ctx, opts)
+	if err == nil {
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	return c, err
+}
+
+// TestAdmissionVerdicts: what a node does with a connect, by its mode and
+// the channel's assignment, as cluster.Decide says.
+func TestAdmissionVerdicts(t *testing.T) {
+	other := fsm.Node{NodeInfo: fsm.NodeInfo{Name: "other@127.0.0.9", ExternalSignalingURL: "ws://127.0.0.9:5000/signaling"}}
+	tests := []struct {
+		name      string
+		mode      fsm.Mode
+		owner     bool // another node is in charge
+		session   bool // a live session of the channel is here
+		handOver  bool
+		wantOffer bool
+		redirect  string
+		refusal   string
+	}{
+		{name: "normal serves", mode: fsm.ModeNormal, wantOffer: true},
+		{name: "held elsewhere is redirected", mode: fsm.ModeNormal, owner: true, redirect: other.ExternalSignalingURL},
+		{name: "block_new_connection refuses its own channels", mode: fsm.ModeBlockNewConnection, refusal: "BLOCK-NEW-CONNECTION"},
+		{name: "block_new_connection redirects channels held elsewhere", mode: fsm.ModeBlockNewConnection, owner: true, redirect: other.ExternalSignalingURL},
+		{name: "block_new_session admits joiners", mode: fsm.ModeBlockNewSession, session: true, wantOffer: true},
+		{name: "block_new_session hands a channel without a session over", mode: fsm.ModeBlockNewSession, handOver: true, redirect: other.ExternalSignalingURL},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fc := newFakeCluster()
+			m, url := startMedia(t, fc)
+			if tt.session {
+				if _, err := connect(t, url, soraclient.Options{ChannelID: "ch", Role: "sendonly", Audio: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fc.setMode(tt.mode)
+			if tt.owner {
+				fc.owners["ch"] = other
+			}
+			if tt.handOver {
+				fc.handOver = &other
+			}
+			c, err := connect(t, url, soraclient.Options{ChannelID: "ch", Role: "recvonly", Audio: true, NoRedirect: true})
+			var re *soraclient.RedirectError
+			var ce *soraclient.CloseError
+			switch {
+			case tt.wantOffer:
+				if err != nil {
+					t.Fatalf("not admitted: %v", err)
+				}
+				if c.Offer()["type"] != "offer" {
+					t.Fatalf("offer %v", c.Offer())
+				}
+			case tt.redirect != "":
+				if !errors.As(err, &re) || re.Location != tt.redirect {
+					t.Fatalf("err %v, want a redirect to %s", err, tt.redirect)
+				}
+			default:
+				if !errors.As(err, &ce) || ce.Code != 4503 || ce.Reason != tt.refusal {
+					t.Fatalf("err %v, want 4503 %s", err, tt.refusal)
+				}
+			}
+			if got := fc.callsOf("release"); got != boolInt(tt.handOver) {
+				t.Errorf("%d releases, want %d", got, boolInt(tt.handOver))
+			}
+			if tt.handOver && m.hasSession("ch") {
+				t.Errorf("a session was started on a block_new_session node")
+			}
+		})
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestFencing: a channel the cluster gives to another node is closed here.
+func TestFencing(t *testing.T) {
+	fc := newFakeCluster()
+	m, url := startMedia(t, fc)
+	c, err := connect(t, url, soraclient.Options{ChannelID: "moved", Role: "sendrecv", Audio: true, Video: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	fc.owners["moved"] = fsm.Node{NodeInfo: fsm.NodeInfo{Name: "other@127.0.0.9"}}
+	fc.mu.Unlock()
+	fc.changes <- struct{}{}
+	select {
+	case <-c.Closed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection of a moved channel is still open")
+	}
+	if ci := c.CloseInfo(); ci == nil || ci.Code != 4503 || ci.Reason != "CHANNEL-MOVED" {
+		t.Fatalf("closed with %+v, want 4503 CHANNEL-MOVED", ci)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Connections() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := m.Connections(); n != 0 {
+		t.Fatalf("%d connections left", n)
+	}
+}
+
+// TestPauseAndLayersInProcess drives the channel operations on live
+// connections without a cluster: a pause stops the video one receiver
+// gets, and the model refuses what it must.
+func TestPauseAndLayersInProcess(t *testing.T) {
+	fc := newFakeCluster()
+	m, url := startMedia(t, fc)
+	pub, err := connect(t, url, soraclient.Options{ChannelID: "c", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := connect(t, url, soraclient.Options{ChannelID: "c", Role: "recvonly", Audio: true, Video: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PauseRtpStream("c", sub.ConnectionID(), pub.ConnectionID()); err != nil {
+		t.Fatal(err)
+	}
+	paused, err := m.ListPauseRtpStreams("c")
+	if err != nil || !slices.Equal(paused, []PausedStream{{ChannelID: "c", RecvConnectionID: sub.ConnectionID(), Role: RoleRecvonly, SendConnectionID: pub.ConnectionID()}}) {
+		t.Fatalf("ListPauseRtpStreams = %+v %v", paused, err)
+	}
+	time.Sleep(300 * time.Millisecond) // packets in flight arrive
+	video := sub.Received()[pub.ConnectionID()+"/video"].Packets
+	audio := sub.Received()[pub.ConnectionID()+"/audio"].Packets
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "audio", audio+25); err != nil {
+		t.Fatal(err)
+	}
+	if now := sub.Received()[pub.ConnectionID()+"/video"].Packets; now != video {
+		t.Fatalf("%d video packets while paused", now-video)
+	}
+	if err := m.ResumeRtpStream("c", sub.ConnectionID(), pub.ConnectionID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", video+20); err != nil {
+		t.Fatalf("no video after resume: %v", err)
+	}
+	var nf *NotFoundError
+	var inv *InvalidError
+	for _, c := range []struct {
+		err  error
+		want func(error) bool
+	}{
+		{m.PauseRtpStream("nope", sub.ConnectionID(), pub.ConnectionID()), func(e error) bool { return errors.As(e, &nf) && nf.Type == "CHANNEL-NOT-FOUND" }},
+		{m.PauseRtpStream("c", "NOPE", pub.ConnectionID()), func(e error) bool {
+			return errors.As(e, &nf) && nf.Type == "CONNECTION-NOT-FOUND" && nf.Reason["recv_connection_id"] == "NOPE"
+		}},
+		{m.PauseRtpStream("c", pub.ConnectionID(), sub.ConnectionID()), func(e error) bool { return errors.As(e, &inv) && inv.Type == "NOT-FORWARDED" }},
+		{m.FocusSpotlight("c", pub.ConnectionID(), false), func(e error) bool { return errors.As(e, &inv) && inv.Type == "NOT-SPOTLIGHT-CHANNEL" }},
+		{m.ChangeUpstreamVideoBitRate("c", sub.ConnectionID(), 100), func(e error) bool { return errors.As(e, &inv) && inv.Type == "NOT-A-VIDEO-SENDER" }},
+	} {
+		if !c.want(c.err) {
+			t.Errorf("error %v", c.err)
+		}
+	}
+}
