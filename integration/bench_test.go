@@ -617,3 +617,164 @@ func callLoad(b *testing.B, n *harness.Node, target string, body any, k int, d t
 }
 
 type result struct{ rate, p50, p99 float64 }
+
+// BenchmarkSimulcastFanout: one simulcast publisher (VP8 r0, r1, r2 at a
+// seventh, two sevenths and four sevenths of 1.5 Mbit/s, and Opus) to N
+// recvonly subscribers, a third asking each layer. Over a 10 s window it
+// measures sorad's CPU per forwarded packet (each subscriber gets the audio
+// and its layer's video), forwarded packets per second per core, and
+// receiver loss, beside the same floor as BenchmarkFanout.
+func BenchmarkSimulcastFanout(b *testing.B) {
+	floor := forwardingFloor(b)
+	type row struct {
+		n                          int
+		inPPS, outPPS, cpuPerPktUS float64
+		perCore, loss              float64
+	}
+	var rows []row
+	for _, n := range []int{30, 90, 150} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				r := simulcastFanoutOnce(b, n)
+				rows = append(rows, row{n, r.inPPS, r.outPPS, r.cpuPerPacketUS, r.perCore, r.loss})
+				b.ReportMetric(r.cpuPerPacketUS, "cpu-us/forwarded-pkt")
+				b.ReportMetric(r.perCore, "forwarded-pkt/s/core")
+				b.ReportMetric(r.loss*100, "loss-%")
+			}
+		})
+	}
+	fmt.Printf("\nSimulcast fan-out, one publisher of three layers to N recvonly subscribers (a third on each layer), 10 s window (%s)\n", machine())
+	fmt.Printf("baseline (SRTP encrypt + UDP send of one packet): %.2f us\n\n", floor)
+	fmt.Println("| subscribers | packets in/s (all layers) | packets out/s | sorad CPU us per forwarded packet | forwarded packets/s per core | receiver loss | CPU per packet / baseline |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f%% | %.1f |\n", r.n, r.inPPS, r.outPPS, r.cpuPerPktUS, r.perCore, r.loss*100, r.cpuPerPktUS/floor)
+	}
+}
+
+// publishedPackets reads, from GetStatsConnection, the audio packets and the
+// video packets of each layer the node received from a connection.
+func publishedPackets(b *testing.B, node *harness.Node, channelID, connectionID string) (audio float64, layers [3]float64) {
+	var st struct {
+		Tracks []struct {
+			Direction string  `json:"direction"`
+			Kind      string  `json:"kind"`
+			Packets   float64 `json:"total_received_rtp"`
+			Layers    []struct {
+				RID     string  `json:"rid"`
+				Packets float64 `json:"total_received_rtp"`
+			} `json:"layers"`
+		} `json:"tracks"`
+	}
+	r, err := node.Call("Sora_20170529.GetStatsConnection", map[string]string{"channel_id": channelID, "connection_id": connectionID})
+	if err != nil || r.JSON(&st) != nil {
+		b.Fatalf("GetStatsConnection: %v %s", err, r.Body)
+	}
+	for _, tr := range st.Tracks {
+		switch {
+		case tr.Direction == "recv" && tr.Kind == "audio":
+			audio = tr.Packets
+		case tr.Direction == "recv" && tr.Kind == "video":
+			for _, l := range tr.Layers {
+				if i, ok := map[string]int{"r0": 0, "r1": 1, "r2": 2}[l.RID]; ok {
+					layers[i] = l.Packets
+				}
+			}
+		}
+	}
+	return audio, layers
+}
+
+func simulcastFanoutOnce(b *testing.B, n int) fanoutResult {
+	h := harness.New(b, soradBin)
+	node := h.NewNode("bench", "--log_level=info", fmt.Sprintf("--license_max_connections=%d", n+10))
+	node.Start()
+	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(node, []string{node.Name}) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	url := signalingURL(node)
+	pub, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "simulcast", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8", VideoBitrateKbps: 1500, Simulcast: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	harness.Eventually(b, 10*time.Second, "three layers at the node", func() bool {
+		_, layers := publishedPackets(b, node, "simulcast", pub.ConnectionID())
+		return layers[0] > 0 && layers[1] > 0 && layers[2] > 0
+	})
+	subs := make([]*soraclient.Client, n)
+	perLayer := [3]float64{}
+	for i := 0; i < n; i += 10 {
+		var wg sync.WaitGroup
+		for j := i; j < min(i+10, n); j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "simulcast", Role: "recvonly", Audio: true, Video: true, Simulcast: true,
+					Extra: map[string]any{"simulcast_request_rid": fmt.Sprintf("r%d", j%3)}})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				subs[j] = c
+			}()
+		}
+		wg.Wait()
+		if b.Failed() {
+			b.FailNow()
+		}
+	}
+	for j := range subs {
+		perLayer[j%3]++
+	}
+	defer func() {
+		for _, c := range subs {
+			_ = c.Close()
+		}
+	}()
+	for _, c := range subs {
+		if err := c.WaitPackets(ctx, pub.ConnectionID(), "video", 10); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(2 * time.Second) // settle: key frames, NACK caches
+	received := func() int64 {
+		var total int64
+		for _, c := range subs {
+			for k, st := range c.Received() {
+				if strings.HasPrefix(k, pub.ConnectionID()+"/") {
+					total += st.Packets
+				}
+			}
+		}
+		return total
+	}
+	audio0, layers0 := publishedPackets(b, node, "simulcast", pub.ConnectionID())
+	cpu0, err := cpuSeconds(node.Pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	recv0, t0 := received(), time.Now()
+	b.ResetTimer()
+	time.Sleep(10 * time.Second)
+	b.StopTimer()
+	audio1, layers1 := publishedPackets(b, node, "simulcast", pub.ConnectionID())
+	cpu1, _ := cpuSeconds(node.Pid())
+	recv1, elapsed := received(), time.Since(t0).Seconds()
+	in := audio1 - audio0
+	out := (audio1 - audio0) * float64(n)
+	for l := range layers1 {
+		in += layers1[l] - layers0[l]
+		out += (layers1[l] - layers0[l]) * perLayer[l]
+	}
+	cpu := cpu1 - cpu0
+	r := fanoutResult{inPPS: in / elapsed, outPPS: out / elapsed}
+	if out > 0 {
+		r.cpuPerPacketUS = cpu / out * 1e6
+		r.loss = max(0, 1-float64(recv1-recv0)/out)
+	}
+	if cpu > 0 {
+		r.perCore = out / cpu
+	}
+	return r
+}
