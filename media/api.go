@@ -624,14 +624,9 @@ type SpotlightRIDRequest struct {
 	FocusRID, UnfocusRID RID
 }
 
-// RequestSpotlightRID asks for the layers a receiver gets from focused and
-// unfocused senders (Sora_20211215.RequestSpotlightRid).
-func (m *Media) RequestSpotlightRID(channelID string, r SpotlightRIDRequest) error {
-	return m.BatchRequestSpotlightRID(channelID, []SpotlightRIDRequest{r})
-}
-
-// BatchRequestSpotlightRID applies several requests at once, all or none
-// (Sora_20211215.BatchRequestSpotlightRid).
+// BatchRequestSpotlightRID asks for the layers receivers get from focused
+// and unfocused senders, all requests or none
+// (Sora_20211215.RequestSpotlightRid and BatchRequestSpotlightRid).
 func (m *Media) BatchRequestSpotlightRID(channelID string, rs []SpotlightRIDRequest) error {
 	var fields []field
 	for _, r := range rs {

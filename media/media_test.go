@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"slices"
@@ -39,6 +40,7 @@ type fakeCluster struct {
 	mode     fsm.Mode
 	owners   map[string]fsm.Node // channels another node is in charge of
 	handOver *fsm.Node           // where a released channel goes
+	release  func()              // called by ReleaseChannel, unlocked
 	calls    []string
 	changes  chan struct{}
 }
@@ -54,7 +56,7 @@ func (f *fakeCluster) record(s string) {
 func (f *fakeCluster) AcquireChannel(_ context.Context, id string, opts cluster.ChannelOptions) (cluster.Assignment, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record("acquire " + id)
+	f.record(fmt.Sprintf("acquire %s spotlight=%v", id, opts.Spotlight))
 	if n, ok := f.owners[id]; ok {
 		return cluster.Assignment{Channel: fsm.Channel{ID: id, NodeInCharge: n.Name}, Owner: n}, nil
 	}
@@ -62,6 +64,12 @@ func (f *fakeCluster) AcquireChannel(_ context.Context, id string, opts cluster.
 }
 
 func (f *fakeCluster) ReleaseChannel(_ context.Context, id string) error {
+	f.mu.Lock()
+	hook := f.release
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("release " + id)
@@ -95,6 +103,17 @@ func (f *fakeCluster) setMode(m fsm.Mode) {
 func (f *fakeCluster) Purged() bool                   { return false }
 func (f *fakeCluster) Changes() <-chan struct{}       { return f.changes }
 func (f *fakeCluster) Drain(context.Context) []string { return nil }
+func (f *fakeCluster) lastCall(prefix string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.calls) - 1; i >= 0; i-- {
+		if strings.HasPrefix(f.calls[i], prefix) {
+			return f.calls[i]
+		}
+	}
+	return ""
+}
+
 func (f *fakeCluster) callsOf(prefix string) (n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -110,7 +129,13 @@ func (f *fakeCluster) callsOf(prefix string) (n int) {
 // returns its signaling URL.
 func startMedia(t *testing.T, fc *fakeCluster) (*Media, string) {
 	t.Helper()
-	m, err := New(Config{ListenAddress: "127.0.0.1", Version: "test", ReleaseDelay: time.Hour}, fc, &Stats{})
+	return startMediaWith(t, fc, Config{ReleaseDelay: time.Hour})
+}
+
+func startMediaWith(t *testing.T, fc *fakeCluster, cfg Config) (*Media, string) {
+	t.Helper()
+	cfg.ListenAddress, cfg.Version = "127.0.0.1", "test"
+	m, err := New(cfg, fc, &Stats{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +233,39 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestReleaseKeepsTheChannelSettings: a session that starts while the
+// node releases the channel holds it again as the spotlight channel it is.
+func TestReleaseKeepsTheChannelSettings(t *testing.T) {
+	fc := newFakeCluster()
+	_, url := startMediaWith(t, fc, Config{ReleaseDelay: 50 * time.Millisecond})
+	opts := soraclient.Options{ChannelID: "spot", Role: "sendrecv", Audio: true, Extra: map[string]any{"spotlight": true}}
+	first, err := connect(t, url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second *soraclient.Client
+	var secondErr error
+	fc.mu.Lock()
+	fc.release = func() {
+		fc.mu.Lock()
+		fc.release = nil
+		fc.mu.Unlock()
+		second, secondErr = connect(t, url, opts) // a session starts while the release is in flight
+	}
+	fc.mu.Unlock()
+	_ = first.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for fc.callsOf("acquire") < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if secondErr != nil || second == nil {
+		t.Fatalf("the connect during the release: %v", secondErr)
+	}
+	if got := fc.lastCall("acquire"); got != "acquire spot spotlight=true" {
+		t.Fatalf("after the release the channel was acquired with %q", got)
+	}
 }
 
 // TestFencing: a channel the cluster gives to another node is closed here.

@@ -33,6 +33,7 @@ type bindContext struct {
 	codecs []webrtc.RTPCodecParameters
 	exts   []webrtc.RTPHeaderExtensionParameter
 	w      webrtc.TrackLocalWriter
+	id     string
 }
 
 func (b bindContext) CodecParameters() []webrtc.RTPCodecParameters { return b.codecs }
@@ -43,7 +44,7 @@ func (b bindContext) SSRC() webrtc.SSRC                       { return 777 }
 func (b bindContext) SSRCRetransmission() webrtc.SSRC         { return 0 }
 func (b bindContext) SSRCForwardErrorCorrection() webrtc.SSRC { return 0 }
 func (b bindContext) WriteStream() webrtc.TrackLocalWriter    { return b.w }
-func (b bindContext) ID() string                              { return "ctx" }
+func (b bindContext) ID() string                              { return "ctx" + b.id }
 func (b bindContext) RTCPReader() interceptor.RTCPReader      { return nil }
 
 var (
