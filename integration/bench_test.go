@@ -70,30 +70,36 @@ func machine() string {
 // run, is the floor of forwarding a packet: SRTP-encrypting it and sending
 // it over UDP on loopback, in one goroutine of this process.
 func BenchmarkFanout(b *testing.B) {
+	fanoutBenchmark(b, []int{10, 50, 100, 200}, fanoutOnce,
+		"Fan-out, one publisher to N recvonly subscribers", "packets in/s")
+}
+
+// fanoutBenchmark runs once for each number of subscribers and prints the
+// table docs/benchmarks.md quotes, beside the forwarding floor.
+func fanoutBenchmark(b *testing.B, sizes []int, once func(*testing.B, int) fanoutResult, title, inColumn string) {
 	floor := forwardingFloor(b)
 	type row struct {
-		n                          int
-		inPPS, outPPS, cpuPerPktUS float64
-		perCore, loss              float64
+		n int
+		fanoutResult
 	}
 	var rows []row
-	for _, n := range []int{10, 50, 100, 200} {
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				r := fanoutOnce(b, n)
-				rows = append(rows, row{n, r.inPPS, r.outPPS, r.cpuPerPacketUS, r.perCore, r.loss})
+				r := once(b, n)
+				rows = append(rows, row{n, r})
 				b.ReportMetric(r.cpuPerPacketUS, "cpu-us/forwarded-pkt")
 				b.ReportMetric(r.perCore, "forwarded-pkt/s/core")
 				b.ReportMetric(r.loss*100, "loss-%")
 			}
 		})
 	}
-	fmt.Printf("\nFan-out, one publisher to N recvonly subscribers, 10 s window (%s)\n", machine())
+	fmt.Printf("\n%s, 10 s window (%s)\n", title, machine())
 	fmt.Printf("baseline (SRTP encrypt + UDP send of one packet): %.2f us\n\n", floor)
-	fmt.Println("| subscribers | packets in/s | packets out/s | sorad CPU us per forwarded packet | forwarded packets/s per core | receiver loss | CPU per packet / baseline |")
+	fmt.Printf("| subscribers | %s | packets out/s | sorad CPU us per forwarded packet | forwarded packets/s per core | receiver loss | CPU per packet / baseline |\n", inColumn)
 	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f%% | %.1f |\n", r.n, r.inPPS, r.outPPS, r.cpuPerPktUS, r.perCore, r.loss*100, r.cpuPerPktUS/floor)
+		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f%% | %.1f |\n", r.n, r.inPPS, r.outPPS, r.cpuPerPacketUS, r.perCore, r.loss*100, r.cpuPerPacketUS/floor)
 	}
 }
 
@@ -101,92 +107,118 @@ type fanoutResult struct {
 	inPPS, outPPS, cpuPerPacketUS, perCore, loss float64
 }
 
-func fanoutOnce(b *testing.B, n int) fanoutResult {
+// fanout is one run of a fan-out benchmark: a node, a publisher and its
+// subscribers.
+type fanout struct {
+	node       *harness.Node
+	pub        *soraclient.Client
+	subs       []*soraclient.Client
+	profileDir string
+}
+
+// newFanout starts a node, connects the publisher (pubOpts) and, once
+// published waits for the node to have its media, n subscribers
+// (subOpts(i)) ten at a time, and waits until every subscriber gets video
+// and the caches settle. Close releases it all.
+func newFanout(b *testing.B, ctx context.Context, n int, pubOpts soraclient.Options, published func(*fanout) bool, subOpts func(i int) soraclient.Options) *fanout {
 	h := harness.New(b, soradBin)
-	node := h.NewNode("bench", "--log_level=info", fmt.Sprintf("--license_max_connections=%d", n+10))
-	profileDir := os.Getenv(profileDirEnv)
-	if profileDir != "" {
-		node.Args = append(node.Args, "--pprof_address="+node.Address+":6060")
+	f := &fanout{node: h.NewNode("bench", "--log_level=info", fmt.Sprintf("--license_max_connections=%d", n+10)), profileDir: os.Getenv(profileDirEnv)}
+	if f.profileDir != "" {
+		f.node.Args = append(f.node.Args, "--pprof_address="+f.node.Address+":6060")
 	}
-	node.Start()
-	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(node, []string{node.Name}) })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	url := signalingURL(node)
-	pub, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "fanout", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8", VideoBitrateKbps: 1500})
-	if err != nil {
+	f.node.Start()
+	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(f.node, []string{f.node.Name}) })
+	url := signalingURL(f.node)
+	pubOpts.SignalingURL = url
+	var err error
+	if f.pub, err = soraclient.Connect(ctx, pubOpts); err != nil {
 		b.Fatal(err)
 	}
-	defer pub.Close()
-	subs := make([]*soraclient.Client, n)
+	if published != nil {
+		harness.Eventually(b, 10*time.Second, "the publisher's media at the node", func() bool { return published(f) })
+	}
+	f.subs = make([]*soraclient.Client, n)
 	for i := 0; i < n; i += 10 {
 		var wg sync.WaitGroup
 		for j := i; j < min(i+10, n); j++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "fanout", Role: "recvonly", Audio: true, Video: true})
+				opts := subOpts(j)
+				opts.SignalingURL = url
+				c, err := soraclient.Connect(ctx, opts)
 				if err != nil {
 					b.Error(err)
 					return
 				}
-				subs[j] = c
+				f.subs[j] = c
 			}()
 		}
 		wg.Wait()
 		if b.Failed() {
+			f.Close()
 			b.FailNow()
 		}
 	}
-	defer func() {
-		for _, c := range subs {
-			_ = c.Close()
-		}
-	}()
-	for _, c := range subs {
-		if err := c.WaitPackets(ctx, pub.ConnectionID(), "video", 10); err != nil {
+	for _, c := range f.subs {
+		if err := c.WaitPackets(ctx, f.pub.ConnectionID(), "video", 10); err != nil {
+			f.Close()
 			b.Fatal(err)
 		}
 	}
 	time.Sleep(2 * time.Second) // settle: key frames, NACK caches
-	received := func() int64 {
-		var total int64
-		for _, c := range subs {
-			for k, st := range c.Received() {
-				if strings.HasPrefix(k, pub.ConnectionID()+"/") {
-					total += st.Packets
-				}
+	return f
+}
+
+// Close closes the clients.
+func (f *fanout) Close() {
+	for _, c := range f.subs {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+	_ = f.pub.Close()
+}
+
+// received is how many packets of the publisher the subscribers got.
+func (f *fanout) received() int64 {
+	var total int64
+	for _, c := range f.subs {
+		for k, st := range c.Received() {
+			if strings.HasPrefix(k, f.pub.ConnectionID()+"/") {
+				total += st.Packets
 			}
 		}
-		return total
 	}
-	in0, err := node.Metric("sorad_forwarded_packets_total")
+	return total
+}
+
+// measure runs the 10 s window. counts returns how many packets the node
+// has received from the publisher (in) and sent to subscribers (out) so
+// far; profile names the CPU profile saved when profiling.
+func (f *fanout) measure(b *testing.B, profile string, counts func() (in, out float64)) fanoutResult {
+	in0, out0 := counts()
+	cpu0, err := cpuSeconds(f.node.Pid())
 	if err != nil {
 		b.Fatal(err)
 	}
-	cpu0, err := cpuSeconds(node.Pid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	recv0, t0 := received(), time.Now()
+	recv0, t0 := f.received(), time.Now()
 	b.ResetTimer()
 	var profiled sync.WaitGroup
-	if profileDir != "" {
+	if f.profileDir != "" {
 		profiled.Add(1)
 		go func() {
 			defer profiled.Done()
-			cpuProfile(b, node, 9*time.Second, filepath.Join(profileDir, fmt.Sprintf("fanout-%d.pprof", n)))
+			cpuProfile(b, f.node, 9*time.Second, filepath.Join(f.profileDir, profile))
 		}()
 	}
 	time.Sleep(10 * time.Second)
 	b.StopTimer()
 	profiled.Wait()
-	in1, _ := node.Metric("sorad_forwarded_packets_total")
-	cpu1, _ := cpuSeconds(node.Pid())
-	recv1, elapsed := received(), time.Since(t0).Seconds()
-	in := in1 - in0
-	out := in * float64(n)
-	cpu := cpu1 - cpu0
+	in1, out1 := counts()
+	cpu1, _ := cpuSeconds(f.node.Pid())
+	recv1, elapsed := f.received(), time.Since(t0).Seconds()
+	in, out, cpu := in1-in0, out1-out0, cpu1-cpu0
 	r := fanoutResult{inPPS: in / elapsed, outPPS: out / elapsed}
 	if out > 0 {
 		r.cpuPerPacketUS = cpu / out * 1e6
@@ -196,6 +228,26 @@ func fanoutOnce(b *testing.B, n int) fanoutResult {
 		r.perCore = out / cpu
 	}
 	return r
+}
+
+func fanoutOnce(b *testing.B, n int) fanoutResult {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	f := newFanout(b, ctx, n,
+		soraclient.Options{ChannelID: "fanout", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8", VideoBitrateKbps: 1500},
+		nil,
+		func(int) soraclient.Options {
+			return soraclient.Options{ChannelID: "fanout", Role: "recvonly", Audio: true, Video: true}
+		})
+	defer f.Close()
+	// Every subscriber gets every packet the node receives.
+	return f.measure(b, fmt.Sprintf("fanout-%d.pprof", n), func() (float64, float64) {
+		in, err := f.node.Metric("sorad_forwarded_packets_total")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return in, in * float64(n)
+	})
 }
 
 // profileDirEnv names a directory where the media benchmarks save a CPU
@@ -625,31 +677,8 @@ type result struct{ rate, p50, p99 float64 }
 // and its layer's video), forwarded packets per second per core, and
 // receiver loss, beside the same floor as BenchmarkFanout.
 func BenchmarkSimulcastFanout(b *testing.B) {
-	floor := forwardingFloor(b)
-	type row struct {
-		n                          int
-		inPPS, outPPS, cpuPerPktUS float64
-		perCore, loss              float64
-	}
-	var rows []row
-	for _, n := range []int{30, 90, 150} {
-		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				r := simulcastFanoutOnce(b, n)
-				rows = append(rows, row{n, r.inPPS, r.outPPS, r.cpuPerPacketUS, r.perCore, r.loss})
-				b.ReportMetric(r.cpuPerPacketUS, "cpu-us/forwarded-pkt")
-				b.ReportMetric(r.perCore, "forwarded-pkt/s/core")
-				b.ReportMetric(r.loss*100, "loss-%")
-			}
-		})
-	}
-	fmt.Printf("\nSimulcast fan-out, one publisher of three layers to N recvonly subscribers (a third on each layer), 10 s window (%s)\n", machine())
-	fmt.Printf("baseline (SRTP encrypt + UDP send of one packet): %.2f us\n\n", floor)
-	fmt.Println("| subscribers | packets in/s (all layers) | packets out/s | sorad CPU us per forwarded packet | forwarded packets/s per core | receiver loss | CPU per packet / baseline |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
-	for _, r := range rows {
-		fmt.Printf("| %d | %.0f | %.0f | %.2f | %.0f | %.2f%% | %.1f |\n", r.n, r.inPPS, r.outPPS, r.cpuPerPktUS, r.perCore, r.loss*100, r.cpuPerPktUS/floor)
-	}
+	fanoutBenchmark(b, []int{30, 90, 150}, simulcastFanoutOnce,
+		"Simulcast fan-out, one publisher of three layers to N recvonly subscribers (a third on each layer)", "packets in/s (all layers)")
 }
 
 // publishedPackets reads, from GetStatsConnection, the audio packets and the
@@ -686,95 +715,31 @@ func publishedPackets(b *testing.B, node *harness.Node, channelID, connectionID 
 }
 
 func simulcastFanoutOnce(b *testing.B, n int) fanoutResult {
-	h := harness.New(b, soradBin)
-	node := h.NewNode("bench", "--log_level=info", fmt.Sprintf("--license_max_connections=%d", n+10))
-	node.Start()
-	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(node, []string{node.Name}) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	url := signalingURL(node)
-	pub, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "simulcast", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8", VideoBitrateKbps: 1500, Simulcast: true})
-	if err != nil {
-		b.Fatal(err)
+	f := newFanout(b, ctx, n,
+		soraclient.Options{ChannelID: "simulcast", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8", VideoBitrateKbps: 1500, Simulcast: true},
+		func(f *fanout) bool {
+			_, layers := publishedPackets(b, f.node, "simulcast", f.pub.ConnectionID())
+			return layers[0] > 0 && layers[1] > 0 && layers[2] > 0
+		},
+		func(i int) soraclient.Options {
+			return soraclient.Options{ChannelID: "simulcast", Role: "recvonly", Audio: true, Video: true, Simulcast: true,
+				Extra: map[string]any{"simulcast_request_rid": fmt.Sprintf("r%d", i%3)}}
+		})
+	defer f.Close()
+	var perLayer [3]float64
+	for i := range f.subs {
+		perLayer[i%3]++
 	}
-	defer pub.Close()
-	harness.Eventually(b, 10*time.Second, "three layers at the node", func() bool {
-		_, layers := publishedPackets(b, node, "simulcast", pub.ConnectionID())
-		return layers[0] > 0 && layers[1] > 0 && layers[2] > 0
+	// Every subscriber gets the audio and its layer's video.
+	return f.measure(b, fmt.Sprintf("simulcast-fanout-%d.pprof", n), func() (float64, float64) {
+		audio, layers := publishedPackets(b, f.node, "simulcast", f.pub.ConnectionID())
+		in, out := audio, audio*float64(n)
+		for l, p := range layers {
+			in += p
+			out += p * perLayer[l]
+		}
+		return in, out
 	})
-	subs := make([]*soraclient.Client, n)
-	perLayer := [3]float64{}
-	for i := 0; i < n; i += 10 {
-		var wg sync.WaitGroup
-		for j := i; j < min(i+10, n); j++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: url, ChannelID: "simulcast", Role: "recvonly", Audio: true, Video: true, Simulcast: true,
-					Extra: map[string]any{"simulcast_request_rid": fmt.Sprintf("r%d", j%3)}})
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				subs[j] = c
-			}()
-		}
-		wg.Wait()
-		if b.Failed() {
-			b.FailNow()
-		}
-	}
-	for j := range subs {
-		perLayer[j%3]++
-	}
-	defer func() {
-		for _, c := range subs {
-			_ = c.Close()
-		}
-	}()
-	for _, c := range subs {
-		if err := c.WaitPackets(ctx, pub.ConnectionID(), "video", 10); err != nil {
-			b.Fatal(err)
-		}
-	}
-	time.Sleep(2 * time.Second) // settle: key frames, NACK caches
-	received := func() int64 {
-		var total int64
-		for _, c := range subs {
-			for k, st := range c.Received() {
-				if strings.HasPrefix(k, pub.ConnectionID()+"/") {
-					total += st.Packets
-				}
-			}
-		}
-		return total
-	}
-	audio0, layers0 := publishedPackets(b, node, "simulcast", pub.ConnectionID())
-	cpu0, err := cpuSeconds(node.Pid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	recv0, t0 := received(), time.Now()
-	b.ResetTimer()
-	time.Sleep(10 * time.Second)
-	b.StopTimer()
-	audio1, layers1 := publishedPackets(b, node, "simulcast", pub.ConnectionID())
-	cpu1, _ := cpuSeconds(node.Pid())
-	recv1, elapsed := received(), time.Since(t0).Seconds()
-	in := audio1 - audio0
-	out := (audio1 - audio0) * float64(n)
-	for l := range layers1 {
-		in += layers1[l] - layers0[l]
-		out += (layers1[l] - layers0[l]) * perLayer[l]
-	}
-	cpu := cpu1 - cpu0
-	r := fanoutResult{inPPS: in / elapsed, outPPS: out / elapsed}
-	if out > 0 {
-		r.cpuPerPacketUS = cpu / out * 1e6
-		r.loss = max(0, 1-float64(recv1-recv0)/out)
-	}
-	if cpu > 0 {
-		r.perCore = out / cpu
-	}
-	return r
 }

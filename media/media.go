@@ -24,7 +24,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -304,11 +306,7 @@ func (m *Media) fence() {
 func (m *Media) sessionList() []*session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]*session, 0, len(m.sessions))
-	for _, s := range m.sessions {
-		out = append(out, s)
-	}
-	return out
+	return slices.Collect(maps.Values(m.sessions))
 }
 
 // Stats returns the media counters.
@@ -337,10 +335,7 @@ func (m *Media) Drain() {
 // closeAll closes every admitted connection with 4503 SHUTDOWN.
 func (m *Media) closeAll() {
 	m.mu.Lock()
-	conns := make([]*connection, 0, len(m.conns))
-	for _, c := range m.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Values(m.conns))
 	m.mu.Unlock()
 	for _, c := range conns {
 		c.close(signaling.CloseUnavailable, "SHUTDOWN")

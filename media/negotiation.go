@@ -238,13 +238,7 @@ func (c *connection) onAnswer(a signaling.Answer) error {
 	}
 	c.offerPending = false
 	// Receivers of video need a key frame to start decoding.
-	c.downMu.Lock()
-	downs := make([]*downTrack, 0, len(c.down))
-	for _, d := range c.down {
-		downs = append(downs, d)
-	}
-	c.downMu.Unlock()
-	for _, d := range downs {
+	for _, d := range c.downTracks() {
 		d.fwd.RequestKeyframe()
 	}
 	if c.needReoffer {

@@ -3,6 +3,8 @@ package media
 import (
 	"errors"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -185,11 +187,7 @@ func (c *connection) stopReceiving(p *published) {
 func (c *connection) downTracks() []*downTrack {
 	c.downMu.Lock()
 	defer c.downMu.Unlock()
-	out := make([]*downTrack, 0, len(c.down))
-	for _, d := range c.down {
-		out = append(out, d)
-	}
-	return out
+	return slices.Collect(maps.Values(c.down))
 }
 
 // apply sets a down track to a route of the channel model.

@@ -1,6 +1,8 @@
 package media
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -195,10 +197,7 @@ func (s *session) snapshot() []*connection {
 }
 
 func (s *session) snapshotLocked() []*connection {
-	out := make([]*connection, 0, len(s.members))
-	for _, c := range s.members {
-		out = append(out, c)
-	}
+	out := slices.Collect(maps.Values(s.members))
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].created.Equal(out[j].created) {
 			return out[i].created.Before(out[j].created)

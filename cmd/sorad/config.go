@@ -179,17 +179,7 @@ var keySpecs = []keySpec{
 		name: "default_video_bit_rate",
 		def:  "1000",
 		desc: "video bit rate in kbps of connections that name none (1-50000); offered as the sender's cap",
-		set: func(c *Config, v string) error {
-			n, err := parseInt(v)
-			if err != nil {
-				return err
-			}
-			if n < 1 || n > 50000 {
-				return fmt.Errorf("%d is not from 1 to 50000", n)
-			}
-			c.DefaultVideoBitRate = n
-			return nil
-		},
+		set:  rangeField(func(c *Config) *int { return &c.DefaultVideoBitRate }, 1, 50000),
 	},
 	{
 		name: "signaling_max_message_size",
@@ -255,17 +245,7 @@ var keySpecs = []keySpec{
 		name: "default_spotlight_number",
 		def:  "1",
 		desc: "senders a spotlight channel focuses when its first connect names no spotlight_number (1-8)",
-		set: func(c *Config, v string) error {
-			n, err := parseInt(v)
-			if err != nil {
-				return err
-			}
-			if n < 1 || n > 8 {
-				return fmt.Errorf("%d is not from 1 to 8", n)
-			}
-			c.DefaultSpotlightNumber = n
-			return nil
-		},
+		set:  rangeField(func(c *Config) *int { return &c.DefaultSpotlightNumber }, 1, 8),
 	},
 	{
 		name: "spotlight_focus_rid",
@@ -940,6 +920,21 @@ func intField(field func(*Config) *int, min int) func(*Config, string) error {
 		}
 		if n < min {
 			return fmt.Errorf("%d is less than %d", n, min)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// rangeField takes an integer from min to max.
+func rangeField(field func(*Config) *int, min, max int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := parseInt(v)
+		if err != nil {
+			return err
+		}
+		if n < min || n > max {
+			return fmt.Errorf("%d is not from %d to %d", n, min, max)
 		}
 		*field(c) = n
 		return nil

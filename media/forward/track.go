@@ -198,17 +198,6 @@ func (u *Up) requestKeyframe(now int64) {
 	u.pli(u.ssrc)
 }
 
-// RequestKeyframe asks the publisher for a key frame of every layer it
-// sends (throttled per layer).
-func (t *Track) RequestKeyframe() {
-	now := time.Now().UnixNano()
-	for i := range t.ups {
-		if u := t.ups[i].Load(); u != nil {
-			u.requestKeyframe(now)
-		}
-	}
-}
-
 // live reports whether layer l received a packet within LayerTimeout.
 func (t *Track) live(l int, now int64) bool {
 	u := t.ups[l].Load()
