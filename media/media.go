@@ -17,7 +17,8 @@
 // refused), websocket.go (the WebSocket transport), connection.go (a
 // connection's life and goroutines), negotiation.go (offers and answers),
 // publish.go (tracks published and received), session.go (a channel's
-// session), notify.go and api.go.
+// session), notify.go, and api.go with layers_api.go (the operations the
+// API calls).
 package media
 
 import (
