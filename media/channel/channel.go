@@ -11,6 +11,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -164,21 +165,10 @@ func (c *Channel) Leave(id string, now time.Time) []Event {
 	}
 	delete(c.members, id)
 	c.order = slices.DeleteFunc(c.order, func(o string) bool { return o == id })
-	for p := range c.pauses {
-		if p.Recv == id || p.Send == id {
-			delete(c.pauses, p)
-		}
-	}
-	for p := range c.rids {
-		if p.Recv == id || p.Send == id {
-			delete(c.rids, p)
-		}
-	}
-	for p := range c.spotRIDs {
-		if p.Recv == id || p.Send == id {
-			delete(c.spotRIDs, p)
-		}
-	}
+	involves := func(p Pair) bool { return p.Recv == id || p.Send == id }
+	maps.DeleteFunc(c.pauses, func(p Pair, _ struct{}) bool { return involves(p) })
+	maps.DeleteFunc(c.rids, func(p Pair, _ RID) bool { return involves(p) })
+	maps.DeleteFunc(c.spotRIDs, func(p Pair, _ focusRIDs) bool { return involves(p) })
 	delete(c.lastSpoke, id)
 	if i := c.focusIndex(id); i >= 0 {
 		c.focus = slices.Delete(c.focus, i, i+1)
@@ -343,11 +333,7 @@ func (c *Channel) ResetRID(recv, send string) error {
 	if err := c.CheckPair(recv, send); err != nil {
 		return err
 	}
-	for p := range c.rids {
-		if p.Recv == recv && (send == "" || p.Send == send) {
-			delete(c.rids, p)
-		}
-	}
+	maps.DeleteFunc(c.rids, func(p Pair, _ RID) bool { return requested(p, recv, send) })
 	return nil
 }
 
@@ -378,12 +364,14 @@ func (c *Channel) ResetSpotlightRID(recv, send string) error {
 	if err := c.CheckPair(recv, send); err != nil {
 		return err
 	}
-	for p := range c.spotRIDs {
-		if p.Recv == recv && (send == "" || p.Send == send) {
-			delete(c.spotRIDs, p)
-		}
-	}
+	maps.DeleteFunc(c.spotRIDs, func(p Pair, _ focusRIDs) bool { return requested(p, recv, send) })
 	return nil
+}
+
+// requested reports whether the request of pair p is one a reset of recv's
+// requests about send (every sender when "") forgets.
+func requested(p Pair, recv, send string) bool {
+	return p.Recv == recv && (send == "" || p.Send == send)
 }
 
 // SpotlightNumber is how many senders may be focused at once.
