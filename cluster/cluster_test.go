@@ -598,3 +598,38 @@ func sortedCopy(names []string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestDrainingHolderIsTakenOverAtOnce: a node that said it is stopping
+// gives its channels up to the next connect elsewhere even while it still
+// answers probes, so no client is sent to a node about to close its
+// listeners.
+func TestDrainingHolderIsTakenOverAtOnce(t *testing.T) {
+	nodes := formCluster(t, 3)
+	holder := nodes[1]
+	a, err := holder.AcquireChannel(ctxT(t), "leaving", ChannelOptions{})
+	if err != nil || !a.Local {
+		t.Fatalf("the holder did not take the channel: %+v %v", a, err)
+	}
+	for _, n := range []*testNode{nodes[0], nodes[2]} {
+		waitFor(t, 3*time.Second, "assignment replicated", func() bool {
+			owner, _ := n.ChannelOwner("leaving")
+			return owner == holder.NodeName()
+		})
+	}
+	holder.Drain(ctxT(t))
+	other := nodes[2]
+	for _, n := range []*testNode{nodes[0], other} {
+		waitFor(t, 3*time.Second, n.NodeName()+" learns of the drain", func() bool { return n.isDraining(holder.NodeName()) })
+	}
+	if !other.probeNow(ctxT(t), other.current(), holder.NodeName()) {
+		t.Fatalf("the draining holder does not answer probes; the test needs it to")
+	}
+	start := time.Now()
+	a, err = other.AcquireChannel(ctxT(t), "leaving", ChannelOptions{})
+	if err != nil || a.Owner.Name == holder.NodeName() || !a.Assigned {
+		t.Fatalf("acquire from %s: %+v %v; want the channel taken from the draining holder", other.NodeName(), a, err)
+	}
+	if took := time.Since(start); took > other.cfg.FailoverTimeout {
+		t.Fatalf("the takeover waited %v, as for a dead node", took)
+	}
+}

@@ -251,10 +251,14 @@ type takeoverRequest struct {
 	Assign fsm.AssignChannel `json:"assign"`
 }
 
-// takeOverAsLeader runs on the leader.
+// takeOverAsLeader runs on the leader. A holder that said it is stopping
+// (Drain) gives its channels up at once, even while it still answers: it
+// serves no new session, and once its signaling listener closes a client
+// sent there would find nobody.
 func (c *Cluster) takeOverAsLeader(ctx context.Context, inst *instance, cmd fsm.AssignChannel) (fsm.Result, error) {
 	holder := cmd.ExpectedNode
-	if holder == c.cfg.NodeName || c.probeNow(ctx, inst, holder) {
+	alive := holder == c.cfg.NodeName || c.probeNow(ctx, inst, holder)
+	if alive && !c.isDraining(holder) {
 		return fsm.Result{}, invalid(TypeNodeIsAlive, targetNode{TargetNode: holder})
 	}
 	// A holder that said it was stopping and no longer answers has
