@@ -29,6 +29,16 @@ func (e *refusal) Error() string { return "refused: " + e.reason }
 // start one (it is not normal, or draining).
 var errNoNewSession = errors.New("this node starts no new session")
 
+// releaseInFlight: join found no session, and this node is releasing the
+// channel in the cluster; done is closed when the release is over.
+type releaseInFlight struct{ done <-chan struct{} }
+
+func (*releaseInFlight) Error() string { return "the channel is being released" }
+
+// maxPlacements bounds how often one connect is placed again (a session
+// that ended, a release in flight) before it is refused.
+const maxPlacements = 3
+
 // admit decides whether this node serves the connect: it redirects the
 // client to the node in charge, refuses it, or creates the connection,
 // joins its session and sends the offer. It returns nil, nil when it has
@@ -45,7 +55,10 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req signaling.Con
 		c    *connection
 		pubs []*published
 	)
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; c == nil; attempt++ {
+		if attempt == maxPlacements {
+			return nil, m.refusal(mode)
+		}
 		a, err := m.place(ctx, req, mode)
 		if err != nil {
 			return nil, err
@@ -55,18 +68,23 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req signaling.Con
 			return nil, nil
 		}
 		c, pubs, err = m.join(ws, req)
-		if !errors.Is(err, errNoNewSession) {
-			if err != nil {
-				return nil, err
+		var rel *releaseInFlight
+		switch {
+		case errors.As(err, &rel):
+			// This node is giving the channel back: place the connect
+			// again once it has.
+			select {
+			case <-rel.done:
+			case <-ctx.Done():
+				return nil, m.refusal(mode)
 			}
-			break
+		case errors.Is(err, errNoNewSession):
+			// Admitted as a joiner of a session that ended meanwhile:
+			// place the connect again, as the new session it now is.
+			mode = m.cluster.Mode()
+		case err != nil:
+			return nil, err
 		}
-		mode = m.cluster.Mode()
-		if attempt > 0 {
-			return nil, m.refusal(mode)
-		}
-		// Admitted as a joiner of a session that ended meanwhile: place
-		// the connect again, as the new session it now is.
 	}
 	if err := c.start(pubs); err != nil {
 		// The connection existed: close it (which tells the client) and
@@ -179,6 +197,11 @@ func (m *Media) join(ws *websocket.Conn, req signaling.ConnectRequest) (*connect
 		m.mu.Unlock()
 		c.discard()
 		return nil, nil, errNoNewSession
+	}
+	if done, releasing := m.releasing[req.ChannelID]; !ok && releasing {
+		m.mu.Unlock()
+		c.discard()
+		return nil, nil, &releaseInFlight{done: done}
 	}
 	if ok && s.spotlight != req.Spotlight {
 		m.mu.Unlock()

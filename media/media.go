@@ -220,12 +220,13 @@ type Media struct {
 	cancel  context.CancelFunc
 	pending chan struct{} // a slot per WebSocket not admitted yet
 
-	mu       sync.Mutex
-	sessions map[string]*session    // by channel ID
-	conns    map[string]*connection // by connection ID, admitted
-	release  map[string]*time.Timer // pending channel releases, by channel ID
-	serving  sync.WaitGroup         // signaling handlers and release calls
-	draining atomic.Bool            // stopping: no new channel here
+	mu        sync.Mutex
+	sessions  map[string]*session      // by channel ID
+	conns     map[string]*connection   // by connection ID, admitted
+	release   map[string]*time.Timer   // pending channel releases, by channel ID
+	releasing map[string]chan struct{} // releases in flight, closed when done
+	serving   sync.WaitGroup           // signaling handlers and release calls
+	draining  atomic.Bool              // stopping: no new channel here
 }
 
 // New starts the media plane: it opens the UDP port. stats may be shared
@@ -253,12 +254,13 @@ func New(cfg Config, cl Cluster, stats *Stats) (*Media, error) {
 			// is the auth webhook's job, not the Origin header's.
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
-		ctx:      ctx,
-		cancel:   cancel,
-		pending:  make(chan struct{}, cfg.MaxPending),
-		sessions: map[string]*session{},
-		conns:    map[string]*connection{},
-		release:  map[string]*time.Timer{},
+		ctx:       ctx,
+		cancel:    cancel,
+		pending:   make(chan struct{}, cfg.MaxPending),
+		sessions:  map[string]*session{},
+		conns:     map[string]*connection{},
+		release:   map[string]*time.Timer{},
+		releasing: map[string]chan struct{}{},
 	}
 	m.serving.Add(1)
 	go func() {
@@ -390,7 +392,9 @@ func (m *Media) leave(c *connection) {
 }
 
 // scheduleRelease gives the channel back to the cluster after ReleaseDelay
-// unless a new session starts first. m.mu is held.
+// unless a new session starts first. While the release is in flight, a
+// connect that would start a session waits for it and is placed again
+// (join): the channel may go to another node. m.mu is held.
 func (m *Media) scheduleRelease(s *session) {
 	if m.ctx.Err() != nil {
 		return
@@ -403,6 +407,8 @@ func (m *Media) scheduleRelease(s *session) {
 			return
 		}
 		delete(m.release, channelID)
+		done := make(chan struct{})
+		m.releasing[channelID] = done
 		m.serving.Add(1)
 		m.mu.Unlock()
 		defer m.serving.Done()
@@ -411,16 +417,10 @@ func (m *Media) scheduleRelease(s *session) {
 		if err := m.cluster.ReleaseChannel(ctx, channelID); err != nil {
 			m.log.Warn("release channel", "channel_id", channelID, "error", err)
 		}
-		// A connect may have started a session while the release was in
-		// flight: hold the channel again for it, as the channel it is.
 		m.mu.Lock()
-		again, ok := m.sessions[channelID]
+		delete(m.releasing, channelID)
 		m.mu.Unlock()
-		if ok {
-			if _, err := m.cluster.AcquireChannel(ctx, channelID, again.options()); err != nil {
-				m.log.Warn("re-acquire channel after release", "channel_id", channelID, "error", err)
-			}
-		}
+		close(done)
 	})
 }
 

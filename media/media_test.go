@@ -3,7 +3,6 @@ package media
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http/httptest"
 	"os"
 	"slices"
@@ -56,7 +55,7 @@ func (f *fakeCluster) record(s string) {
 func (f *fakeCluster) AcquireChannel(_ context.Context, id string, opts cluster.ChannelOptions) (cluster.Assignment, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record(fmt.Sprintf("acquire %s spotlight=%v", id, opts.Spotlight))
+	f.record("acquire " + id)
 	if n, ok := f.owners[id]; ok {
 		return cluster.Assignment{Channel: fsm.Channel{ID: id, NodeInCharge: n.Name}, Owner: n}, nil
 	}
@@ -103,17 +102,6 @@ func (f *fakeCluster) setMode(m fsm.Mode) {
 func (f *fakeCluster) Purged() bool                   { return false }
 func (f *fakeCluster) Changes() <-chan struct{}       { return f.changes }
 func (f *fakeCluster) Drain(context.Context) []string { return nil }
-func (f *fakeCluster) lastCall(prefix string) string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := len(f.calls) - 1; i >= 0; i-- {
-		if strings.HasPrefix(f.calls[i], prefix) {
-			return f.calls[i]
-		}
-	}
-	return ""
-}
-
 func (f *fakeCluster) callsOf(prefix string) (n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -235,36 +223,54 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// TestReleaseKeepsTheChannelSettings: a session that starts while the
-// node releases the channel holds it again as the spotlight channel it is.
-func TestReleaseKeepsTheChannelSettings(t *testing.T) {
+// TestConnectDuringAReleaseIsPlacedAgain: a connect that would start a
+// session while this node gives the channel back waits for the release and
+// is placed again, here on another node: it is redirected, not admitted
+// and then fenced.
+func TestConnectDuringAReleaseIsPlacedAgain(t *testing.T) {
 	fc := newFakeCluster()
-	_, url := startMediaWith(t, fc, Config{ReleaseDelay: 50 * time.Millisecond})
-	opts := soraclient.Options{ChannelID: "spot", Role: "sendrecv", Audio: true, Extra: map[string]any{"spotlight": true}}
+	other := fsm.Node{NodeInfo: fsm.NodeInfo{Name: "other@127.0.0.9", ExternalSignalingURL: "ws://127.0.0.9:5000/signaling"}}
+	fc.handOver = &other // a released channel goes to another node
+	m, url := startMediaWith(t, fc, Config{ReleaseDelay: 50 * time.Millisecond})
+	opts := soraclient.Options{ChannelID: "ch", Role: "sendrecv", Audio: true, NoRedirect: true}
 	first, err := connect(t, url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var second *soraclient.Client
-	var secondErr error
+	second := make(chan error, 1)
 	fc.mu.Lock()
 	fc.release = func() {
 		fc.mu.Lock()
 		fc.release = nil
 		fc.mu.Unlock()
-		second, secondErr = connect(t, url, opts) // a session starts while the release is in flight
+		go func() {
+			_, err := connect(t, url, opts)
+			second <- err
+		}()
+		// Hold the release until the connect has been placed here and
+		// reached its join.
+		deadline := time.Now().Add(5 * time.Second)
+		for fc.callsOf("acquire") < 2 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 	fc.mu.Unlock()
 	_ = first.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for fc.callsOf("acquire") < 3 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	var re *soraclient.RedirectError
+	select {
+	case err := <-second:
+		if !errors.As(err, &re) || re.Location != other.ExternalSignalingURL {
+			t.Fatalf("the connect during the release: %v, want a redirect to %s", err, other.ExternalSignalingURL)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the connect during the release never finished")
 	}
-	if secondErr != nil || second == nil {
-		t.Fatalf("the connect during the release: %v", secondErr)
+	if m.hasSession("ch") {
+		t.Fatal("a session was started on the node that released the channel")
 	}
-	if got := fc.lastCall("acquire"); got != "acquire spot spotlight=true" {
-		t.Fatalf("after the release the channel was acquired with %q", got)
+	if n := fc.callsOf("acquire"); n != 3 {
+		t.Errorf("%d acquires, want 3: the first connect, and the second before and after the release", n)
 	}
 }
 

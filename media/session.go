@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sorad/sorad/cluster"
 	"github.com/sorad/sorad/media/channel"
 	"github.com/sorad/sorad/media/signaling"
 )
@@ -50,11 +49,6 @@ func (m *Media) newSession(req signaling.ConnectRequest) *session {
 		members: map[string]*connection{},
 		tracks:  map[string]*published{},
 	}
-}
-
-// options are the channel's settings as the cluster records them.
-func (s *session) options() cluster.ChannelOptions {
-	return cluster.ChannelOptions{Multistream: true, Spotlight: s.spotlight}
 }
 
 // member is c as the channel model sees it.
