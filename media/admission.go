@@ -187,29 +187,26 @@ func (m *Media) join(ws *websocket.Conn, req signaling.ConnectRequest) (*connect
 	}
 	c := newConnection(m, req, newWebSocketTransport(ws, m.cfg), pc)
 	m.mu.Lock()
-	if len(m.conns) >= m.cfg.MaxConnections {
+	turnAway := func(err error) (*connection, []*published, error) {
 		m.mu.Unlock()
 		c.discard()
-		return nil, nil, &refusal{"LICENSE-MAX-CONNECTIONS"}
+		return nil, nil, err
+	}
+	if len(m.conns) >= m.cfg.MaxConnections {
+		return turnAway(&refusal{"LICENSE-MAX-CONNECTIONS"})
 	}
 	s, ok := m.sessions[req.ChannelID]
 	if !ok && !cluster.TakesNewSessions(m.cluster.Mode(), m.draining.Load()) {
-		m.mu.Unlock()
-		c.discard()
-		return nil, nil, errNoNewSession
+		return turnAway(errNoNewSession)
 	}
 	if done, releasing := m.releasing[req.ChannelID]; !ok && releasing {
-		m.mu.Unlock()
-		c.discard()
-		return nil, nil, &releaseInFlight{done: done}
+		return turnAway(&releaseInFlight{done: done})
 	}
 	if ok && s.spotlight != req.Spotlight {
-		m.mu.Unlock()
-		c.discard()
 		if s.spotlight {
-			return nil, nil, signaling.Errorf("SPOTLIGHT-MISMATCH", "a spotlight channel: connect with spotlight true")
+			return turnAway(signaling.Errorf("SPOTLIGHT-MISMATCH", "a spotlight channel: connect with spotlight true"))
 		}
-		return nil, nil, signaling.Errorf("SPOTLIGHT-MISMATCH", "not a spotlight channel: connect without spotlight")
+		return turnAway(signaling.Errorf("SPOTLIGHT-MISMATCH", "not a spotlight channel: connect without spotlight"))
 	}
 	if !ok {
 		s = m.newSession(req)
