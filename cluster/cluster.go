@@ -29,6 +29,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/sorad/sorad/cluster/trust"
 	"github.com/sorad/sorad/fsm"
 )
 
@@ -70,6 +71,11 @@ type Config struct {
 	// RequestTimeout bounds internal requests and Raft writes.
 	RequestTimeout time.Duration
 	Raft           RaftTiming
+
+	// Trust authenticates the cluster port: every connection is mutual TLS
+	// and only members are served. Nil leaves the port unauthenticated,
+	// for a cluster whose network is trusted (cluster_insecure).
+	Trust *trust.Store
 
 	Logger *slog.Logger
 	// Connections reports the number of live connections on this node, for
@@ -122,6 +128,7 @@ type Cluster struct {
 	log         *slog.Logger
 	incarnation string // identifies this process in RegisterNode
 	mux         *mux
+	dialer      *dialer
 	internal    *http.Server
 	client      *peerClient
 	liveness    *liveness
@@ -167,12 +174,14 @@ func Open(cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("open cluster: listen on cluster port: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	d := &dialer{localIP: sourceIP(cfg.BindAddress), trust: cfg.Trust}
 	c := &Cluster{
 		cfg:         cfg,
 		log:         cfg.Logger.With("node_name", cfg.NodeName),
 		incarnation: newIncarnation(),
-		mux:         newMux(ln, cfg.Logger),
-		client:      newPeerClient(sourceIP(cfg.BindAddress), cfg.RequestTimeout),
+		mux:         newMux(ln, cfg.Logger, cfg.Trust),
+		dialer:      d,
+		client:      newPeerClient(d, cfg.RequestTimeout),
 		liveness:    newLiveness(),
 		membership:  make(chan struct{}, 1),
 		changed:     make(chan struct{}, 1),
@@ -182,6 +191,10 @@ func Open(cfg Config) (*Cluster, error) {
 	c.internal = &http.Server{
 		Handler:           c.internalHandler(),
 		ReadHeaderTimeout: cfg.RequestTimeout,
+		ReadTimeout:       2 * cfg.RequestTimeout,
+		IdleTimeout:       internalIdleTimeout,
+		MaxHeaderBytes:    internalMaxHeaderBytes,
+		ConnContext:       withCaller,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	c.serving.Add(2)

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sorad/sorad/cluster/trust"
 	"github.com/sorad/sorad/fsm"
 )
 
@@ -63,8 +64,23 @@ func testConfig(t *testing.T, name string, contacts ...string) Config {
 		FailoverTimeout:      time.Second,
 		RequestTimeout:       3 * time.Second,
 		Raft:                 RaftTiming{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
+		Trust:                memberTrust(t, name, testSecret),
 		Logger:               testLogger(),
 	}
+}
+
+// testSecret is the cluster secret of every in-process test cluster: their
+// cluster ports run mutual TLS as real ones do.
+const testSecret = "sorad cluster package test secret, 32+ bytes"
+
+// memberTrust is the trust store of a node named name given secret.
+func memberTrust(t testing.TB, name, secret string, previous ...string) *trust.Store {
+	t.Helper()
+	ts, err := trust.NewStore(func() (*trust.Material, error) { return trust.FromSecret(name, secret, previous...) })
+	if err != nil {
+		t.Fatalf("trust for %s: %v", name, err)
+	}
+	return ts
 }
 
 // startNode opens a node and closes it when the test ends (unless the test

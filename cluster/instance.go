@@ -62,7 +62,7 @@ func (c *Cluster) openInstance(bootstrap bool) (*instance, error) {
 	if err != nil {
 		return fail(fmt.Errorf("raft snapshot store: %w", err))
 	}
-	inst.layer = newRaftStreamLayer(c.mux.ln.Addr(), c.selfAddress(), sourceIP(c.cfg.BindAddress))
+	inst.layer = newRaftStreamLayer(c.mux.ln.Addr(), c.selfAddress(), c.dialer)
 	inst.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  inst.layer,
 		MaxPool: 3,

@@ -13,11 +13,12 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/sorad/sorad/cluster/trust"
 	"github.com/sorad/sorad/fsm"
 )
 
-// The internal protocol runs over HTTP/1.1 on the cluster port (after the
-// muxHTTP byte). Writes are executed on the leader; a node that is not the
+// The internal protocol runs over HTTP/1.1 on the cluster port (see
+// protocol in mux.go). Writes are executed on the leader; a node that is not the
 // leader forwards a request once, marked with headerForwarded, and a
 // forwarded request that does not land on the leader fails with NOT-LEADER so
 // the sender retries.
@@ -34,6 +35,11 @@ const (
 
 	// maxInternalBody bounds every internal request and response body.
 	maxInternalBody = 1 << 20
+	// internalMaxHeaderBytes bounds an internal request's headers.
+	internalMaxHeaderBytes = 16 << 10
+	// internalIdleTimeout closes an internal HTTP connection that carried
+	// no request for this long.
+	internalIdleTimeout = 90 * time.Second
 )
 
 // nodeStatus is a node's answer to a probe.
@@ -70,10 +76,14 @@ func (c *Cluster) internalHandler() http.Handler {
 	})
 	// A peer pushes its status when it starts draining, rather than
 	// waiting to be probed.
-	mux.HandleFunc("POST "+pathStatus, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+pathStatus, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
 		var st nodeStatus
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxInternalBody)).Decode(&st); err != nil {
 			writeError(w, invalid(TypeInvalidCommand, "status: "+err.Error()))
+			return
+		}
+		if from := caller(r); c.authenticated() && from != st.NodeName {
+			writeError(w, invalid(TypeNotMember, from+" cannot report the status of "+st.NodeName))
 			return
 		}
 		if _, known := c.probeTargets()[st.NodeName]; !known {
@@ -82,31 +92,51 @@ func (c *Cluster) internalHandler() http.Handler {
 		}
 		c.liveness.record(st.NodeName, st, time.Now())
 		writeJSON(w, http.StatusOK, struct{}{})
-	})
-	mux.HandleFunc("POST "+pathApply, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+pathApply, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
 		c.serveOnLeader(w, r, pathApply, func(ctx context.Context, inst *instance, body []byte) (any, error) {
+			cmd, err := fsm.Decode(body)
+			if err != nil || cmd == nil {
+				return nil, invalid(TypeInvalidCommand, fmt.Sprintf("cannot decode command: %v", err))
+			}
+			if err := checkAssignOnLeader(inst, cmd); err != nil {
+				return nil, err
+			}
 			return c.applyAsLeader(ctx, inst, body)
+		}, func(body []byte) error {
+			cmd, err := fsm.Decode(body)
+			if err != nil || cmd == nil {
+				return invalid(TypeInvalidCommand, fmt.Sprintf("cannot decode command: %v", err))
+			}
+			return c.checkOwnCommand(r, cmd)
 		})
-	})
+	}))
 	mux.HandleFunc("POST "+pathJoin, func(w http.ResponseWriter, r *http.Request) {
+		var req joinRequest
 		c.serveOnLeader(w, r, pathJoin, func(ctx context.Context, inst *instance, body []byte) (any, error) {
-			var req joinRequest
-			if err := json.Unmarshal(body, &req); err != nil {
-				return nil, invalid(TypeInvalidCommand, "join request: "+err.Error())
-			}
 			return c.addMember(ctx, inst, req.Register)
-		})
-	})
-	mux.HandleFunc("POST "+pathTakeover, func(w http.ResponseWriter, r *http.Request) {
-		c.serveOnLeader(w, r, pathTakeover, func(ctx context.Context, inst *instance, body []byte) (any, error) {
-			var req takeoverRequest
+		}, func(body []byte) error {
 			if err := json.Unmarshal(body, &req); err != nil {
-				return nil, invalid(TypeInvalidCommand, "takeover request: "+err.Error())
+				return invalid(TypeInvalidCommand, "join request: "+err.Error())
 			}
-			return c.takeOverAsLeader(ctx, inst, req.Assign)
+			return c.checkJoin(r, req.Register)
 		})
 	})
-	mux.HandleFunc("POST "+pathAPI, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+pathTakeover, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
+		var req takeoverRequest
+		c.serveOnLeader(w, r, pathTakeover, func(ctx context.Context, inst *instance, body []byte) (any, error) {
+			return c.takeOverAsLeader(ctx, inst, req.Assign)
+		}, func(body []byte) error {
+			if err := json.Unmarshal(body, &req); err != nil {
+				return invalid(TypeInvalidCommand, "takeover request: "+err.Error())
+			}
+			if req.Assign.ExpectedNode == "" {
+				return invalid(TypeInvalidCommand, "takeover request names no holder")
+			}
+			return nil
+		})
+	}))
+	mux.HandleFunc("POST "+pathAPI, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
 		h := c.api.Load()
 		if h == nil {
 			writeError(w, unavailable(TypeNodeNotReady, c.cfg.NodeName+" serves no API yet", nil))
@@ -116,16 +146,18 @@ func (c *Cluster) internalHandler() http.Handler {
 		// handler given to ServeAPI answers it here, never forwarding again.
 		r.URL.Path = "/"
 		(*h).ServeHTTP(w, r)
-	})
-	mux.HandleFunc("POST "+pathPurge, func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST "+pathPurge, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
+		var req purgeRequest
 		c.serveOnLeader(w, r, pathPurge, func(ctx context.Context, inst *instance, body []byte) (any, error) {
-			var req purgeRequest
-			if err := json.Unmarshal(body, &req); err != nil {
-				return nil, invalid(TypeInvalidCommand, "purge request: "+err.Error())
-			}
 			return struct{}{}, c.purgeAsLeader(ctx, inst, req.Node)
+		}, func(body []byte) error {
+			if err := json.Unmarshal(body, &req); err != nil {
+				return invalid(TypeInvalidCommand, "purge request: "+err.Error())
+			}
+			return nil
 		})
-	})
+	}))
 	return mux
 }
 
@@ -151,12 +183,17 @@ func (c *Cluster) status() nodeStatus {
 	return st
 }
 
-// serveOnLeader runs op if this node leads, or forwards the request once to
-// the leader it knows.
-func (c *Cluster) serveOnLeader(w http.ResponseWriter, r *http.Request, path string, op func(context.Context, *instance, []byte) (any, error)) {
+// serveOnLeader reads the request body, checks it with check (on whichever
+// node it arrives at), then runs op if this node leads, or forwards the
+// request once to the leader it knows.
+func (c *Cluster) serveOnLeader(w http.ResponseWriter, r *http.Request, path string, op func(context.Context, *instance, []byte) (any, error), check func([]byte) error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxInternalBody))
 	if err != nil {
 		writeError(w, invalid(TypeInvalidCommand, "request body: "+err.Error()))
+		return
+	}
+	if err := check(body); err != nil {
+		writeError(w, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), c.cfg.RequestTimeout)
@@ -259,10 +296,10 @@ type peerClient struct {
 	transport *http.Transport
 }
 
-func newPeerClient(localIP net.IP, timeout time.Duration) *peerClient {
+func newPeerClient(d *dialer, timeout time.Duration) *peerClient {
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return dialCluster(ctx, localIP, addr, muxHTTP)
+			return d.dial(ctx, addr, protoHTTP)
 		},
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       30 * time.Second,
@@ -342,13 +379,14 @@ func (p *peerClient) apply(ctx context.Context, address string, encoded []byte) 
 
 // ProposeTo sends cmd to the node whose cluster port is at address, which
 // commits it through its leader, as a member's own write would be. It lets
-// tools and black-box tests drive a cluster from outside.
-func ProposeTo(ctx context.Context, address string, cmd fsm.Command) (fsm.Result, error) {
+// tools and black-box tests that hold a member's credentials (ts; nil for a
+// cluster without authentication) drive a cluster from outside.
+func ProposeTo(ctx context.Context, address string, cmd fsm.Command, ts *trust.Store) (fsm.Result, error) {
 	encoded, err := fsm.Encode(cmd)
 	if err != nil {
 		return fsm.Result{}, err
 	}
-	p := newPeerClient(nil, 30*time.Second)
+	p := newPeerClient(&dialer{trust: ts}, 30*time.Second)
 	defer p.close()
 	return p.apply(ctx, address, encoded)
 }
@@ -365,8 +403,8 @@ type APIAnswer struct {
 	Body   []byte
 }
 
-// ForwardAPI sends an API call (its x-sora-target and Authorization headers
-// and its body) to the named node over the cluster port and returns that
+// ForwardAPI sends an API call (its x-sora-target and Content-Type headers
+// and its body, never its credentials) to the named node over the cluster port and returns that
 // node's answer unchanged. A node that cannot be reached gives a 503
 // NODE-IN-CHARGE-UNREACHABLE error.
 func (c *Cluster) ForwardAPI(ctx context.Context, node string, header http.Header, body []byte) (APIAnswer, error) {
@@ -382,7 +420,7 @@ func (c *Cluster) ForwardAPI(ctx context.Context, node string, header http.Heade
 	if err != nil {
 		return APIAnswer{}, fmt.Errorf("build forwarded request: %w", err)
 	}
-	for _, h := range []string{"X-Sora-Target", "Authorization", "Content-Type"} {
+	for _, h := range []string{"X-Sora-Target", "Content-Type"} {
 		if v := header.Get(h); v != "" {
 			req.Header.Set(h, v)
 		}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,32 +12,53 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/sorad/sorad/cluster/trust"
 )
 
-// The cluster port carries two protocols. A dialer writes one of these bytes
-// first; the multiplexer hands the connection to Raft or to the internal HTTP
-// server accordingly.
-const (
-	muxRaft byte = 0x01
-	muxHTTP byte = 0x02
-)
-
-// muxHandshakeTimeout bounds how long an accepted connection may take to say
-// which protocol it speaks.
-const muxHandshakeTimeout = 5 * time.Second
-
-// mux accepts connections on the cluster port and dispatches them by their
-// first byte.
-type mux struct {
-	ln   net.Listener
-	log  *slog.Logger
-	http *chanListener
-	raft atomic.Pointer[chanListener] // the current Raft instance's listener; nil between instances
-	wg   sync.WaitGroup
+// protocol is one of the two protocols the cluster port carries. With
+// cluster authentication on, a dialler names it with ALPN in the TLS
+// handshake; without (cluster_insecure, or a loopback-only node), it writes
+// the protocol's byte first. The multiplexer hands each connection to Raft
+// or to the internal HTTP server accordingly.
+type protocol struct {
+	b    byte
+	alpn string
+	name string
 }
 
-func newMux(ln net.Listener, log *slog.Logger) *mux {
-	return &mux{ln: ln, log: log, http: newChanListener(ln.Addr())}
+var (
+	protoRaft = protocol{b: 0x01, alpn: trust.ProtoRaft, name: "raft"}
+	protoHTTP = protocol{b: 0x02, alpn: trust.ProtoHTTP, name: "internal http"}
+)
+
+const (
+	// muxHandshakeTimeout bounds how long an accepted connection may take
+	// to prove membership and say which protocol it speaks.
+	muxHandshakeTimeout = 5 * time.Second
+	// maxPendingHandshakes bounds the connections that have not yet done
+	// so; more are closed at once.
+	maxPendingHandshakes = 128
+	// raftIdleTimeout closes a Raft connection that carried nothing for
+	// this long. A leader's heartbeats keep its connections busy; an idle
+	// pooled connection that is closed is redialled by Raft.
+	raftIdleTimeout = 2 * time.Minute
+)
+
+// mux accepts connections on the cluster port and dispatches them by
+// protocol.
+type mux struct {
+	ln      net.Listener
+	log     *slog.Logger
+	trust   *trust.Store // nil: no authentication (see protocol)
+	http    *chanListener
+	raft    atomic.Pointer[chanListener] // the current Raft instance's listener; nil between instances
+	pending chan struct{}                // one token per connection still in its handshake
+	wg      sync.WaitGroup
+}
+
+func newMux(ln net.Listener, log *slog.Logger, ts *trust.Store) *mux {
+	return &mux{ln: ln, log: log, trust: ts, http: newChanListener(ln.Addr()), pending: make(chan struct{}, maxPendingHandshakes)}
 }
 
 // serve accepts until the listener is closed. It returns once every
@@ -51,6 +73,13 @@ func (m *mux) serve() {
 			}
 			return
 		}
+		select {
+		case m.pending <- struct{}{}:
+		default:
+			m.log.Warn("cluster port: too many connections in their handshake, closing", "remote", conn.RemoteAddr().String())
+			conn.Close()
+			continue
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
@@ -59,26 +88,85 @@ func (m *mux) serve() {
 	}
 }
 
+// dispatch runs the handshake of one accepted connection and hands it to
+// its protocol's listener. A peer that fails the handshake is dropped
+// before any byte reaches Raft or a handler.
 func (m *mux) dispatch(conn net.Conn) {
-	var b [1]byte
-	_ = conn.SetReadDeadline(time.Now().Add(muxHandshakeTimeout))
-	if _, err := conn.Read(b[:]); err != nil {
+	proto, conn, err := m.handshake(conn)
+	<-m.pending
+	if err != nil {
+		m.log.Warn("cluster port: refused a connection", "remote", conn.RemoteAddr().String(), "error", err)
 		conn.Close()
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
 	var target *chanListener
-	switch b[0] {
-	case muxRaft:
+	switch proto {
+	case protoRaft:
 		target = m.raft.Load()
-	case muxHTTP:
+		conn = &idleConn{Conn: conn, timeout: raftIdleTimeout}
+	case protoHTTP:
 		target = m.http
-	default:
-		m.log.Warn("cluster port: unknown protocol byte, closing", "remote", conn.RemoteAddr().String(), "byte", b[0])
+		// net/http would close a *tls.Conn whose ALPN protocol it does not
+		// know, so the internal server gets the connection wrapped, with
+		// the member's name beside it (see Cluster.internal's ConnContext).
+		if tc, ok := conn.(*tls.Conn); ok {
+			cs := tc.ConnectionState()
+			conn = &memberConn{Conn: tc, name: trust.PeerName(&cs)}
+		}
 	}
 	if target == nil || !target.deliver(conn) {
 		conn.Close()
 	}
+}
+
+// handshake authenticates the peer (with trust on) and learns its protocol.
+func (m *mux) handshake(conn net.Conn) (protocol, net.Conn, error) {
+	_ = conn.SetDeadline(time.Now().Add(muxHandshakeTimeout))
+	defer func() { _ = conn.SetDeadline(time.Time{}) }()
+	if m.trust != nil {
+		tc := tls.Server(conn, m.trust.ServerConfig(protoRaft.alpn, protoHTTP.alpn))
+		if err := tc.Handshake(); err != nil {
+			return protocol{}, conn, fmt.Errorf("tls handshake: %w", err)
+		}
+		switch p := tc.ConnectionState().NegotiatedProtocol; p {
+		case protoRaft.alpn:
+			return protoRaft, tc, nil
+		case protoHTTP.alpn:
+			return protoHTTP, tc, nil
+		default:
+			return protocol{}, tc, fmt.Errorf("no protocol negotiated (%q)", p)
+		}
+	}
+	var b [1]byte
+	if _, err := conn.Read(b[:]); err != nil {
+		return protocol{}, conn, fmt.Errorf("read protocol byte: %w", err)
+	}
+	switch b[0] {
+	case protoRaft.b:
+		return protoRaft, conn, nil
+	case protoHTTP.b:
+		return protoHTTP, conn, nil
+	default:
+		return protocol{}, conn, fmt.Errorf("unknown protocol byte %#x (is this peer's cluster authentication on?)", b[0])
+	}
+}
+
+// memberConn is a connection from a member that proved its name.
+type memberConn struct {
+	net.Conn
+	name string
+}
+
+// idleConn closes itself when a read waits longer than timeout: a peer that
+// stays silent does not hold a goroutine for good.
+type idleConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(p)
 }
 
 // close stops accepting and closes the HTTP listener. Raft listeners are closed
@@ -140,7 +228,7 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 type raftStreamLayer struct {
 	*chanListener
 	advertise net.Addr
-	localIP   net.IP // dial from this address (nil: the kernel's choice)
+	dialer    *dialer
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -149,11 +237,11 @@ type raftStreamLayer struct {
 
 var _ raft.StreamLayer = (*raftStreamLayer)(nil)
 
-func newRaftStreamLayer(addr net.Addr, advertise string, localIP net.IP) *raftStreamLayer {
+func newRaftStreamLayer(addr net.Addr, advertise string, d *dialer) *raftStreamLayer {
 	return &raftStreamLayer{
 		chanListener: newChanListener(addr),
 		advertise:    advertiseAddr(advertise),
-		localIP:      localIP,
+		dialer:       d,
 		conns:        map[*trackedConn]struct{}{},
 	}
 }
@@ -171,7 +259,7 @@ func (s *raftStreamLayer) Accept() (net.Conn, error) {
 func (s *raftStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	conn, err := dialCluster(ctx, s.localIP, string(address), muxRaft)
+	conn, err := s.dialer.dial(ctx, string(address), protoRaft)
 	if err != nil {
 		return nil, err
 	}
@@ -222,22 +310,36 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// dialCluster opens a connection to a node's cluster port from localIP (if
-// set: a node talks to its peers from the address it listens on) and
-// announces the protocol.
-func dialCluster(ctx context.Context, localIP net.IP, address string, proto byte) (net.Conn, error) {
-	var d net.Dialer
-	if localIP != nil {
-		d.LocalAddr = &net.TCPAddr{IP: localIP}
+// dialer opens connections to other nodes' cluster ports.
+type dialer struct {
+	localIP net.IP       // dial from this address (nil: the kernel's choice)
+	trust   *trust.Store // nil: no authentication
+}
+
+// dial connects to a node's cluster port from localIP (if set: a node talks
+// to its peers from the address it listens on), proves membership and
+// checks the peer's (with trust on), and announces the protocol.
+func (d *dialer) dial(ctx context.Context, address string, proto protocol) (net.Conn, error) {
+	var nd net.Dialer
+	if d.localIP != nil {
+		nd.LocalAddr = &net.TCPAddr{IP: d.localIP}
 	}
-	conn, err := d.DialContext(ctx, "tcp", address)
+	conn, err := nd.DialContext(ctx, "tcp", address)
 	if err != nil {
 		return nil, err
+	}
+	if d.trust != nil {
+		tc := tls.Client(conn, d.trust.ClientConfig(proto.alpn))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("cluster handshake with %s: %w", address, err)
+		}
+		return tc, nil
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetWriteDeadline(deadline)
 	}
-	if _, err := conn.Write([]byte{proto}); err != nil {
+	if _, err := conn.Write([]byte{proto.b}); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("announce protocol to %s: %w", address, err)
 	}

@@ -20,7 +20,9 @@ type forwardedKey struct{}
 
 // ForwardedHandler answers API calls other nodes forward here (mounted on
 // the cluster port with cluster.ServeAPI). It is ServeHTTP marked so that
-// nothing is forwarded again.
+// nothing is forwarded again, and so that no bearer token is asked for:
+// the cluster port admits only members, and the operator's token never
+// travels between nodes.
 func (s *Server) ForwardedHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true)))
@@ -85,9 +87,6 @@ func fanOut[T any](ctx context.Context, s *Server, target string) []T {
 	header := http.Header{}
 	header.Set("X-Sora-Target", target)
 	header.Set("Content-Type", "application/json")
-	if s.cfg.BearerToken != "" {
-		header.Set("Authorization", "Bearer "+s.cfg.BearerToken)
-	}
 	var wg sync.WaitGroup
 	for i, peer := range peers {
 		wg.Add(1)

@@ -211,7 +211,11 @@ func assign(t *testing.T, via *harness.Node, channelID string, owner *harness.No
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := cluster.ProposeTo(ctx, via.ClusterAddress(), fsm.AssignChannel{Channel: channelID, Node: owner.Name, Multistream: true})
+	ts, err := harness.MemberTrust(via.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cluster.ProposeTo(ctx, via.ClusterAddress(), fsm.AssignChannel{Channel: channelID, Node: owner.Name, Multistream: true}, ts)
 	if err != nil || res.Err != nil {
 		t.Fatalf("assign %s to %s via %s: %v %v", channelID, owner.Name, via.Name, err, res.Err)
 	}

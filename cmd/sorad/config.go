@@ -36,7 +36,7 @@ type Config struct {
 	ContactNodeNameList    []string      `conf:"contact_node_name_list"`
 	ExternalAPIURL         string        `conf:"external_api_url"`
 	ExternalSignalingURL   string        `conf:"external_signaling_url"`
-	APIBearerToken         string        `conf:"api_bearer_token"`
+	APIBearerToken         string        `conf:"api_bearer_token" secret:"true"`
 	APICORSOrigin          string        `conf:"api_cors_origin"`
 	APIMaxBodySize         int64         `conf:"api_max_body_size"`
 	LicenseMaxConnections  int           `conf:"license_max_connections"`
@@ -74,6 +74,14 @@ type Config struct {
 	SpotlightFocusRID      string               `conf:"spotlight_focus_rid"`
 	SpotlightUnfocusRID    string               `conf:"spotlight_unfocus_rid"`
 	SpotlightFocusHold     time.Duration        `conf:"spotlight_focus_hold"`
+
+	ClusterSecret         string `conf:"cluster_secret" secret:"true"`
+	ClusterSecretFile     string `conf:"cluster_secret_file"`
+	ClusterSecretPrevious string `conf:"cluster_secret_previous" secret:"true"`
+	ClusterTLSCAFile      string `conf:"cluster_tls_ca_file"`
+	ClusterTLSCertFile    string `conf:"cluster_tls_cert_file"`
+	ClusterTLSKeyFile     string `conf:"cluster_tls_key_file"`
+	ClusterInsecure       bool   `conf:"cluster_insecure"`
 
 	PprofAddress string `conf:"pprof_address"`
 }
@@ -411,6 +419,48 @@ var keySpecs = []keySpec{
 		set:  durationField(func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 	},
 	{
+		name:    "cluster_secret",
+		defHelp: "(empty)",
+		desc:    "shared secret of the cluster (at least 32 bytes; sorad tls secret makes one): the cluster port becomes mutual TLS and only nodes given it are members",
+		set:     stringField(func(c *Config) *string { return &c.ClusterSecret }, nil),
+	},
+	{
+		name:    "cluster_secret_file",
+		defHelp: "(empty)",
+		desc:    "file holding cluster_secret on its first line (re-read on SIGHUP)",
+		set:     stringField(func(c *Config) *string { return &c.ClusterSecretFile }, nil),
+	},
+	{
+		name:    "cluster_secret_previous",
+		defHelp: "(empty)",
+		desc:    "the secret being rotated out: its members stay trusted while every node moves to the new cluster_secret",
+		set:     stringField(func(c *Config) *string { return &c.ClusterSecretPrevious }, nil),
+	},
+	{
+		name:    "cluster_tls_ca_file",
+		defHelp: "(empty)",
+		desc:    "operator PKI instead of cluster_secret: PEM file of the trusted cluster CAs (re-read on SIGHUP)",
+		set:     stringField(func(c *Config) *string { return &c.ClusterTLSCAFile }, nil),
+	},
+	{
+		name:    "cluster_tls_cert_file",
+		defHelp: "(empty)",
+		desc:    "operator PKI: this node's certificate, common name = node_name (sorad tls cert create)",
+		set:     stringField(func(c *Config) *string { return &c.ClusterTLSCertFile }, nil),
+	},
+	{
+		name:    "cluster_tls_key_file",
+		defHelp: "(empty)",
+		desc:    "operator PKI: the key of cluster_tls_cert_file",
+		set:     stringField(func(c *Config) *string { return &c.ClusterTLSKeyFile }, nil),
+	},
+	{
+		name: "cluster_insecure",
+		def:  "false",
+		desc: "run the cluster port without authentication on a non-loopback address (anyone who reaches it controls the cluster)",
+		set:  boolField(func(c *Config) *bool { return &c.ClusterInsecure }),
+	},
+	{
 		name:    "pprof_address",
 		defHelp: "(empty: off)",
 		desc:    "host:port serving Go's /debug/pprof profiles, for developers; unauthenticated, so keep it on loopback",
@@ -633,6 +683,9 @@ func crossCheck(c *Config, sources map[string]source) error {
 		return fail("raft_leader_lease_timeout", "%s must not be greater than %s",
 			c.RaftLeaderLeaseTimeout, other("raft_heartbeat_timeout", c.RaftHeartbeatTimeout))
 	}
+	if err := checkClusterTrust(c, fail); err != nil {
+		return err
+	}
 	ports := []struct {
 		key string
 		v   int
@@ -719,8 +772,8 @@ Keys:
 	tw.Flush()
 }
 
-// LogValue renders the configuration for slog without the bearer token,
-// which appears only as "set" or "unset".
+// LogValue renders the configuration for slog without its secrets (the
+// bearer token, the cluster secrets), which appear only as "set" or "unset".
 func (c Config) LogValue() slog.Value {
 	v := reflect.ValueOf(c)
 	attrs := make([]slog.Attr, 0, v.NumField())
@@ -728,7 +781,7 @@ func (c Config) LogValue() slog.Value {
 		key := v.Type().Field(i).Tag.Get("conf")
 		switch f := v.Field(i).Interface().(type) {
 		case string:
-			if key == "api_bearer_token" { // never log the token itself
+			if v.Type().Field(i).Tag.Get("secret") != "" { // never log a secret itself
 				f = redactToken(f)
 			}
 			attrs = append(attrs, slog.String(key, f))
@@ -892,6 +945,17 @@ func stringField(field func(*Config) *string, check func(string) error) func(*Co
 	}
 }
 
+func boolField(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
 func enumField(field func(*Config) *string, allowed ...string) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		for _, a := range allowed {
@@ -988,4 +1052,41 @@ func urlField(field func(*Config) *string, schemes ...string) func(*Config, stri
 		*field(c) = v
 		return nil
 	}
+}
+
+// checkClusterTrust makes the cluster port secure by default: a node that
+// listens beyond loopback needs one way to authenticate its peers, unless
+// the operator says the network is trusted.
+func checkClusterTrust(c *Config, fail func(key, format string, args ...any) error) error {
+	pki := c.ClusterTLSCAFile != "" || c.ClusterTLSCertFile != "" || c.ClusterTLSKeyFile != ""
+	ways := 0
+	for _, set := range []bool{c.ClusterSecret != "", c.ClusterSecretFile != "", pki} {
+		if set {
+			ways++
+		}
+	}
+	switch {
+	case ways > 1:
+		return fail("cluster_secret", "give one of cluster_secret, cluster_secret_file and the cluster_tls_* files")
+	case pki && (c.ClusterTLSCAFile == "" || c.ClusterTLSCertFile == "" || c.ClusterTLSKeyFile == ""):
+		return fail("cluster_tls_ca_file", "cluster_tls_ca_file, cluster_tls_cert_file and cluster_tls_key_file go together")
+	case c.ClusterSecretPrevious != "" && c.ClusterSecret == "":
+		return fail("cluster_secret_previous", "is only used with cluster_secret (with cluster_secret_file, put previous secrets on its next lines)")
+	case ways == 1 && c.ClusterInsecure:
+		return fail("cluster_insecure", "true contradicts the cluster authentication also configured")
+	case ways == 0 && !c.ClusterInsecure && !isLoopback(c.ListenAddress):
+		return fail("listen_address", "%s is reachable from other machines, so the cluster port needs authentication: set cluster_secret (sorad tls secret makes one), or cluster_tls_ca_file/cert/key (sorad tls), or cluster_insecure = true if only trusted machines can reach port %d", c.ListenAddress, c.ClusterPort)
+	}
+	return nil
+}
+
+// isLoopback reports whether an address only this machine can reach.
+func isLoopback(address string) bool {
+	ip := net.ParseIP(address)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ClusterTrusted reports whether the cluster port authenticates its peers.
+func (c Config) ClusterTrusted() bool {
+	return c.ClusterSecret != "" || c.ClusterSecretFile != "" || c.ClusterTLSCAFile != ""
 }

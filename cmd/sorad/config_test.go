@@ -113,7 +113,7 @@ func TestUnspecifiedListenAddressUsesHostname(t *testing.T) {
 	inEmptyDir(t)
 	for _, addr := range []string{"0.0.0.0", "::"} {
 		t.Run(addr, func(t *testing.T) {
-			got, err := resolveConfig([]string{"--listen_address", addr}, mapEnv(nil), io.Discard, fixedHostname("box1"))
+			got, err := resolveConfig([]string{"--listen_address", addr, "--cluster_insecure=true"}, mapEnv(nil), io.Discard, fixedHostname("box1"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,13 +122,13 @@ func TestUnspecifiedListenAddressUsesHostname(t *testing.T) {
 			}
 		})
 	}
-	_, err := resolveConfig([]string{"--listen_address=0.0.0.0"}, mapEnv(nil), io.Discard,
+	_, err := resolveConfig([]string{"--listen_address=0.0.0.0", "--cluster_insecure=true"}, mapEnv(nil), io.Discard,
 		func() (string, error) { return "", errors.New("no hostname") })
 	if err == nil || !strings.Contains(err.Error(), "node_name") {
 		t.Errorf("hostname failure: err = %v", err)
 	}
 	// An explicit node name needs no hostname.
-	got, err := resolveConfig([]string{"--listen_address=0.0.0.0", "--node_name=a@10.0.0.1"}, mapEnv(nil), io.Discard,
+	got, err := resolveConfig([]string{"--listen_address=0.0.0.0", "--node_name=a@10.0.0.1", "--cluster_secret_file=/run/secrets/cluster"}, mapEnv(nil), io.Discard,
 		func() (string, error) { return "", errors.New("no hostname") })
 	if err != nil || got.NodeName != "a@10.0.0.1" {
 		t.Errorf("got %q, %v", got.NodeName, err)
@@ -223,7 +223,7 @@ func TestDerivedDefaults(t *testing.T) {
 		},
 		{
 			name:     "listen address overridden",
-			args:     []string{"--listen_address=192.0.2.7"},
+			args:     []string{"--listen_address=192.0.2.7", "--cluster_secret=" + strings.Repeat("k", 32)},
 			wantNode: "sorad@192.0.2.7", wantAPI: "http://192.0.2.7:3000/",
 			wantSig: "ws://192.0.2.7:5000/signaling", wantCORS: "http://192.0.2.7:5000",
 		},
@@ -546,7 +546,9 @@ func TestKeySpecsComplete(t *testing.T) {
 func TestRedactedLogValue(t *testing.T) {
 	inEmptyDir(t)
 	const token = "s3cr3t-T0KEN"
-	cfg, err := loadConfig([]string{"--api_bearer_token", token, "--contact_node_name_list=a@h1"}, mapEnv(nil), io.Discard)
+	const secret, previous = "cluster-SECRET-0123456789abcdefghij", "cluster-PREVIOUS-0123456789abcdefgh"
+	cfg, err := loadConfig([]string{"--api_bearer_token", token, "--contact_node_name_list=a@h1",
+		"--cluster_secret", secret, "--cluster_secret_previous", previous}, mapEnv(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,8 +563,10 @@ func TestRedactedLogValue(t *testing.T) {
 		}
 		slog.New(h).Info("config", "config", cfg)
 		out := buf.String()
-		if strings.Contains(out, token) {
-			t.Errorf("%s log contains the token: %s", format, out)
+		for _, leak := range []string{token, secret, previous} {
+			if strings.Contains(out, leak) {
+				t.Errorf("%s log contains a secret: %s", format, out)
+			}
 		}
 		if !strings.Contains(out, "api_bearer_token") || !strings.Contains(out, "set") {
 			t.Errorf("%s log lacks api_bearer_token=set: %s", format, out)
@@ -572,8 +576,8 @@ func TestRedactedLogValue(t *testing.T) {
 		}
 	}
 	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), cfg.String()} {
-		if strings.Contains(s, token) {
-			t.Errorf("formatted config contains the token: %s", s)
+		if strings.Contains(s, token) || strings.Contains(s, secret) || strings.Contains(s, previous) {
+			t.Errorf("formatted config contains a secret: %s", s)
 		}
 	}
 	var buf bytes.Buffer
@@ -665,5 +669,48 @@ func TestSimulcastEncodingsParsed(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got.SimulcastEncodings, want) {
 		t.Fatalf("simulcast_encodings = %+v, want %+v", got.SimulcastEncodings, want)
+	}
+}
+
+// TestClusterTrustRules checks that the cluster port is secure by default:
+// beyond loopback it needs authentication or an explicit cluster_insecure.
+func TestClusterTrustRules(t *testing.T) {
+	inEmptyDir(t)
+	secret := "--cluster_secret=" + strings.Repeat("s", 32)
+	tests := []struct {
+		name        string
+		args        []string
+		wantErr     string
+		wantTrusted bool
+	}{
+		{name: "loopback needs nothing", args: nil},
+		{name: "a LAN address needs authentication", args: []string{"--listen_address=10.1.2.3"}, wantErr: "needs authentication"},
+		{name: "all interfaces need authentication", args: []string{"--listen_address=0.0.0.0", "--node_name=a@h"}, wantErr: "needs authentication"},
+		{name: "a secret is enough", args: []string{"--listen_address=10.1.2.3", secret}, wantTrusted: true},
+		{name: "a secret file is enough", args: []string{"--listen_address=10.1.2.3", "--cluster_secret_file=/s"}, wantTrusted: true},
+		{name: "operator PKI is enough", args: []string{"--listen_address=10.1.2.3", "--cluster_tls_ca_file=ca", "--cluster_tls_cert_file=c", "--cluster_tls_key_file=k"}, wantTrusted: true},
+		{name: "PKI needs all three files", args: []string{"--cluster_tls_ca_file=ca", "--cluster_tls_cert_file=c"}, wantErr: "go together"},
+		{name: "explicitly insecure", args: []string{"--listen_address=10.1.2.3", "--cluster_insecure=true"}},
+		{name: "insecure contradicts a secret", args: []string{secret, "--cluster_insecure=true"}, wantErr: "contradicts"},
+		{name: "two ways at once", args: []string{secret, "--cluster_secret_file=/s"}, wantErr: "one of"},
+		{name: "previous without a secret", args: []string{"--cluster_secret_previous=x"}, wantErr: "only used with cluster_secret"},
+		{name: "insecure is a boolean", args: []string{"--cluster_insecure=maybe"}, wantErr: "not true or false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := loadConfig(tt.args, mapEnv(nil), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.ClusterTrusted() != tt.wantTrusted {
+				t.Fatalf("ClusterTrusted = %v", got.ClusterTrusted())
+			}
+		})
 	}
 }

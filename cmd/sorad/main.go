@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/sorad/sorad/cluster"
+	"github.com/sorad/sorad/cluster/trust"
 	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/httpapi"
 	"github.com/sorad/sorad/media"
@@ -32,6 +33,13 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tls" {
+		if err := runTLS(os.Args[2:], os.Stdout); err != nil && !errors.Is(err, errHelp) {
+			fmt.Fprintln(os.Stderr, "sorad tls:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	cfg, err := loadConfig(os.Args[1:], os.LookupEnv, os.Stdout)
 	if errors.Is(err, errHelp) {
 		return
@@ -53,6 +61,13 @@ func main() {
 // order: stop taking API calls, then leave Raft.
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("starting sorad", "version", version, "config", cfg)
+	memberTrust, err := clusterTrust(cfg)
+	if err != nil {
+		return err
+	}
+	if memberTrust == nil && !isLoopback(cfg.ListenAddress) {
+		log.Warn("the cluster port has no authentication (cluster_insecure = true): anyone who reaches it controls the cluster", "cluster_port", cfg.ClusterPort)
+	}
 	stats := &media.Stats{}
 	cl, err := cluster.Open(cluster.Config{
 		NodeName:             cfg.NodeName,
@@ -78,6 +93,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			ElectionTimeout:    cfg.RaftElectionTimeout,
 			LeaderLeaseTimeout: cfg.RaftLeaderLeaseTimeout,
 		},
+		Trust:       memberTrust,
 		Logger:      log,
 		Connections: func() int { return int(stats.Ongoing()) },
 	})
@@ -143,11 +159,21 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("sorad is serving", "api", "http://"+servers[0].srv.Addr+"/", "signaling", "ws://"+servers[1].srv.Addr+"/signaling",
 		"media_udp_port", cfg.MediaUDPPort, "cluster_port", cfg.ClusterPort, "data_dir", cfg.DataDir)
 
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case runErr = <-serveErr:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			break wait
+		case runErr = <-serveErr:
+			break wait
+		case <-hup:
+			reload(log, memberTrust)
+		}
 	}
 	if err := shutdown(servers, med, cl, cfg.ShutdownTimeout); err != nil {
 		runErr = errors.Join(runErr, err)
@@ -156,6 +182,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Info("sorad stopped")
 	}
 	return runErr
+}
+
+// reload re-reads the files that SIGHUP covers. A file that fails to load
+// leaves the material in use unchanged.
+func reload(log *slog.Logger, clusterTrust *trust.Store) {
+	if clusterTrust == nil {
+		log.Info("SIGHUP: nothing to reload")
+		return
+	}
+	if err := clusterTrust.Reload(); err != nil {
+		log.Error("SIGHUP: cluster authentication not reloaded; the previous one stays", "error", err)
+		return
+	}
+	log.Info("SIGHUP: cluster authentication reloaded")
 }
 
 // pprofHandler serves Go's profiles under /debug/pprof/.

@@ -57,6 +57,9 @@ ip route add default via 198.18.0.2 dev veth-a
 
 mkdir -p "$work/tmp" "$work/profile"
 cd "$work"
+# The nodes' addresses are not loopback, so their cluster port needs a
+# secret (sorad refuses to start without one); each run makes its own.
+cluster_secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 pids=()
 for i in "${!names[@]}"; do
   tag=${tags[$i]}
@@ -65,7 +68,8 @@ for i in "${!names[@]}"; do
     if [ "$j" != "$i" ]; then contacts+=("${names[$j]}"); fi
   done
   args=(--config= --node_name="${names[$i]}" --listen_address="${addrs[$i]}"
-    --data_dir="$work/data$tag" --log_format=text --log_level=debug)
+    --data_dir="$work/data$tag" --log_format=text --log_level=debug
+    --cluster_secret="$cluster_secret")
   if [ "${#contacts[@]}" -gt 0 ]; then
     args+=(--contact_node_name_list="$(IFS=,; echo "${contacts[*]}")")
   fi

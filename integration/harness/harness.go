@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sorad/sorad/cluster/trust"
 )
 
 // Ports every harness node uses on its own address. They differ from the
@@ -32,6 +35,18 @@ const (
 	SignalingPort = 15000
 	ClusterPort   = 15890
 )
+
+// ClusterSecret is the cluster secret every harness node is given unless a
+// test overrides it: the cluster ports of the tests run mutual TLS, as
+// production ones do.
+const ClusterSecret = "sorad integration harness cluster secret 0123456789"
+
+// MemberTrust is the trust store of a member named name of a harness
+// cluster: tests that play a node (or an operator's tool holding the
+// secret) use it to speak on the cluster port.
+func MemberTrust(name string) (*trust.Store, error) {
+	return trust.NewStore(func() (*trust.Material, error) { return trust.FromSecret(name, ClusterSecret) })
+}
 
 // Build compiles cmd/sorad into dir and returns the binary's path, with the
 // race detector when the caller runs with it. It finds the module root by
@@ -143,8 +158,9 @@ type Node struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	waitErr error // the last run's exit status, set before exited closes
-	apiPort int   // 0: APIPort
+	waitErr error  // the last run's exit status, set before exited closes
+	apiPort int    // 0: APIPort
+	token   string // the API bearer token the node was started with, sent by Call
 }
 
 // NewNode prepares a node named short@<fresh address>; Start runs it.
@@ -158,6 +174,11 @@ func (h *Harness) NewNode(short string, args ...string) *Node {
 		Args:    args,
 		h:       h,
 		logPath: h.logPath(short + "@" + addr),
+	}
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--api_bearer_token="); ok {
+			n.token = v // Call authenticates as the operator would
+		}
 	}
 	h.mu.Lock()
 	h.nodes = append(h.nodes, n)
@@ -181,6 +202,7 @@ func (n *Node) Start() {
 		fmt.Sprintf("--api_port=%d", APIPort),
 		fmt.Sprintf("--signaling_port=%d", SignalingPort),
 		fmt.Sprintf("--cluster_port=%d", ClusterPort),
+		"--cluster_secret=" + ClusterSecret,
 		"--log_level=debug",
 	}, n.Args...)
 	if n.Bare {
@@ -265,6 +287,23 @@ func (n *Node) Stop() {
 	}
 }
 
+// Reload sends SIGHUP, which makes the node re-read its certificate and
+// secret files, and waits until its log says it did.
+func (n *Node) Reload() {
+	n.h.t.Helper()
+	before := strings.Count(n.Log(), "SIGHUP:")
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	if cmd == nil {
+		n.h.t.Fatalf("reload %s: not running", n.Name)
+	}
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	Eventually(n.h.t, 10*time.Second, n.Name+" handles SIGHUP", func() bool {
+		return strings.Count(n.Log(), "SIGHUP:") > before
+	})
+}
+
 // signal sends sig and waits up to wait for the process to exit; it reports
 // whether it did.
 func (n *Node) signal(sig syscall.Signal, wait time.Duration) bool {
@@ -293,7 +332,10 @@ func (n *Node) Restart() {
 	n.Start()
 }
 
-// LogTail returns the last lines of the node's log.
+// Log returns the node's whole log.
+func (n *Node) Log() string { return n.LogTail(0) }
+
+// LogTail returns the last lines of the node's log (all of it for 0).
 func (n *Node) LogTail(lines int) string {
 	f, err := os.Open(n.logPath)
 	if err != nil {
@@ -306,7 +348,7 @@ func (n *Node) LogTail(lines int) string {
 	for sc.Scan() {
 		all = append(all, sc.Text())
 	}
-	if len(all) > lines {
+	if lines > 0 && len(all) > lines {
 		all = all[len(all)-lines:]
 	}
 	return strings.Join(all, "\n")
@@ -386,6 +428,9 @@ func (n *Node) Call(target string, body any) (Response, error) {
 	if raw != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if n.token != "" {
+		req.Header.Set("Authorization", "Bearer "+n.token)
+	}
 	return do(req)
 }
 
@@ -457,16 +502,25 @@ func (n *Node) Metric(name string) (float64, error) {
 }
 
 // InternalPost sends an HTTP POST to a node's cluster port the way peers
-// do: the connection first announces the internal HTTP protocol (byte 2),
-// then carries one request. It lets tests check what the cluster port
-// accepts without a peer's help.
-func (n *Node) InternalPost(path string, header http.Header, body []byte) (Response, error) {
+// do: as the member ts proves (TLS with ALPN), or with ts nil as a peer of
+// an unauthenticated cluster port (the internal HTTP protocol's byte 2
+// first). It lets tests check what the cluster port accepts without a
+// peer's help.
+func (n *Node) InternalPost(path string, header http.Header, body []byte, ts *trust.Store) (Response, error) {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err
+			}
+			if ts != nil {
+				tc := tls.Client(c, ts.ClientConfig(trust.ProtoHTTP))
+				if err := tc.HandshakeContext(ctx); err != nil {
+					c.Close()
+					return nil, err
+				}
+				return tc, nil
 			}
 			if _, err := c.Write([]byte{2}); err != nil {
 				c.Close()

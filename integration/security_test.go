@@ -1,0 +1,257 @@
+package integration
+
+import (
+	"crypto/tls"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/sorad/sorad/cluster/trust"
+	"github.com/sorad/sorad/fsm"
+	"github.com/sorad/sorad/integration/harness"
+)
+
+// attackerStream is a raft.StreamLayer of a machine that reaches the cluster
+// port: it speaks Raft's wire protocol over plain TCP (announcing Raft with
+// its byte, as an unauthenticated port expects) or over TLS with a
+// certificate of its own making.
+type attackerStream struct {
+	ts *trust.Store // nil: plain TCP
+}
+
+func (a attackerStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", string(address), timeout)
+	if err != nil {
+		return nil, err
+	}
+	if a.ts == nil {
+		if _, err := c.Write([]byte{0x01}); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	tc := tls.Client(c, a.ts.ClientConfig(trust.ProtoRaft))
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+func (attackerStream) Accept() (net.Conn, error) { return nil, net.ErrClosed }
+func (attackerStream) Close() error              { return nil }
+func (attackerStream) Addr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+func strangerTrust(t *testing.T, name string) *trust.Store {
+	t.Helper()
+	ts, err := trust.NewStore(func() (*trust.Material, error) {
+		return trust.FromSecret(name, "an attacker's own secret, 32 bytes or more")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// TestClusterPortAttacks replays the attacks of a machine on the cluster's
+// network that lacks the cluster secret, against three real nodes with an
+// API bearer token set: forged writes, joins and AppendEntries, and an
+// attempt to get the operator's token forwarded to it. All fail, and the
+// cluster keeps serving.
+func TestClusterPortAttacks(t *testing.T) {
+	h := harness.New(t, soradBin)
+	const token = "operator-token-never-forwarded"
+	nodes := startCluster(t, h, 3, "--api_bearer_token="+token)
+	lead := leaderWithToken(t, nodes, token)
+	victim := except(nodes, lead)[0]
+	attacker := "attacker@" + harness.NextAddress()
+	stranger := strangerTrust(t, attacker)
+
+	for _, creds := range []struct {
+		name string
+		ts   *trust.Store
+	}{{"plain HTTP", nil}, {"a certificate of another cluster", stranger}} {
+		t.Run("forged apply and join with "+creds.name, func(t *testing.T) {
+			for _, cmd := range []fsm.Command{
+				fsm.SetMode{Node: victim.Name, Mode: fsm.ModeBlockNewConnection},
+				fsm.PurgeNode{Node: victim.Name},
+				fsm.AssignChannel{Channel: "hijacked", Node: victim.Name},
+			} {
+				body, err := fsm.Encode(cmd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r, err := lead.InternalPost("/internal/v1/apply", nil, body, creds.ts); err == nil {
+					t.Fatalf("forged %T answered: %d %s", cmd, r.Status, r.Body)
+				}
+			}
+			join := fmt.Sprintf(`{"register":{"info":{"node_name":%q,"raft_address":"%s:%d"},"incarnation":"x"}}`,
+				attacker, strings.TrimPrefix(attacker, "attacker@"), harness.ClusterPort)
+			if r, err := lead.InternalPost("/internal/v1/join", nil, []byte(join), creds.ts); err == nil {
+				t.Fatalf("forged join answered: %d %s", r.Status, r.Body)
+			}
+			header := http.Header{}
+			header.Set("x-sora-target", targetListClusterNodes)
+			if r, err := victim.InternalPost("/internal/v1/api", header, []byte(`{}`), creds.ts); err == nil {
+				t.Fatalf("an API call on the cluster port without membership answered: %d %s", r.Status, r.Body)
+			}
+		})
+		t.Run("forged AppendEntries with the highest term over "+creds.name, func(t *testing.T) {
+			tr := raft.NewNetworkTransport(attackerStream{ts: creds.ts}, 1, 2*time.Second, nil)
+			defer tr.Close()
+			for _, n := range nodes {
+				var resp raft.AppendEntriesResponse
+				err := tr.AppendEntries(raft.ServerID(n.Name), raft.ServerAddress(n.ClusterAddress()), &raft.AppendEntriesRequest{
+					RPCHeader: raft.RPCHeader{ID: []byte(attacker), Addr: []byte(attacker)},
+					Term:      math.MaxUint64,
+				}, &resp)
+				if err == nil {
+					t.Fatalf("%s answered a forged AppendEntries: %+v", n.Name, resp)
+				}
+			}
+		})
+	}
+
+	// The cluster is whole and takes writes: a mode change through the API
+	// replicates, the leader did not move, listings agree.
+	if got := leaderWithToken(t, nodes, token); got != lead {
+		t.Fatalf("leader moved from %s to %s during the attacks", lead.Name, got.Name)
+	}
+	if r := callWithToken(t, victim, token, targetChangeMode, map[string]string{"mode": "block_new_session"}); r.Status != 200 {
+		t.Fatalf("ChangeMode after the attacks: %d %s", r.Status, r.Body)
+	}
+	for _, n := range nodes {
+		harness.Eventually(t, 10*time.Second, n.Name+" lists the three members and the mode change", func() bool {
+			var list []nodeEntry
+			r := callWithToken(t, n, token, targetListClusterNodes, nil)
+			if r.Status != 200 || r.JSON(&list) != nil || len(list) != 3 {
+				return false
+			}
+			e, ok := entry(list, victim.Name)
+			return ok && e.Mode == "block_new_session"
+		})
+	}
+	for _, n := range nodes {
+		for _, line := range strings.Split(n.Log(), "\n") {
+			// The harness writes each command line (with the token flag)
+			// into the log; everything else is sorad's.
+			if !strings.HasPrefix(line, "=== start") && strings.Contains(line, token) {
+				t.Fatalf("%s logged the bearer token: %s", n.Name, line)
+			}
+		}
+	}
+}
+
+// leaderWithToken is leader for a cluster whose API needs token.
+func leaderWithToken(t *testing.T, nodes []*harness.Node, token string) *harness.Node {
+	t.Helper()
+	var found *harness.Node
+	harness.Eventually(t, 10*time.Second, "a leader", func() bool {
+		for _, n := range nodes {
+			var st statsReport
+			if r := callWithToken(t, n, token, targetGetStatsReport, nil); r.Status == 200 && r.JSON(&st) == nil && st.Cluster.RaftState == "leader" {
+				found = n
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// TestWrongSecretCannotJoin starts a node with another secret that names the
+// cluster's nodes as contacts: it stays alone, and the cluster is unchanged.
+func TestWrongSecretCannotJoin(t *testing.T) {
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 2)
+	outsider := h.NewNode("outsider", "--cluster_secret=another cluster's secret, 32 bytes or more",
+		"--contact_node_name_list="+nodes[0].Name+","+nodes[1].Name)
+	outsider.Start()
+	harness.Eventually(t, 10*time.Second, "the outsider tries to reach its contacts", func() bool {
+		return strings.Contains(nodes[0].Log(), "refused a connection") && strings.Contains(nodes[0].Log(), outsider.Address)
+	})
+	// A few more rounds of its automatic join.
+	time.Sleep(2 * time.Second)
+	if list := listNodes(nodes[0], true); len(list) != 2 {
+		t.Fatalf("the cluster lists %d nodes after the outsider's attempts: %+v", len(list), list)
+	}
+	if list := listNodes(outsider, true); len(list) != 1 {
+		t.Fatalf("the outsider lists %+v", list)
+	}
+}
+
+// TestClusterSecretRotation rotates a running cluster's secret through
+// cluster_secret_file and SIGHUP, one node at a time: first every node
+// takes the new secret while accepting the old, then drops the old. Nodes
+// restarted midway rejoin over fresh handshakes with nodes on either step;
+// afterwards a node with only the old secret cannot join, and one with the
+// new secret can.
+func TestClusterSecretRotation(t *testing.T) {
+	h := harness.New(t, soradBin)
+	const oldSecret, newSecret = "the cluster's first secret, 32 bytes or more", "the cluster's second secret, 32 bytes or more"
+	dir := t.TempDir()
+	files := map[string]string{}
+	writeSecrets := func(n *harness.Node, secrets ...string) {
+		t.Helper()
+		if err := os.WriteFile(files[n.Name], []byte(strings.Join(secrets, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes := make([]*harness.Node, 3)
+	for i := range nodes {
+		nodes[i] = h.NewNode(fmt.Sprintf("node-%02d", i+1))
+	}
+	for i, n := range nodes {
+		files[n.Name] = filepath.Join(dir, fmt.Sprintf("secret-%d", i))
+		writeSecrets(n, oldSecret)
+		n.Args = append(n.Args, "--cluster_secret=", "--cluster_secret_file="+files[n.Name],
+			"--contact_node_name_list="+strings.Join(names(except(nodes, n)), ","))
+		n.Start()
+	}
+	waitFormed(t, nodes, 20*time.Second)
+
+	// Each node in turn takes the new secrets: restart picks the one node
+	// that restarts (fresh handshakes with every peer, some of them still a
+	// step behind); the others reload in place.
+	phase := func(what string, restart *harness.Node, secrets ...string) {
+		t.Helper()
+		for _, n := range nodes {
+			writeSecrets(n, secrets...)
+			if n == restart {
+				n.Restart()
+			} else {
+				n.Reload()
+				if !strings.Contains(n.Log(), "SIGHUP: cluster authentication reloaded") {
+					t.Fatalf("%s: %s did not reload", what, n.Name)
+				}
+			}
+			waitFormed(t, nodes, 20*time.Second)
+			harness.Eventually(t, 10*time.Second, what+": every node lists the same cluster", func() bool {
+				ok, _ := sameJSON(t, nodes, targetListClusterNodes, nil)
+				return ok
+			})
+		}
+	}
+	phase("new secret, old accepted", nodes[0], newSecret, oldSecret)
+	phase("new secret only", nodes[1], newSecret)
+
+	late := h.NewNode("late-old", "--cluster_secret="+oldSecret, "--contact_node_name_list="+nodes[2].Name)
+	late.Start()
+	harness.Eventually(t, 10*time.Second, "the old-secret node is refused", func() bool {
+		return strings.Contains(nodes[2].Log(), "refused a connection") && strings.Contains(nodes[2].Log(), late.Address)
+	})
+	late.Stop()
+	joiner := h.NewNode("late-new", "--cluster_secret="+newSecret, "--contact_node_name_list="+nodes[2].Name)
+	joiner.Start()
+	waitFormed(t, append(append([]*harness.Node{}, nodes...), joiner), 20*time.Second)
+}
