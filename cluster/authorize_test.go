@@ -351,3 +351,33 @@ func TestSilentConnectionsAreDropped(t *testing.T) {
 		t.Fatalf("the port after the silent connections: %v", err)
 	}
 }
+
+// TestSilentPeersOfAnUnauthenticatedPortAreDropped: on a port without
+// authentication, a connection that names its protocol and then says
+// nothing is closed after the idle timeout (Raft) or the header timeout
+// (internal HTTP), instead of holding a goroutine for good.
+func TestSilentPeersOfAnUnauthenticatedPortAreDropped(t *testing.T) {
+	cfg := testConfig(t, newHostName("insecure"))
+	cfg.Trust = nil
+	cfg.IdleTimeout = time.Second
+	n := startNode(t, cfg)
+	waitFor(t, 5*time.Second, "node ready", func() bool { return n.Mode() == fsm.ModeNormal })
+	for _, proto := range []protocol{protoRaft, protoHTTP} {
+		t.Run(proto.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", n.selfAddress())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte{proto.b}); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_ = c.SetReadDeadline(time.Now().Add(cfg.RequestTimeout + 5*time.Second))
+			_, err = c.Read(make([]byte, 1))
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("a silent %s connection was still open after %v", proto.name, time.Since(start))
+			}
+		})
+	}
+}

@@ -70,7 +70,10 @@ type Config struct {
 	FailoverTimeout time.Duration
 	// RequestTimeout bounds internal requests and Raft writes.
 	RequestTimeout time.Duration
-	Raft           RaftTiming
+	// IdleTimeout closes a cluster-port connection that carried nothing
+	// for this long (a leader's heartbeats keep its connections busy).
+	IdleTimeout time.Duration
+	Raft        RaftTiming
 
 	// Trust authenticates the cluster port: every connection is mutual TLS
 	// and only members are served. Nil leaves the port unauthenticated,
@@ -92,6 +95,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
 	}
 	if cfg.FailoverTimeout <= 0 {
 		cfg.FailoverTimeout = 3 * time.Second
@@ -179,7 +185,7 @@ func Open(cfg Config) (*Cluster, error) {
 		cfg:         cfg,
 		log:         cfg.Logger.With("node_name", cfg.NodeName),
 		incarnation: newIncarnation(),
-		mux:         newMux(ln, cfg.Logger, cfg.Trust),
+		mux:         newMux(ln, cfg.Logger, cfg.Trust, cfg.IdleTimeout),
 		dialer:      d,
 		client:      newPeerClient(d, cfg.RequestTimeout),
 		liveness:    newLiveness(),
@@ -192,7 +198,7 @@ func Open(cfg Config) (*Cluster, error) {
 		Handler:           c.internalHandler(),
 		ReadHeaderTimeout: cfg.RequestTimeout,
 		ReadTimeout:       2 * cfg.RequestTimeout,
-		IdleTimeout:       internalIdleTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    internalMaxHeaderBytes,
 		ConnContext:       withCaller,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
@@ -430,6 +436,37 @@ func (c *Cluster) InCharge(channelID string) (bool, string) {
 		return false, "CHANNEL-MOVED"
 	}
 	return true, ""
+}
+
+// ChannelsHeld lists the channels assigned to this node's current process
+// (its epoch now). A purged node or one that is not registered holds none.
+func (c *Cluster) ChannelsHeld() []string {
+	inst := c.current()
+	if inst == nil || c.Purged() {
+		return nil
+	}
+	self, ok := inst.fsm.Node(c.cfg.NodeName)
+	if !ok || self.Incarnation != c.incarnation {
+		return nil
+	}
+	var held []string
+	for _, ch := range inst.fsm.State().SortedChannels() {
+		if ch.NodeInCharge == c.cfg.NodeName && ch.NodeInChargeEpoch == self.Epoch {
+			held = append(held, ch.ID)
+		}
+	}
+	return held
+}
+
+// Assigned reports whether some node is in charge of a channel, as this
+// node's copy of the state says.
+func (c *Cluster) Assigned(channelID string) bool {
+	inst := c.current()
+	if inst == nil {
+		return false
+	}
+	_, _, ok := inst.fsm.Channel(channelID)
+	return ok
 }
 
 // ChannelStatus is one channel's assignment as this node sees it.

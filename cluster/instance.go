@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
 
 	"github.com/sorad/sorad/fsm"
 )
@@ -41,12 +42,9 @@ func (c *Cluster) openInstance(bootstrap bool) (*instance, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o750); err != nil {
 		return nil, fmt.Errorf("create raft directory: %w", err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(dir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true},
-	})
+	store, err := openStore(filepath.Join(dir, "raft.db"))
 	if err != nil {
-		return nil, fmt.Errorf("open raft store %s (is another sorad using this data_dir?): %w", dir, err)
+		return nil, err
 	}
 	inst := &instance{store: store, fsm: fsm.New(), applied: newAppliedNotifier(), onChange: c.signalChange}
 	fail := func(err error) (*instance, error) {
@@ -101,6 +99,33 @@ func (c *Cluster) openInstance(bootstrap bool) (*instance, error) {
 		c.log.Info("formed a one-node cluster")
 	}
 	return inst, nil
+}
+
+// openStore opens the Raft log and stable store, telling a file another
+// process holds from a file that is not a sound bbolt database.
+func openStore(path string) (store *raftboltdb.BoltStore, err error) {
+	defer func() {
+		// bbolt trusts the pages it reads; a damaged file can make it
+		// panic. What it leaves behind (the open file, a goroutine) goes
+		// when the process exits, which it does on this error.
+		if r := recover(); r != nil {
+			store, err = nil, fmt.Errorf("raft store %s is corrupt (%v); restore it from a backup, or move it away and let this node join its cluster again", path, r)
+		}
+	}()
+	store, err = raftboltdb.New(raftboltdb.Options{
+		Path:        path,
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true},
+	})
+	switch {
+	case err == nil:
+		return store, nil
+	case errors.Is(err, bberrors.ErrTimeout):
+		return nil, fmt.Errorf("raft store %s is locked: is another sorad using this data_dir? %w", path, err)
+	case errors.Is(err, bberrors.ErrInvalid), errors.Is(err, bberrors.ErrChecksum), errors.Is(err, bberrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("raft store %s is corrupt; restore it from a backup, or move it away and let this node join its cluster again: %w", path, err)
+	default:
+		return nil, fmt.Errorf("open raft store %s: %w", path, err)
+	}
 }
 
 // close stops Raft and releases the stores. It is safe on a partly opened

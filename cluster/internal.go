@@ -37,9 +37,6 @@ const (
 	maxInternalBody = 1 << 20
 	// internalMaxHeaderBytes bounds an internal request's headers.
 	internalMaxHeaderBytes = 16 << 10
-	// internalIdleTimeout closes an internal HTTP connection that carried
-	// no request for this long.
-	internalIdleTimeout = 90 * time.Second
 )
 
 // nodeStatus is a node's answer to a probe.

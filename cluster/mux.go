@@ -39,10 +39,6 @@ const (
 	// maxPendingHandshakes bounds the connections that have not yet done
 	// so; more are closed at once.
 	maxPendingHandshakes = 128
-	// raftIdleTimeout closes a Raft connection that carried nothing for
-	// this long. A leader's heartbeats keep its connections busy; an idle
-	// pooled connection that is closed is redialled by Raft.
-	raftIdleTimeout = 2 * time.Minute
 )
 
 // mux accepts connections on the cluster port and dispatches them by
@@ -54,11 +50,14 @@ type mux struct {
 	http    *chanListener
 	raft    atomic.Pointer[chanListener] // the current Raft instance's listener; nil between instances
 	pending chan struct{}                // one token per connection still in its handshake
-	wg      sync.WaitGroup
+	// idle closes a Raft connection that carried nothing for this long;
+	// Raft redials a pooled connection that was closed.
+	idle time.Duration
+	wg   sync.WaitGroup
 }
 
-func newMux(ln net.Listener, log *slog.Logger, ts *trust.Store) *mux {
-	return &mux{ln: ln, log: log, trust: ts, http: newChanListener(ln.Addr()), pending: make(chan struct{}, maxPendingHandshakes)}
+func newMux(ln net.Listener, log *slog.Logger, ts *trust.Store, idle time.Duration) *mux {
+	return &mux{ln: ln, log: log, trust: ts, http: newChanListener(ln.Addr()), pending: make(chan struct{}, maxPendingHandshakes), idle: idle}
 }
 
 // serve accepts until the listener is closed. It returns once every
@@ -103,7 +102,7 @@ func (m *mux) dispatch(conn net.Conn) {
 	switch proto {
 	case protoRaft:
 		target = m.raft.Load()
-		conn = &idleConn{Conn: conn, timeout: raftIdleTimeout}
+		conn = &idleConn{Conn: conn, timeout: m.idle}
 	case protoHTTP:
 		target = m.http
 		// net/http would close a *tls.Conn whose ALPN protocol it does not

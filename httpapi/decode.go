@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/sorad/sorad/media/signaling"
 )
 
 // Request bodies are decoded in two steps so each kind of bad input gets its
@@ -65,11 +69,51 @@ func decodeBody[T any](body []byte) (T, error) {
 		if err := json.Unmarshal(raw, v.Field(i).Addr().Interface()); err != nil {
 			return out, apiErr(400, "INVALID-FIELD-TYPE", fieldReason{Field: name, Expected: typeName(f.Type)})
 		}
-		if required && f.Type.Kind() == reflect.String && v.Field(i).String() == "" {
-			return out, apiErr(400, "INVALID-FIELD-VALUE", fieldReason{Field: name, Expected: "non-empty string"})
+		if str, ok := stringOf(v.Field(i)); ok {
+			if required && str == "" {
+				return out, apiErr(400, "INVALID-FIELD-VALUE", fieldReason{Field: name, Expected: "non-empty string"})
+			}
+			// json.Unmarshal turns invalid UTF-8 into U+FFFD: check the input.
+			if len(str) > maxStringField || !utf8.Valid(raw) {
+				return out, apiErr(400, "INVALID-FIELD-VALUE", fieldReason{Field: name, Expected: fmt.Sprintf("UTF-8 string of at most %d bytes", maxStringField)})
+			}
 		}
 	}
 	return out, nil
+}
+
+// maxStringField bounds every string field of a request, as signaling
+// bounds channel_id, client_id and bundle_id.
+const maxStringField = signaling.MaxIDLength
+
+// stringOf returns the value of a string or *string field.
+func stringOf(v reflect.Value) (string, bool) {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() || v.Elem().Kind() != reflect.String {
+			return "", false
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.String {
+		return "", false
+	}
+	return v.String(), true
+}
+
+// maxEcho bounds how much of a caller's input an error reason repeats.
+const maxEcho = 128
+
+// clip returns at most maxEcho bytes of s, cut at a rune boundary, marked
+// when cut.
+func clip(s string) string {
+	if len(s) <= maxEcho {
+		return strings.ToValidUTF8(s, "\uFFFD")
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strings.ToValidUTF8(s[:cut], "\uFFFD") + "..."
 }
 
 type fieldReason struct {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // decodeErrorTypes are the error types decodeBody may return.
@@ -147,5 +149,52 @@ func TestDecodeBodyNonJSONWhitespace(t *testing.T) {
 	}
 	if len(bugs) > 0 {
 		t.Fatalf("bodies that are not JSON were accepted: %q", bugs)
+	}
+}
+
+// TestStringFieldRules: every string field of a request has signaling's
+// rules for ids: at most 255 bytes of UTF-8.
+func TestStringFieldRules(t *testing.T) {
+	type req struct {
+		ChannelID string  `json:"channel_id" api:"required"`
+		ClientID  *string `json:"client_id"`
+	}
+	long := strings.Repeat("a", maxStringField)
+	tests := []struct {
+		name string
+		body string
+		ok   bool
+	}{
+		{"255 bytes", `{"channel_id":"` + long + `"}`, true},
+		{"256 bytes", `{"channel_id":"` + long + `a"}`, false},
+		{"optional field too long", `{"channel_id":"c","client_id":"` + long + `a"}`, false},
+		{"invalid UTF-8", "{\"channel_id\":\"a\xff\"}", false},
+		{"invalid UTF-8 in an optional field", "{\"channel_id\":\"a\",\"client_id\":\"\xc3\"}", false},
+		{"multibyte within the limit", `{"channel_id":"` + strings.Repeat("あ", 85) + `"}`, true},
+		{"multibyte over the limit", `{"channel_id":"` + strings.Repeat("あ", 86) + `"}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := decodeBody[req]([]byte(tt.body))
+			if tt.ok != (err == nil) {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			var ae *apiError
+			if err != nil && (!errors.As(err, &ae) || ae.Type != "INVALID-FIELD-VALUE") {
+				t.Fatalf("err = %v, want INVALID-FIELD-VALUE", err)
+			}
+		})
+	}
+}
+
+func TestClip(t *testing.T) {
+	for _, in := range []string{"", "short", strings.Repeat("x", 10_000), strings.Repeat("あ", 1000), "bad\xffbytes"} {
+		out := clip(in)
+		if len(out) > maxEcho+3 || !utf8.ValidString(out) {
+			t.Fatalf("clip(%d bytes) = %d bytes %q", len(in), len(out), out)
+		}
+		if len(in) <= maxEcho && utf8.ValidString(in) && out != in {
+			t.Fatalf("clip changed a short input: %q", out)
+		}
 	}
 }

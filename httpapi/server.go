@@ -194,7 +194,7 @@ func (s *Server) call(c echo.Context, name string) (int, error) {
 	}
 	op, ok := s.targets[name]
 	if !ok {
-		return s.writeError(c, apiErr(http.StatusBadRequest, "UNKNOWN-TARGET", map[string]string{"target": name}))
+		return s.writeError(c, apiErr(http.StatusBadRequest, "UNKNOWN-TARGET", map[string]string{"target": clip(name)}))
 	}
 	body, err := s.readBody(c.Request())
 	if err != nil {

@@ -1275,3 +1275,20 @@ func FuzzDispatch(f *testing.F) {
 		}
 	})
 }
+
+// TestErrorReasonsEchoABoundedPrefix: an error about the caller's input
+// repeats at most a bounded prefix of it.
+func TestErrorReasonsEchoABoundedPrefix(t *testing.T) {
+	s := newServer(nil)
+	target := "Sora_20201013." + strings.Repeat("X", 30_000)
+	a := call(s, target, `{}`)
+	a.isError(t, 400, "UNKNOWN-TARGET", nil)
+	if len(a.Body) > 512 {
+		t.Fatalf("a %d-byte target gave a %d-byte error: %.200s", len(target), len(a.Body), a.Body)
+	}
+	b := call(s, "Sora_20201013.ListChannelConnections", `{"channel_id":"`+strings.Repeat("c", 3_000)+`"}`)
+	b.isError(t, 400, "INVALID-FIELD-VALUE", nil)
+	if len(b.Body) > 512 {
+		t.Fatalf("a 3,000-byte channel_id gave a %d-byte error", len(b.Body))
+	}
+}

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -12,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/hashicorp/raft"
 
 	"github.com/sorad/sorad/cluster/trust"
 	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/integration/harness"
+	"github.com/sorad/sorad/integration/soraclient"
 )
 
 // attackerStream is a raft.StreamLayer of a machine that reaches the cluster
@@ -254,4 +258,88 @@ func TestClusterSecretRotation(t *testing.T) {
 	joiner := h.NewNode("late-new", "--cluster_secret="+newSecret, "--contact_node_name_list="+nodes[2].Name)
 	joiner.Start()
 	waitFormed(t, append(append([]*harness.Node{}, nodes...), joiner), 20*time.Second)
+}
+
+// TestChannelsOfClientsThatNeverArriveAreReleased: connects to a node that
+// takes no new session are redirected to another node, which is assigned
+// their new channels; the clients never follow. The node in charge gives
+// each channel back after channel_release_delay, instead of holding it for
+// good.
+func TestChannelsOfClientsThatNeverArriveAreReleased(t *testing.T) {
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 2, "--channel_release_delay=1s")
+	entry, other := nodes[0], nodes[1]
+	entry.MustCall(200, targetChangeMode, map[string]string{"mode": "block_new_session"})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 20
+	for i := range n {
+		_, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: signalingURL(entry), ChannelID: fmt.Sprintf("ghost-%02d", i), Role: "recvonly", Audio: true, NoRedirect: true})
+		var re *soraclient.RedirectError
+		if !errors.As(err, &re) || re.Location != signalingURL(other) {
+			t.Fatalf("connect %d: %v, want a redirect to %s", i, err, signalingURL(other))
+		}
+	}
+	if got := len(listChannels(entry)); got == 0 {
+		t.Fatal("no channel was assigned: the test shows nothing")
+	}
+	harness.Eventually(t, 15*time.Second, "every unused channel released", func() bool {
+		return len(listChannels(entry)) == 0 && len(listChannels(other)) == 0
+	})
+}
+
+// TestSignalingBoundsPerClient checks the per-address and per-channel
+// bounds on real nodes: new channels per address, waiting sockets per
+// address, and a channel's metadata.
+func TestSignalingBoundsPerClient(t *testing.T) {
+	n, ctx := mediaNode(t, time.Minute, "--signaling_new_channel_rate=1", "--signaling_new_channel_burst=3",
+		"--signaling_max_pending_connections_per_ip=2", "--signaling_max_metadata_size=4096", "--channel_max_metadata_size=6000")
+
+	t.Run("new channels per address", func(t *testing.T) {
+		for i := range 3 {
+			connectClient(t, ctx, n, soraclient.Options{ChannelID: fmt.Sprintf("rate-%d", i), Role: "sendonly", Audio: true})
+		}
+		refusedWith(t, ctx, n, soraclient.Options{ChannelID: "rate-3", Role: "sendonly", Audio: true}, 4503, "TOO-MANY-NEW-CHANNELS")
+		connectClient(t, ctx, n, soraclient.Options{ChannelID: "rate-0", Role: "recvonly", Audio: true}) // joining is not creating
+	})
+
+	t.Run("waiting sockets per address", func(t *testing.T) {
+		var held []*websocket.Conn
+		defer func() {
+			for _, ws := range held {
+				ws.Close()
+			}
+		}()
+		for range 2 {
+			ws, _, err := websocket.DefaultDialer.DialContext(ctx, signalingURL(n), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, ws)
+		}
+		_, resp, err := websocket.DefaultDialer.DialContext(ctx, signalingURL(n), nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("a third waiting socket: %v %v", resp, err)
+		}
+	})
+
+	t.Run("metadata", func(t *testing.T) {
+		closedWith := func(opts soraclient.Options, reason string) {
+			t.Helper()
+			opts.SignalingURL = signalingURL(n)
+			c, err := soraclient.Connect(ctx, opts)
+			if err == nil {
+				_ = c.Close()
+			}
+			var ce *soraclient.CloseError
+			if !errors.As(err, &ce) || ce.Code != 4490 || !strings.HasPrefix(ce.Reason, reason+":") {
+				t.Fatalf("connect: %v, want 4490 %s", err, reason)
+			}
+		}
+		big := map[string]string{"blob": strings.Repeat("m", 4096)}
+		closedWith(soraclient.Options{ChannelID: "rate-0", Role: "recvonly", Audio: true, Metadata: big}, "METADATA-TOO-LARGE")
+		three := map[string]string{"blob": strings.Repeat("m", 3000)}
+		connectClient(t, ctx, n, soraclient.Options{ChannelID: "rate-1", Role: "recvonly", Audio: true, SignalingNotifyMetadata: three})
+		closedWith(soraclient.Options{ChannelID: "rate-1", Role: "recvonly", Audio: true, SignalingNotifyMetadata: three}, "CHANNEL-METADATA-TOO-LARGE")
+	})
 }

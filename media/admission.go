@@ -12,6 +12,7 @@ import (
 
 	"github.com/sorad/sorad/cluster"
 	"github.com/sorad/sorad/fsm"
+	"github.com/sorad/sorad/media/authtoken"
 	"github.com/sorad/sorad/media/signaling"
 )
 
@@ -24,6 +25,12 @@ import (
 type refusal struct{ reason string }
 
 func (e *refusal) Error() string { return "refused: " + e.reason }
+
+// forbidden: the connect did not prove it may join its channel (its access
+// token, when the node checks tokens). The socket closes with 4403.
+type forbidden struct{ reason string }
+
+func (e *forbidden) Error() string { return "forbidden: " + e.reason }
 
 // errNoNewSession: join found no session to join, and this node may not
 // start one (it is not normal, or draining).
@@ -44,13 +51,33 @@ const maxPlacements = 3
 // joins its session and sends the offer. It returns nil, nil when it has
 // dealt with the client itself (a redirect, or a connection that failed to
 // start).
-func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req signaling.ConnectRequest) (*connection, error) {
+func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req signaling.ConnectRequest, ip string) (*connection, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
 	defer cancel()
+	if err := m.checkMetadata(req); err != nil {
+		return nil, err
+	}
+	if err := m.checkToken(&req); err != nil {
+		return nil, err
+	}
 	mode, err := m.waitReady(ctx)
 	if err != nil {
 		return nil, err
 	}
+	if !m.hasSession(req.ChannelID) && !m.cluster.Assigned(req.ChannelID) && !m.perIP.allowNewChannel(ip, time.Now()) {
+		m.log.Warn("refused a connect: too many new channels from one address", "channel_id", req.ChannelID, "client_ip", ip)
+		return nil, &refusal{"TOO-MANY-NEW-CHANNELS"}
+	}
+	m.mu.Lock()
+	m.admitting[req.ChannelID]++
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		if m.admitting[req.ChannelID]--; m.admitting[req.ChannelID] <= 0 {
+			delete(m.admitting, req.ChannelID)
+		}
+		m.mu.Unlock()
+	}()
 	var (
 		c    *connection
 		pubs []*published
@@ -96,6 +123,49 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req signaling.Con
 	}
 	return c, nil
 }
+
+// checkMetadata bounds what one connect may make the node keep and send to
+// every member of its channel.
+func (m *Media) checkMetadata(req signaling.ConnectRequest) error {
+	for _, f := range []struct {
+		name string
+		v    []byte
+	}{{"metadata", req.Metadata}, {"signaling_notify_metadata", req.SignalingNotifyMetadata}} {
+		if len(f.v) > m.cfg.MaxMetadataSize {
+			return signaling.Errorf("METADATA-TOO-LARGE", "%s is %d bytes; at most %d are accepted", f.name, len(f.v), m.cfg.MaxMetadataSize)
+		}
+	}
+	return nil
+}
+
+// checkToken admits a connect by the signed token in its
+// metadata.access_token when the node checks tokens. The token is taken out
+// of the metadata, so other members and listings never see it; a client_id
+// the token binds becomes the connection's when the connect names none.
+func (m *Media) checkToken(req *signaling.ConnectRequest) error {
+	if m.cfg.Tokens == nil {
+		return nil
+	}
+	token, rest := authtoken.AccessToken(req.Metadata)
+	claims, err := m.cfg.Tokens.Verify(token, authtoken.Connect{ChannelID: req.ChannelID, Role: string(req.Role), ClientID: req.ClientID})
+	if err != nil {
+		m.log.Info("connect refused by its access token", "channel_id", req.ChannelID, "error", err)
+		var r *authtoken.Refusal
+		if errors.As(err, &r) {
+			return &forbidden{r.Reason}
+		}
+		return &forbidden{"ACCESS-TOKEN-INVALID"}
+	}
+	req.Metadata = rest
+	if req.ClientID == "" {
+		req.ClientID = claims.ClientID
+	}
+	return nil
+}
+
+// metadataSize is what a connection's metadata weighs in its channel's
+// notifications.
+func metadataSize(c *connection) int { return len(c.req.Metadata) + len(c.notifyMetadata()) }
 
 // waitReady waits, within ctx, until this node is a registered member of a
 // cluster (a node just restarted registers again within a moment), and
@@ -207,6 +277,15 @@ func (m *Media) join(ws *websocket.Conn, req signaling.ConnectRequest) (*connect
 			return turnAway(signaling.Errorf("SPOTLIGHT-MISMATCH", "a spotlight channel: connect with spotlight true"))
 		}
 		return turnAway(signaling.Errorf("SPOTLIGHT-MISMATCH", "not a spotlight channel: connect without spotlight"))
+	}
+	if ok {
+		total := len(req.Metadata) + len(req.SignalingNotifyMetadata)
+		for _, o := range s.snapshot() {
+			total += metadataSize(o)
+		}
+		if total > m.cfg.MaxChannelMetadata {
+			return turnAway(signaling.Errorf("CHANNEL-METADATA-TOO-LARGE", "the channel's connections would hold %d bytes of metadata; at most %d are accepted", total, m.cfg.MaxChannelMetadata))
+		}
 	}
 	if !ok {
 		s = m.newSession(req)

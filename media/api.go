@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"time"
 
@@ -305,6 +306,9 @@ func (m *Media) changeMetadata(channelID, connectionID string, pushIt bool, chan
 	}
 	c.metaMu.Lock()
 	next, answer, p, err := change(c.notifyMeta)
+	if err == nil && len(next) > m.cfg.MaxMetadataSize {
+		err = &InvalidError{Type: "METADATA-TOO-LARGE", Reason: fmt.Sprintf("the metadata would be %d bytes; at most %d are accepted", len(next), m.cfg.MaxMetadataSize)}
+	}
 	if err == nil {
 		c.notifyMeta = next
 	}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/sorad/sorad/cluster"
 	"github.com/sorad/sorad/fsm"
+	"github.com/sorad/sorad/media/authtoken"
 	"github.com/sorad/sorad/media/channel"
 	"github.com/sorad/sorad/media/signaling"
 )
@@ -60,6 +61,11 @@ type Cluster interface {
 	// Drain tells the peers that this node is stopping; it returns those
 	// it could not tell.
 	Drain(ctx context.Context) []string
+	// ChannelsHeld lists the channels assigned to this node's current
+	// process.
+	ChannelsHeld() []string
+	// Assigned reports whether a channel is assigned to some node.
+	Assigned(channelID string) bool
 }
 
 // Config configures the media plane.
@@ -69,22 +75,30 @@ type Config struct {
 	PublicIPs     []string // announced instead of ListenAddress (NAT 1:1)
 	Version       string   // sent in offers
 
-	MaxMessageSize      int           // largest signaling message, bytes
-	MessageRate         float64       // signaling messages per second per connection
-	MessageBurst        int           // burst allowed above MessageRate
-	ConnectTimeout      time.Duration // WebSocket open to connect, and offer to connected
-	PingInterval        time.Duration
-	PongTimeout         time.Duration
-	WriteTimeout        time.Duration // one WebSocket write
-	CloseGrace          time.Duration // close frame to TCP close
-	ReleaseDelay        time.Duration // last connection gone to channel released in Raft
-	KeyframeThrottle    time.Duration // between key frame requests to one publisher stream
-	NACKBufferSize      uint16        // packets kept per outgoing stream for retransmission
-	MaxConnections      int           // license_max_connections
-	MaxPending          int           // WebSockets open that have not been admitted yet
-	DefaultVideoCodec   string        // when the client names none
-	DefaultVideoBitRate int           // kbps, when the client names none
-	SendQueue           int           // signaling messages queued per connection
+	MaxMessageSize     int           // largest signaling message, bytes
+	MessageRate        float64       // signaling messages per second per connection
+	MessageBurst       int           // burst allowed above MessageRate
+	ConnectTimeout     time.Duration // WebSocket open to connect, and offer to connected
+	PingInterval       time.Duration
+	PongTimeout        time.Duration
+	WriteTimeout       time.Duration // one WebSocket write
+	CloseGrace         time.Duration // close frame to TCP close
+	ReleaseDelay       time.Duration // last connection gone to channel released in Raft
+	KeyframeThrottle   time.Duration // between key frame requests to one publisher stream
+	NACKBufferSize     uint16        // packets kept per outgoing stream for retransmission
+	MaxConnections     int           // license_max_connections
+	MaxPending         int           // WebSockets open that have not been admitted yet
+	MaxPendingPerIP    int           // of those, from one client address
+	NewChannelRate     float64       // channels one client address may create per second
+	NewChannelBurst    int           // burst allowed above NewChannelRate
+	MaxMetadataSize    int           // bytes of a connection's metadata, and of its signaling_notify_metadata
+	MaxChannelMetadata int           // bytes of all the metadata of a channel's connections
+	// Tokens, when set, admits only connects whose metadata.access_token
+	// it verifies.
+	Tokens              *authtoken.Verifier
+	DefaultVideoCodec   string // when the client names none
+	DefaultVideoBitRate int    // kbps, when the client names none
+	SendQueue           int    // signaling messages queued per connection
 
 	// SimulcastEncodings are the encodings a simulcast sender is told to
 	// send, lowest layer (r0) first.
@@ -144,6 +158,21 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 1000
+	}
+	if cfg.MaxPendingPerIP <= 0 {
+		cfg.MaxPendingPerIP = 100
+	}
+	if cfg.NewChannelRate <= 0 {
+		cfg.NewChannelRate = 5
+	}
+	if cfg.NewChannelBurst <= 0 {
+		cfg.NewChannelBurst = 50
+	}
+	if cfg.MaxMetadataSize <= 0 {
+		cfg.MaxMetadataSize = 64 << 10
+	}
+	if cfg.MaxChannelMetadata <= 0 {
+		cfg.MaxChannelMetadata = 1 << 20
 	}
 	if cfg.DefaultVideoCodec == "" {
 		cfg.DefaultVideoCodec = "VP9"
@@ -219,12 +248,14 @@ type Media struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	pending chan struct{} // a slot per WebSocket not admitted yet
+	perIP   *perIP
 
 	mu        sync.Mutex
 	sessions  map[string]*session      // by channel ID
 	conns     map[string]*connection   // by connection ID, admitted
 	release   map[string]*time.Timer   // pending channel releases, by channel ID
 	releasing map[string]chan struct{} // releases in flight, closed when done
+	admitting map[string]int           // connects being placed, by channel ID: not released under them
 	serving   sync.WaitGroup           // signaling handlers and release calls
 	draining  atomic.Bool              // stopping: no new channel here
 }
@@ -257,10 +288,12 @@ func New(cfg Config, cl Cluster, stats *Stats) (*Media, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		pending:   make(chan struct{}, cfg.MaxPending),
+		perIP:     newPerIP(cfg.MaxPendingPerIP, cfg.NewChannelRate, cfg.NewChannelBurst),
 		sessions:  map[string]*session{},
 		conns:     map[string]*connection{},
 		release:   map[string]*time.Timer{},
 		releasing: map[string]chan struct{}{},
+		admitting: map[string]int{},
 	}
 	m.serving.Add(1)
 	go func() {
@@ -277,7 +310,8 @@ func (m *Media) UDPPort() int { return m.engine.port() }
 // fenceLoop closes the sessions of channels this node is no longer in
 // charge of, whenever the cluster's state changes (and once a second, in
 // case a change was missed): after a partition heals, the node that lost a
-// channel, or was purged, stops serving it at once.
+// channel, or was purged, stops serving it at once. It also releases the
+// channels assigned here that no client came to.
 func (m *Media) fenceLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -289,6 +323,26 @@ func (m *Media) fenceLoop() {
 		case <-t.C:
 		}
 		m.fence()
+		m.releaseUnused()
+	}
+}
+
+// releaseUnused schedules the release of every channel assigned to this
+// node that has no session here: a client placed here by another node
+// never arrived (or left before its session started). Without this, each
+// redirected connect for a new channel id would leave an assignment behind
+// for good.
+func (m *Media) releaseUnused() {
+	held := m.cluster.ChannelsHeld()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range held {
+		_, busy := m.sessions[id]
+		_, scheduled := m.release[id]
+		_, inFlight := m.releasing[id]
+		if !busy && !scheduled && !inFlight && m.admitting[id] == 0 {
+			m.scheduleRelease(id)
+		}
 	}
 }
 
@@ -378,7 +432,7 @@ func (m *Media) leave(c *connection) {
 		delete(m.sessions, c.req.ChannelID)
 		m.stats.sessionsDestroyed.Add(1)
 		c.log.Info("session destroyed", "session_id", c.session.id)
-		m.scheduleRelease(c.session)
+		m.scheduleRelease(c.req.ChannelID)
 	}
 	m.mu.Unlock()
 	for _, p := range gone {
@@ -395,14 +449,14 @@ func (m *Media) leave(c *connection) {
 // unless a new session starts first. While the release is in flight, a
 // connect that would start a session waits for it and is placed again
 // (join): the channel may go to another node. m.mu is held.
-func (m *Media) scheduleRelease(s *session) {
+func (m *Media) scheduleRelease(channelID string) {
 	if m.ctx.Err() != nil {
 		return
 	}
-	channelID := s.channelID
 	m.release[channelID] = time.AfterFunc(m.cfg.ReleaseDelay, func() {
 		m.mu.Lock()
-		if _, busy := m.sessions[channelID]; busy || m.ctx.Err() != nil {
+		if _, busy := m.sessions[channelID]; busy || m.admitting[channelID] > 0 || m.ctx.Err() != nil {
+			delete(m.release, channelID)
 			m.mu.Unlock()
 			return
 		}

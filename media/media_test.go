@@ -42,6 +42,7 @@ type fakeCluster struct {
 	release  func()              // called by ReleaseChannel, unlocked
 	calls    []string
 	changes  chan struct{}
+	held     []string // reported by ChannelsHeld
 }
 
 func newFakeCluster() *fakeCluster {
@@ -97,6 +98,19 @@ func (f *fakeCluster) setMode(m fsm.Mode) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.mode = m
+}
+
+func (f *fakeCluster) ChannelsHeld() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.held)
+}
+
+func (f *fakeCluster) Assigned(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, elsewhere := f.owners[id]
+	return elsewhere || slices.Contains(f.held, id)
 }
 
 func (f *fakeCluster) Purged() bool                   { return false }

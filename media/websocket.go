@@ -22,16 +22,23 @@ func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 	}
 	// Sockets that have not sent an admitted connect are bounded in number
 	// (and each by ConnectTimeout).
+	ip := clientIP(r)
 	select {
 	case m.pending <- struct{}{}:
 	default:
 		http.Error(w, "too many signaling connections waiting to connect", http.StatusServiceUnavailable)
 		return
 	}
+	if !m.perIP.acquirePending(ip) {
+		<-m.pending
+		http.Error(w, "too many signaling connections from this address waiting to connect", http.StatusServiceUnavailable)
+		return
+	}
 	admitted := false
 	defer func() {
 		if !admitted {
 			<-m.pending
+			m.perIP.releasePending(ip)
 		}
 	}()
 	m.serving.Add(1)
@@ -54,7 +61,7 @@ func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = ws.SetReadDeadline(time.Time{})
-	c, err := m.admit(r.Context(), ws, req)
+	c, err := m.admit(r.Context(), ws, req, ip)
 	if err != nil {
 		m.stats.connectionsFailed.Add(1)
 		m.refuse(ws, err)
@@ -65,6 +72,7 @@ func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 	}
 	admitted = true
 	<-m.pending // from here on license_max_connections bounds it
+	m.perIP.releasePending(ip)
 	c.serveWebSocket(ws, limiter)
 }
 
@@ -73,11 +81,14 @@ func (m *Media) refuse(ws *websocket.Conn, err error) {
 	code, reason := signaling.CloseSignaling, "INVALID-MESSAGE"
 	var se *signaling.Error
 	var re *refusal
+	var fe *forbidden
 	switch {
 	case errors.As(err, &se):
 		reason = se.Reason
 	case errors.As(err, &re):
 		code, reason = signaling.CloseUnavailable, re.reason
+	case errors.As(err, &fe):
+		code, reason = signaling.CloseForbidden, fe.reason
 	case isTimeout(err):
 		code, reason = signaling.CloseTimeout, "CONNECT-TIMEOUT"
 	}

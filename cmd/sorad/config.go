@@ -21,6 +21,7 @@ import (
 	"unicode"
 
 	"github.com/sorad/sorad/media"
+	"github.com/sorad/sorad/media/authtoken"
 	"github.com/sorad/sorad/media/signaling"
 )
 
@@ -52,28 +53,42 @@ type Config struct {
 	RaftElectionTimeout    time.Duration `conf:"raft_election_timeout"`
 	RaftLeaderLeaseTimeout time.Duration `conf:"raft_leader_lease_timeout"`
 	ClusterRequestTimeout  time.Duration `conf:"cluster_request_timeout"`
+	ClusterIdleTimeout     time.Duration `conf:"cluster_idle_timeout"`
 	ShutdownTimeout        time.Duration `conf:"shutdown_timeout"`
 
-	MediaUDPPort            int           `conf:"media_udp_port"`
-	MediaPublicIPList       []string      `conf:"media_public_ip_list"`
-	DefaultVideoCodecType   string        `conf:"default_video_codec_type"`
-	DefaultVideoBitRate     int           `conf:"default_video_bit_rate"`
-	SignalingMaxMessageSize int           `conf:"signaling_max_message_size"`
-	SignalingMessageRate    int           `conf:"signaling_message_rate"`
-	SignalingMessageBurst   int           `conf:"signaling_message_burst"`
-	SignalingMaxPending     int           `conf:"signaling_max_pending_connections"`
-	SignalingConnectTimeout time.Duration `conf:"signaling_connect_timeout"`
-	SignalingPingInterval   time.Duration `conf:"signaling_ping_interval"`
-	SignalingPongTimeout    time.Duration `conf:"signaling_pong_timeout"`
-	ChannelReleaseDelay     time.Duration `conf:"channel_release_delay"`
-	KeyframeRequestInterval time.Duration `conf:"keyframe_request_interval"`
-	NACKBufferSize          int           `conf:"nack_buffer_size"`
+	MediaUDPPort             int           `conf:"media_udp_port"`
+	MediaPublicIPList        []string      `conf:"media_public_ip_list"`
+	DefaultVideoCodecType    string        `conf:"default_video_codec_type"`
+	DefaultVideoBitRate      int           `conf:"default_video_bit_rate"`
+	SignalingMaxMessageSize  int           `conf:"signaling_max_message_size"`
+	SignalingMessageRate     int           `conf:"signaling_message_rate"`
+	SignalingMessageBurst    int           `conf:"signaling_message_burst"`
+	SignalingMaxPending      int           `conf:"signaling_max_pending_connections"`
+	SignalingMaxPendingPerIP int           `conf:"signaling_max_pending_connections_per_ip"`
+	SignalingNewChannelRate  int           `conf:"signaling_new_channel_rate"`
+	SignalingNewChannelBurst int           `conf:"signaling_new_channel_burst"`
+	SignalingMaxMetadataSize int           `conf:"signaling_max_metadata_size"`
+	ChannelMaxMetadataSize   int           `conf:"channel_max_metadata_size"`
+	SignalingConnectTimeout  time.Duration `conf:"signaling_connect_timeout"`
+	SignalingPingInterval    time.Duration `conf:"signaling_ping_interval"`
+	SignalingPongTimeout     time.Duration `conf:"signaling_pong_timeout"`
+	ChannelReleaseDelay      time.Duration `conf:"channel_release_delay"`
+	KeyframeRequestInterval  time.Duration `conf:"keyframe_request_interval"`
+	NACKBufferSize           int           `conf:"nack_buffer_size"`
 
 	SimulcastEncodings     []signaling.Encoding `conf:"simulcast_encodings"`
 	DefaultSpotlightNumber int                  `conf:"default_spotlight_number"`
 	SpotlightFocusRID      string               `conf:"spotlight_focus_rid"`
 	SpotlightUnfocusRID    string               `conf:"spotlight_unfocus_rid"`
 	SpotlightFocusHold     time.Duration        `conf:"spotlight_focus_hold"`
+
+	APITLSCertFile       string `conf:"api_tls_cert_file"`
+	APITLSKeyFile        string `conf:"api_tls_key_file"`
+	SignalingTLSCertFile string `conf:"signaling_tls_cert_file"`
+	SignalingTLSKeyFile  string `conf:"signaling_tls_key_file"`
+
+	SignalingAuthSecret        string `conf:"signaling_auth_secret" secret:"true"`
+	SignalingAuthPublicKeyFile string `conf:"signaling_auth_public_key_file"`
 
 	ClusterSecret         string `conf:"cluster_secret" secret:"true"`
 	ClusterSecretFile     string `conf:"cluster_secret_file"`
@@ -97,6 +112,9 @@ const (
 	envPrefix = "SORAD_"
 	// configKey is the flag (and, upper-cased, the env suffix) naming the config file.
 	configKey = "config"
+	// maxSizeSetting bounds every size setting: large enough for any real
+	// use, small enough that sizes computed from it cannot overflow.
+	maxSizeSetting = 64 << 20
 	// minRaftTimeout mirrors the lower bound hashicorp/raft enforces.
 	minRaftTimeout = 5 * time.Millisecond
 )
@@ -192,26 +210,56 @@ var keySpecs = []keySpec{
 	{
 		name: "signaling_max_message_size",
 		def:  "262144",
-		desc: "largest signaling message in bytes; larger ones close the WebSocket with 4490",
-		set:  intField(func(c *Config) *int { return &c.SignalingMaxMessageSize }, 1024),
+		desc: "largest signaling message in bytes (1024 to 64 MiB); larger ones close the WebSocket with 4490",
+		set:  rangeField(func(c *Config) *int { return &c.SignalingMaxMessageSize }, 1024, maxSizeSetting),
 	},
 	{
 		name: "signaling_message_rate",
 		def:  "50",
 		desc: "signaling messages per second one connection may send (beyond the burst: 4490)",
-		set:  intField(func(c *Config) *int { return &c.SignalingMessageRate }, 1),
+		set:  rangeField(func(c *Config) *int { return &c.SignalingMessageRate }, 1, 1_000_000),
 	},
 	{
 		name: "signaling_message_burst",
 		def:  "200",
 		desc: "signaling messages one connection may send at once above the rate",
-		set:  intField(func(c *Config) *int { return &c.SignalingMessageBurst }, 1),
+		set:  rangeField(func(c *Config) *int { return &c.SignalingMessageBurst }, 1, 1_000_000),
 	},
 	{
 		name: "signaling_max_pending_connections",
 		def:  "1000",
 		desc: "signaling WebSockets that may be open before their connect is admitted; more are answered 503",
-		set:  intField(func(c *Config) *int { return &c.SignalingMaxPending }, 1),
+		set:  rangeField(func(c *Config) *int { return &c.SignalingMaxPending }, 1, 1_000_000),
+	},
+	{
+		name: "signaling_max_pending_connections_per_ip",
+		def:  "100",
+		desc: "of those, how many one client address may hold",
+		set:  rangeField(func(c *Config) *int { return &c.SignalingMaxPendingPerIP }, 1, 1_000_000),
+	},
+	{
+		name: "signaling_new_channel_rate",
+		def:  "5",
+		desc: "new channels one client address may create per second (beyond the burst the connect is closed with 4503 TOO-MANY-NEW-CHANNELS)",
+		set:  rangeField(func(c *Config) *int { return &c.SignalingNewChannelRate }, 1, 1_000_000),
+	},
+	{
+		name: "signaling_new_channel_burst",
+		def:  "50",
+		desc: "new channels one client address may create at once above the rate",
+		set:  rangeField(func(c *Config) *int { return &c.SignalingNewChannelBurst }, 1, 1_000_000),
+	},
+	{
+		name: "signaling_max_metadata_size",
+		def:  "65536",
+		desc: "largest metadata, and largest signaling_notify_metadata, of one connection in bytes (larger: 4490 METADATA-TOO-LARGE)",
+		set:  rangeField(func(c *Config) *int { return &c.SignalingMaxMetadataSize }, 16, maxSizeSetting),
+	},
+	{
+		name: "channel_max_metadata_size",
+		def:  "1048576",
+		desc: "bytes of metadata all of a channel's connections may hold together, bounding its notifications (beyond: 4490 CHANNEL-METADATA-TOO-LARGE)",
+		set:  rangeField(func(c *Config) *int { return &c.ChannelMaxMetadataSize }, 16, maxSizeSetting),
 	},
 	{
 		name: "signaling_connect_timeout",
@@ -290,7 +338,7 @@ var keySpecs = []keySpec{
 		defHelp: "http://<node host>:<api_port>/",
 		desc:    "API URL other nodes and operators use; shown in ListClusterNodes",
 		derive: func(c *Config, _ func() (string, error)) (string, error) {
-			return "http://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.APIPort)) + "/", nil
+			return scheme(c.APITLSCertFile, "http") + "://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.APIPort)) + "/", nil
 		},
 		set: urlField(func(c *Config) *string { return &c.ExternalAPIURL }, "http", "https"),
 	},
@@ -299,7 +347,7 @@ var keySpecs = []keySpec{
 		defHelp: "ws://<node host>:<signaling_port>/signaling",
 		desc:    "signaling URL clients are redirected to in order to reach this node",
 		derive: func(c *Config, _ func() (string, error)) (string, error) {
-			return "ws://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.SignalingPort)) + "/signaling", nil
+			return scheme(c.SignalingTLSCertFile, "ws") + "://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.SignalingPort)) + "/signaling", nil
 		},
 		set: urlField(func(c *Config) *string { return &c.ExternalSignalingURL }, "ws", "wss"),
 	},
@@ -314,21 +362,21 @@ var keySpecs = []keySpec{
 		defHelp: "http://<node host>:<signaling_port>",
 		desc:    "value of the access-control-allow-origin header of API responses",
 		derive: func(c *Config, _ func() (string, error)) (string, error) {
-			return "http://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.SignalingPort)), nil
+			return scheme(c.SignalingTLSCertFile, "http") + "://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.SignalingPort)), nil
 		},
 		set: stringField(func(c *Config) *string { return &c.APICORSOrigin }, noWhitespace),
 	},
 	{
 		name: "api_max_body_size",
 		def:  "1048576",
-		desc: "largest accepted API request body in bytes (at least 1024)",
+		desc: "largest accepted API request body in bytes (1024 to 64 MiB)",
 		set: func(c *Config, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
 				return fmt.Errorf("%q is not an integer", v)
 			}
-			if n < 1024 {
-				return fmt.Errorf("%d is less than 1024", n)
+			if n < 1024 || n > maxSizeSetting {
+				return fmt.Errorf("%d is out of range 1024-%d", n, maxSizeSetting)
 			}
 			c.APIMaxBodySize = n
 			return nil
@@ -338,13 +386,13 @@ var keySpecs = []keySpec{
 		name: "license_max_connections",
 		def:  "500",
 		desc: "admission limit of this node, shown in ListClusterNodes",
-		set:  intField(func(c *Config) *int { return &c.LicenseMaxConnections }, 1),
+		set:  rangeField(func(c *Config) *int { return &c.LicenseMaxConnections }, 1, 10_000_000),
 	},
 	{
 		name: "license_max_nodes",
 		def:  "0",
 		desc: "label shown in ListClusterNodes",
-		set:  intField(func(c *Config) *int { return &c.LicenseMaxNodes }, 0),
+		set:  rangeField(func(c *Config) *int { return &c.LicenseMaxNodes }, 0, 1_000_000),
 	},
 	{
 		name:    "license_serial_code",
@@ -413,10 +461,52 @@ var keySpecs = []keySpec{
 		set:  durationField(func(c *Config) *time.Duration { return &c.ClusterRequestTimeout }),
 	},
 	{
+		name: "cluster_idle_timeout",
+		def:  "2m",
+		desc: "a cluster-port connection that carries nothing for this long is closed",
+		set:  durationField(func(c *Config) *time.Duration { return &c.ClusterIdleTimeout }),
+	},
+	{
 		name: "shutdown_timeout",
 		def:  "10s",
 		desc: "graceful shutdown bound",
 		set:  durationField(func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	},
+	{
+		name:    "api_tls_cert_file",
+		defHelp: "(empty: http)",
+		desc:    "PEM certificate (and chain) the API port serves https with (re-read on SIGHUP)",
+		set:     stringField(func(c *Config) *string { return &c.APITLSCertFile }, nil),
+	},
+	{
+		name:    "api_tls_key_file",
+		defHelp: "(empty)",
+		desc:    "the key of api_tls_cert_file",
+		set:     stringField(func(c *Config) *string { return &c.APITLSKeyFile }, nil),
+	},
+	{
+		name:    "signaling_tls_cert_file",
+		defHelp: "(empty: ws)",
+		desc:    "PEM certificate (and chain) the signaling port serves wss with (re-read on SIGHUP)",
+		set:     stringField(func(c *Config) *string { return &c.SignalingTLSCertFile }, nil),
+	},
+	{
+		name:    "signaling_tls_key_file",
+		defHelp: "(empty)",
+		desc:    "the key of signaling_tls_cert_file",
+		set:     stringField(func(c *Config) *string { return &c.SignalingTLSKeyFile }, nil),
+	},
+	{
+		name:    "signaling_auth_secret",
+		defHelp: "(empty: off)",
+		desc:    "admit only connects whose metadata.access_token is a JWT (HS256) signed with this secret (at least 32 bytes), naming the channel; sorad token create makes one",
+		set:     stringField(func(c *Config) *string { return &c.SignalingAuthSecret }, nil),
+	},
+	{
+		name:    "signaling_auth_public_key_file",
+		defHelp: "(empty: off)",
+		desc:    "as signaling_auth_secret, for JWTs (EdDSA) signed with the private key of this Ed25519 public key (PEM; sorad token keygen)",
+		set:     stringField(func(c *Config) *string { return &c.SignalingAuthPublicKeyFile }, nil),
 	},
 	{
 		name:    "cluster_secret",
@@ -685,6 +775,20 @@ func crossCheck(c *Config, sources map[string]source) error {
 	}
 	if err := checkClusterTrust(c, fail); err != nil {
 		return err
+	}
+	for _, p := range []struct{ certKey, keyKey, cert, key string }{
+		{"api_tls_cert_file", "api_tls_key_file", c.APITLSCertFile, c.APITLSKeyFile},
+		{"signaling_tls_cert_file", "signaling_tls_key_file", c.SignalingTLSCertFile, c.SignalingTLSKeyFile},
+	} {
+		if (p.cert == "") != (p.key == "") {
+			return fail(p.certKey, "%s and %s go together", p.certKey, p.keyKey)
+		}
+	}
+	if c.SignalingAuthSecret != "" && c.SignalingAuthPublicKeyFile != "" {
+		return fail("signaling_auth_secret", "give signaling_auth_secret or signaling_auth_public_key_file, not both")
+	}
+	if c.SignalingAuthSecret != "" && len(c.SignalingAuthSecret) < authtoken.MinSecretLength {
+		return fail("signaling_auth_secret", "is %d bytes; at least %d are needed", len(c.SignalingAuthSecret), authtoken.MinSecretLength)
 	}
 	ports := []struct {
 		key string
@@ -976,20 +1080,6 @@ func parseInt(v string) (int, error) {
 	return n, nil
 }
 
-func intField(field func(*Config) *int, min int) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		n, err := parseInt(v)
-		if err != nil {
-			return err
-		}
-		if n < min {
-			return fmt.Errorf("%d is less than %d", n, min)
-		}
-		*field(c) = n
-		return nil
-	}
-}
-
 // rangeField takes an integer from min to max.
 func rangeField(field func(*Config) *int, min, max int) func(*Config, string) error {
 	return func(c *Config, v string) error {
@@ -1089,4 +1179,12 @@ func isLoopback(address string) bool {
 // ClusterTrusted reports whether the cluster port authenticates its peers.
 func (c Config) ClusterTrusted() bool {
 	return c.ClusterSecret != "" || c.ClusterSecretFile != "" || c.ClusterTLSCAFile != ""
+}
+
+// scheme is plain, or its TLS form (https, wss) when certFile is set.
+func scheme(certFile, plain string) string {
+	if certFile == "" {
+		return plain
+	}
+	return plain + "s"
 }

@@ -81,22 +81,28 @@ func TestDefaults(t *testing.T) {
 		RaftElectionTimeout:    500 * time.Millisecond,
 		RaftLeaderLeaseTimeout: 250 * time.Millisecond,
 		ClusterRequestTimeout:  5 * time.Second,
+		ClusterIdleTimeout:     2 * time.Minute,
 		ShutdownTimeout:        10 * time.Second,
 
-		MediaUDPPort:            5000,
-		MediaPublicIPList:       nil,
-		DefaultVideoCodecType:   "VP9",
-		DefaultVideoBitRate:     1000,
-		SignalingMaxMessageSize: 262144,
-		SignalingMessageRate:    50,
-		SignalingMessageBurst:   200,
-		SignalingMaxPending:     1000,
-		SignalingConnectTimeout: 30 * time.Second,
-		SignalingPingInterval:   5 * time.Second,
-		SignalingPongTimeout:    15 * time.Second,
-		ChannelReleaseDelay:     5 * time.Second,
-		KeyframeRequestInterval: 500 * time.Millisecond,
-		NACKBufferSize:          1024,
+		MediaUDPPort:             5000,
+		MediaPublicIPList:        nil,
+		DefaultVideoCodecType:    "VP9",
+		DefaultVideoBitRate:      1000,
+		SignalingMaxMessageSize:  262144,
+		SignalingMessageRate:     50,
+		SignalingMessageBurst:    200,
+		SignalingMaxPending:      1000,
+		SignalingMaxPendingPerIP: 100,
+		SignalingNewChannelRate:  5,
+		SignalingNewChannelBurst: 50,
+		SignalingMaxMetadataSize: 65536,
+		ChannelMaxMetadataSize:   1 << 20,
+		SignalingConnectTimeout:  30 * time.Second,
+		SignalingPingInterval:    5 * time.Second,
+		SignalingPongTimeout:     15 * time.Second,
+		ChannelReleaseDelay:      5 * time.Second,
+		KeyframeRequestInterval:  500 * time.Millisecond,
+		NACKBufferSize:           1024,
 
 		SimulcastEncodings:     media.DefaultSimulcastEncodings(),
 		DefaultSpotlightNumber: 1,
@@ -383,11 +389,17 @@ func TestValidationErrors(t *testing.T) {
 		{name: "bad log format", env: map[string]string{"SORAD_LOG_FORMAT": "xml"},
 			wantErr: []string{"env SORAD_LOG_FORMAT:", "json, text"}},
 		{name: "body size too small", args: []string{"--api_max_body_size=1023"},
-			wantErr: []string{"flag --api_max_body_size: 1023 is less than 1024"}},
+			wantErr: []string{"flag --api_max_body_size: 1023 is out of range 1024-67108864"}},
+		{name: "body size that would overflow", args: []string{"--api_max_body_size=9223372036854775807"},
+			wantErr: []string{"flag --api_max_body_size: 9223372036854775807 is out of range"}},
+		{name: "message size beyond the bound", args: []string{"--signaling_max_message_size=9223372036854775807"},
+			wantErr: []string{"flag --signaling_max_message_size:"}},
+		{name: "metadata size beyond the bound", args: []string{"--signaling_max_metadata_size=1073741824"},
+			wantErr: []string{"flag --signaling_max_metadata_size: 1073741824 is not from 16 to 67108864"}},
 		{name: "max connections zero", args: []string{"--license_max_connections=0"},
-			wantErr: []string{"flag --license_max_connections: 0 is less than 1"}},
+			wantErr: []string{"flag --license_max_connections: 0 is not from 1 to 10000000"}},
 		{name: "max nodes negative", args: []string{"--license_max_nodes=-1"},
-			wantErr: []string{"flag --license_max_nodes: -1 is less than 0"}},
+			wantErr: []string{"flag --license_max_nodes: -1 is not from 0 to 1000000"}},
 		{name: "listen address not an IP", args: []string{"--listen_address=localhost"},
 			wantErr: []string{`flag --listen_address: "localhost" is not an IP address`}},
 		{name: "api url bad scheme", args: []string{"--external_api_url=ws://h:3000/"},
@@ -712,5 +724,25 @@ func TestClusterTrustRules(t *testing.T) {
 				t.Fatalf("ClusterTrusted = %v", got.ClusterTrusted())
 			}
 		})
+	}
+}
+
+func TestListenerTLSSettings(t *testing.T) {
+	inEmptyDir(t)
+	got, err := loadConfig([]string{"--api_tls_cert_file=a.pem", "--api_tls_key_file=a-key.pem",
+		"--signaling_tls_cert_file=s.pem", "--signaling_tls_key_file=s-key.pem"}, mapEnv(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ExternalAPIURL != "https://127.0.0.1:3000/" || got.ExternalSignalingURL != "wss://127.0.0.1:5000/signaling" || got.APICORSOrigin != "https://127.0.0.1:5000" {
+		t.Fatalf("derived %s %s %s", got.ExternalAPIURL, got.ExternalSignalingURL, got.APICORSOrigin)
+	}
+	for _, args := range [][]string{{"--api_tls_cert_file=a.pem"}, {"--signaling_tls_key_file=k.pem"}} {
+		if _, err := loadConfig(args, mapEnv(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "go together") {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	if _, err := loadConfig([]string{"--signaling_auth_secret=short"}, mapEnv(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "at least 32") {
+		t.Fatalf("short signaling auth secret: %v", err)
 	}
 }

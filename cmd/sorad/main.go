@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,6 @@ import (
 	"time"
 
 	"github.com/sorad/sorad/cluster"
-	"github.com/sorad/sorad/cluster/trust"
 	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/httpapi"
 	"github.com/sorad/sorad/media"
@@ -36,6 +36,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "tls" {
 		if err := runTLS(os.Args[2:], os.Stdout); err != nil && !errors.Is(err, errHelp) {
 			fmt.Fprintln(os.Stderr, "sorad tls:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		if err := runToken(os.Args[2:], os.LookupEnv, os.Stdout); err != nil && !errors.Is(err, errHelp) {
+			fmt.Fprintln(os.Stderr, "sorad token:", err)
 			os.Exit(2)
 		}
 		return
@@ -68,6 +75,22 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if memberTrust == nil && !isLoopback(cfg.ListenAddress) {
 		log.Warn("the cluster port has no authentication (cluster_insecure = true): anyone who reaches it controls the cluster", "cluster_port", cfg.ClusterPort)
 	}
+	tokens, err := signalingTokens(cfg)
+	if err != nil {
+		return err
+	}
+	apiTLS, err := loadKeyPair(cfg.APITLSCertFile, cfg.APITLSKeyFile)
+	if err != nil {
+		return fmt.Errorf("api_tls_cert_file: %w", err)
+	}
+	signalingTLS, err := loadKeyPair(cfg.SignalingTLSCertFile, cfg.SignalingTLSKeyFile)
+	if err != nil {
+		return fmt.Errorf("signaling_tls_cert_file: %w", err)
+	}
+	reloadable := []reloader{{"api certificate", apiTLS.reloadFunc()}, {"signaling certificate", signalingTLS.reloadFunc()}}
+	if memberTrust != nil {
+		reloadable = append(reloadable, reloader{"cluster authentication", memberTrust.Reload})
+	}
 	stats := &media.Stats{}
 	cl, err := cluster.Open(cluster.Config{
 		NodeName:             cfg.NodeName,
@@ -88,6 +111,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		PeerTimeout:      cfg.PeerTimeout,
 		FailoverTimeout:  cfg.FailoverTimeout,
 		RequestTimeout:   cfg.ClusterRequestTimeout,
+		IdleTimeout:      cfg.ClusterIdleTimeout,
 		Raft: cluster.RaftTiming{
 			HeartbeatTimeout:   cfg.RaftHeartbeatTimeout,
 			ElectionTimeout:    cfg.RaftElectionTimeout,
@@ -116,6 +140,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		NACKBufferSize:      uint16(cfg.NACKBufferSize),
 		MaxConnections:      cfg.LicenseMaxConnections,
 		MaxPending:          cfg.SignalingMaxPending,
+		MaxPendingPerIP:     cfg.SignalingMaxPendingPerIP,
+		NewChannelRate:      float64(cfg.SignalingNewChannelRate),
+		NewChannelBurst:     cfg.SignalingNewChannelBurst,
+		MaxMetadataSize:     cfg.SignalingMaxMetadataSize,
+		MaxChannelMetadata:  cfg.ChannelMaxMetadataSize,
+		Tokens:              tokens,
 		DefaultVideoCodec:   cfg.DefaultVideoCodecType,
 		DefaultVideoBitRate: cfg.DefaultVideoBitRate,
 		SimulcastEncodings:  cfg.SimulcastEncodings,
@@ -139,8 +169,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Other nodes forward calls about channels this node is in charge of.
 	cl.ServeAPI(api.ForwardedHandler())
 	servers := []*namedServer{
-		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, api, log)},
-		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, med.Handler(), log)},
+		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, api, log), tls: apiTLS},
+		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, med.Handler(), log), tls: signalingTLS},
 	}
 	if cfg.PprofAddress != "" {
 		srv := newHTTPServer("", 0, pprofHandler(), log)
@@ -153,10 +183,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if err != nil {
 			return errors.Join(fmt.Errorf("listen on %s port: %w", s.name, err), shutdown(servers, med, cl, cfg.ShutdownTimeout))
 		}
+		if s.tls != nil {
+			ln = tls.NewListener(ln, s.tls.config())
+		}
 		s.started = true
 		go func() { serveErr <- fmt.Errorf("%s server: %w", s.name, s.srv.Serve(ln)) }()
 	}
-	log.Info("sorad is serving", "api", "http://"+servers[0].srv.Addr+"/", "signaling", "ws://"+servers[1].srv.Addr+"/signaling",
+	apiScheme, sigScheme := "http", "ws"
+	if apiTLS != nil {
+		apiScheme = "https"
+	}
+	if signalingTLS != nil {
+		sigScheme = "wss"
+	}
+	log.Info("sorad is serving", "api", apiScheme+"://"+servers[0].srv.Addr+"/", "signaling", sigScheme+"://"+servers[1].srv.Addr+"/signaling",
 		"media_udp_port", cfg.MediaUDPPort, "cluster_port", cfg.ClusterPort, "data_dir", cfg.DataDir)
 
 	hup := make(chan os.Signal, 1)
@@ -172,7 +212,7 @@ wait:
 		case runErr = <-serveErr:
 			break wait
 		case <-hup:
-			reload(log, memberTrust)
+			reload(log, reloadable)
 		}
 	}
 	if err := shutdown(servers, med, cl, cfg.ShutdownTimeout); err != nil {
@@ -184,18 +224,30 @@ wait:
 	return runErr
 }
 
+// reloader re-reads one set of files SIGHUP covers; a nil fn has none.
+type reloader struct {
+	what string
+	fn   func() error
+}
+
 // reload re-reads the files that SIGHUP covers. A file that fails to load
 // leaves the material in use unchanged.
-func reload(log *slog.Logger, clusterTrust *trust.Store) {
-	if clusterTrust == nil {
+func reload(log *slog.Logger, all []reloader) {
+	n := 0
+	for _, r := range all {
+		if r.fn == nil {
+			continue
+		}
+		n++
+		if err := r.fn(); err != nil {
+			log.Error("SIGHUP: "+r.what+" not reloaded; the previous one stays", "error", err)
+			continue
+		}
+		log.Info("SIGHUP: " + r.what + " reloaded")
+	}
+	if n == 0 {
 		log.Info("SIGHUP: nothing to reload")
-		return
 	}
-	if err := clusterTrust.Reload(); err != nil {
-		log.Error("SIGHUP: cluster authentication not reloaded; the previous one stays", "error", err)
-		return
-	}
-	log.Info("SIGHUP: cluster authentication reloaded")
 }
 
 // pprofHandler serves Go's profiles under /debug/pprof/.
@@ -212,6 +264,7 @@ func pprofHandler() http.Handler {
 type namedServer struct {
 	name    string
 	srv     *http.Server
+	tls     *keyPair // nil: plain
 	started bool
 }
 

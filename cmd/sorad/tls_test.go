@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sorad/sorad/cluster/trust"
+	"github.com/sorad/sorad/media/authtoken"
 )
 
 // TestTLSCommand makes an operator PKI with `sorad tls` and loads it as a
@@ -78,5 +79,46 @@ func TestSecretFile(t *testing.T) {
 	}
 	if ts, err := clusterTrust(Config{NodeName: "a@h"}); ts != nil || err != nil {
 		t.Fatalf("no configuration gave %v, %v", ts, err)
+	}
+}
+
+// TestTokenCommand issues tokens with `sorad token` and checks that the
+// node's verifier, built from the matching configuration, admits them.
+func TestTokenCommand(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "the signaling auth secret, 32 bytes or more"
+	env := mapEnv(map[string]string{"SORAD_SIGNALING_AUTH_SECRET": secret})
+	var out bytes.Buffer
+	if err := runToken([]string{"create", "--channel_id", "room", "--role", "sendrecv", "--ttl", "10m"}, env, &out); err != nil {
+		t.Fatal(err)
+	}
+	v, err := signalingTokens(Config{SignalingAuthSecret: secret})
+	if err != nil || v == nil {
+		t.Fatalf("verifier: %v", err)
+	}
+	if _, err := v.Verify(strings.TrimSpace(out.String()), authtoken.Connect{ChannelID: "room", Role: "sendrecv"}); err != nil {
+		t.Fatalf("the HS256 token: %v", err)
+	}
+	if err := runToken([]string{"create", "--channel_id", "room"}, mapEnv(nil), &out); err == nil {
+		t.Fatal("created a token without a secret")
+	}
+
+	out.Reset()
+	if err := runToken([]string{"keygen", "--dir", dir}, env, &out); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := runToken([]string{"create", "--channel_id", "room", "--key", filepath.Join(dir, "sorad-signaling-auth.pem")}, env, &out); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := signalingTokens(Config{SignalingAuthPublicKeyFile: filepath.Join(dir, "sorad-signaling-auth.pub.pem")})
+	if err != nil || ev == nil {
+		t.Fatalf("EdDSA verifier: %v", err)
+	}
+	if _, err := ev.Verify(strings.TrimSpace(out.String()), authtoken.Connect{ChannelID: "room", Role: "recvonly"}); err != nil {
+		t.Fatalf("the EdDSA token: %v", err)
+	}
+	if _, err := v.Verify(strings.TrimSpace(out.String()), authtoken.Connect{ChannelID: "room", Role: "recvonly"}); err == nil {
+		t.Fatal("the HS256 verifier admitted an EdDSA token")
 	}
 }

@@ -18,5 +18,6 @@ const (
 	CloseNormal      = 1000 // TYPE-DISCONNECT, DISCONNECTED-API
 	CloseSignaling   = 4490 // a bad or contradictory message (Sora's code)
 	CloseUnavailable = 4503 // refused for a reason of the node: mode, license, cluster
+	CloseForbidden   = 4403 // the connect did not prove it may join (access token)
 	CloseTimeout     = 4408 // the client stopped answering
 )
