@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -380,4 +381,48 @@ func TestSilentPeersOfAnUnauthenticatedPortAreDropped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzClusterHandshake feeds arbitrary bytes to the cluster port's
+// handshake, as a peer on the network could: with authentication on,
+// nothing but a member's TLS handshake gets through, and nothing panics or
+// hangs; without, only the two protocol bytes name a protocol.
+func FuzzClusterHandshake(f *testing.F) {
+	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00})
+	f.Add([]byte{0x01})
+	f.Add([]byte{0x02, 'G', 'E', 'T', ' ', '/'})
+	f.Add([]byte("POST /internal/v1/apply HTTP/1.1\r\n\r\n"))
+	ts, err := trust.NewStore(func() (*trust.Material, error) { return trust.FromSecret("fuzz@127.0.0.1", testSecret) })
+	if err != nil {
+		f.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	secure := newMux(ln, testLogger(), ts, time.Second)
+	insecure := newMux(ln, testLogger(), nil, time.Second)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, m := range []*mux{secure, insecure} {
+			client, server := net.Pipe()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				go func() { _, _ = io.Copy(io.Discard, client) }() // take what the server answers
+				_ = client.SetDeadline(time.Now().Add(2 * time.Second))
+				_, _ = client.Write(b)
+				client.Close() // the peer is done: the server reads EOF next
+			}()
+			proto, conn, err := m.handshake(server)
+			conn.Close()
+			<-done
+			if m.trust != nil && err == nil {
+				t.Fatalf("%q passed the authenticated handshake as %s", b, proto.name)
+			}
+			if m.trust == nil && err == nil && (len(b) == 0 || b[0] != proto.b) {
+				t.Fatalf("%q named protocol %s", b, proto.name)
+			}
+		}
+	})
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/sorad/sorad/media/signaling"
 )
 
@@ -49,4 +51,25 @@ func TestWithSimulcastReceive(t *testing.T) {
 	if unchanged := withSimulcastReceive(sdp, "0", nil); unchanged != sdp {
 		t.Fatalf("no encodings changed the SDP")
 	}
+}
+
+// FuzzAnswerSDP feeds arbitrary answer messages down the path a client's
+// answer takes before the PeerConnection applies it: the signaling decoder,
+// then the SDP parser; and through the offer editors, which must not panic
+// on any SDP either.
+func FuzzAnswerSDP(f *testing.F) {
+	f.Add(`{"type":"answer","sdp":"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\n"}`)
+	f.Add(`{"type":"answer","sdp":""}`)
+	f.Add(`{"type":"answer","sdp":"m=audio\r\na=mid:1\r\n"}`)
+	f.Fuzz(func(t *testing.T, msg string) {
+		var got *signaling.Answer
+		h := &signaling.Handlers{Answer: func(a signaling.Answer) error { got = &a; return nil }}
+		if _, _, err := signaling.Dispatch([]byte(msg), h); err != nil || got == nil {
+			return
+		}
+		desc := webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: got.SDP}
+		_, _ = desc.Unmarshal() // must not panic
+		_ = withBandwidth(got.SDP, "0", 500)
+		_ = withSimulcastReceive(got.SDP, "0", DefaultSimulcastEncodings())
+	})
 }

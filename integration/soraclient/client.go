@@ -42,6 +42,7 @@ package soraclient
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,6 +108,8 @@ type Options struct {
 	// Extra holds top-level fields merged into connect last, overriding
 	// the fields above. A value of Omit removes that field.
 	Extra map[string]any
+	// TLSConfig is used for wss:// signaling URLs (nil: the system's roots).
+	TLSConfig *tls.Config
 	// NoRedirect disables following {"type":"redirect"}. By default the
 	// client, like every official SDK, closes the socket, opens the
 	// redirect location and re-sends connect with "redirect": true. With
@@ -332,7 +335,7 @@ func (c *Client) connect(ctx context.Context) error {
 	url := c.opts.SignalingURL
 	var offer json.RawMessage
 	for redirects := 0; ; redirects++ {
-		ws, _, err := (&websocket.Dialer{HandshakeTimeout: writeTimeout}).DialContext(ctx, url, nil)
+		ws, _, err := (&websocket.Dialer{HandshakeTimeout: writeTimeout, TLSClientConfig: c.opts.TLSConfig}).DialContext(ctx, url, nil)
 		if err != nil {
 			return fmt.Errorf("soraclient: dial %s: %w", url, err)
 		}
