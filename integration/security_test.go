@@ -75,11 +75,19 @@ func strangerTrust(t *testing.T, name string) *trust.Store {
 func TestClusterPortAttacks(t *testing.T) {
 	h := harness.New(t, soradBin)
 	const token = "operator-token-never-forwarded"
-	nodes := startCluster(t, h, 3, "--api_bearer_token="+token)
+	// The channel the attacker would move has no client: keep it assigned.
+	nodes := startCluster(t, h, 3, "--api_bearer_token="+token, "--channel_release_delay=1h")
 	lead := leaderWithToken(t, nodes, token)
 	victim := except(nodes, lead)[0]
 	attacker := "attacker@" + harness.NextAddress()
 	stranger := strangerTrust(t, attacker)
+	assign(t, lead, "live", victim) // a channel an attacker would move
+	var liveEpoch uint64
+	if live := listChannels(lead); len(live) == 1 {
+		liveEpoch = live[0].NodeInChargeEpoch
+	} else {
+		t.Fatalf("channels: %+v", live)
+	}
 
 	for _, creds := range []struct {
 		name string
@@ -90,6 +98,7 @@ func TestClusterPortAttacks(t *testing.T) {
 				fsm.SetMode{Node: victim.Name, Mode: fsm.ModeBlockNewConnection},
 				fsm.PurgeNode{Node: victim.Name},
 				fsm.AssignChannel{Channel: "hijacked", Node: victim.Name},
+				fsm.AssignChannel{Channel: "live", Node: lead.Name, ExpectedNode: victim.Name, ExpectedEpoch: liveEpoch},
 			} {
 				body, err := fsm.Encode(cmd)
 				if err != nil {
@@ -99,6 +108,9 @@ func TestClusterPortAttacks(t *testing.T) {
 					t.Fatalf("forged %T answered: %d %s", cmd, r.Status, r.Body)
 				}
 			}
+			// A join would have made the attacker a voter that gets every
+			// client redirected to it and every forwarded call: it fails,
+			// so nothing is ever forwarded to it.
 			join := fmt.Sprintf(`{"register":{"info":{"node_name":%q,"raft_address":"%s:%d"},"incarnation":"x"}}`,
 				attacker, strings.TrimPrefix(attacker, "attacker@"), harness.ClusterPort)
 			if r, err := lead.InternalPost("/internal/v1/join", nil, []byte(join), creds.ts); err == nil {
@@ -113,21 +125,34 @@ func TestClusterPortAttacks(t *testing.T) {
 		t.Run("forged AppendEntries with the highest term over "+creds.name, func(t *testing.T) {
 			tr := raft.NewNetworkTransport(attackerStream{ts: creds.ts}, 1, 2*time.Second, nil)
 			defer tr.Close()
-			for _, n := range nodes {
-				var resp raft.AppendEntriesResponse
-				err := tr.AppendEntries(raft.ServerID(n.Name), raft.ServerAddress(n.ClusterAddress()), &raft.AppendEntriesRequest{
-					RPCHeader: raft.RPCHeader{ID: []byte(attacker), Addr: []byte(attacker)},
-					Term:      math.MaxUint64,
-				}, &resp)
-				if err == nil {
-					t.Fatalf("%s answered a forged AppendEntries: %+v", n.Name, resp)
+			// A few rounds a second, as the attack that kept writes failing.
+			for round := range 5 {
+				if round > 0 {
+					time.Sleep(200 * time.Millisecond)
+				}
+				if r := lead.MustCall(200, targetChangeMode, map[string]string{"mode": "normal"}); r.Status != 200 {
+					t.Fatalf("a write during the forged AppendEntries: %d", r.Status)
+				}
+				for _, n := range nodes {
+					var resp raft.AppendEntriesResponse
+					err := tr.AppendEntries(raft.ServerID(n.Name), raft.ServerAddress(n.ClusterAddress()), &raft.AppendEntriesRequest{
+						RPCHeader: raft.RPCHeader{ID: []byte(attacker), Addr: []byte(attacker)},
+						Term:      math.MaxUint64,
+					}, &resp)
+					if err == nil {
+						t.Fatalf("%s answered a forged AppendEntries: %+v", n.Name, resp)
+					}
 				}
 			}
 		})
 	}
 
 	// The cluster is whole and takes writes: a mode change through the API
-	// replicates, the leader did not move, listings agree.
+	// replicates, the leader did not move, the live channel did not move,
+	// listings agree.
+	if live := listChannels(lead); len(live) != 1 || live[0].ChannelID != "live" || live[0].NodeInCharge != victim.Name {
+		t.Fatalf("channels after the attacks: %+v", live)
+	}
 	if got := leaderWithToken(t, nodes, token); got != lead {
 		t.Fatalf("leader moved from %s to %s during the attacks", lead.Name, got.Name)
 	}
