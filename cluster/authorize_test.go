@@ -426,3 +426,18 @@ func FuzzClusterHandshake(f *testing.F) {
 		}
 	})
 }
+
+// TestUnauthenticatedClusterStillWorks: with cluster_insecure (no Trust) a
+// cluster forms, places channels and forwards writes as before, and the
+// rules that need no identity still hold.
+func TestUnauthenticatedClusterStillWorks(t *testing.T) {
+	nodes := formCluster(t, 2, func(cfg *Config) { cfg.Trust = nil })
+	acquireOnTie(t, nodes[1], "plain")
+	if err := nodes[1].SetMode(ctxT(t), fsm.ModeBlockNewSession); err != nil {
+		t.Fatal(err)
+	}
+	p := clientAs(t, nil)
+	if _, err := applyAs(t, p, nodes[0].selfAddress(), fsm.PurgeNode{Node: nodes[1].NodeName()}); errType(err) != TypeInvalidCommand {
+		t.Fatalf("a purge through apply on an unauthenticated port: %v", err)
+	}
+}
