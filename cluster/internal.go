@@ -18,10 +18,10 @@ import (
 )
 
 // The internal protocol runs over HTTP/1.1 on the cluster port (see
-// protocol in mux.go). Writes are executed on the leader; a node that is not the
-// leader forwards a request once, marked with headerForwarded, and a
-// forwarded request that does not land on the leader fails with NOT-LEADER so
-// the sender retries.
+// protocol in mux.go, and authorize.go for who may call what). Writes are
+// executed on the leader; a node that is not the leader forwards a request
+// once, marked with headerForwarded, and a forwarded request that does not
+// land on the leader fails with NOT-LEADER so the sender retries.
 const (
 	pathStatus   = "/internal/v1/status"
 	pathApply    = "/internal/v1/apply"
@@ -91,18 +91,15 @@ func (c *Cluster) internalHandler() http.Handler {
 		writeJSON(w, http.StatusOK, struct{}{})
 	}))
 	mux.HandleFunc("POST "+pathApply, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
+		var cmd fsm.Command
 		c.serveOnLeader(w, r, pathApply, func(ctx context.Context, inst *instance, body []byte) (any, error) {
-			cmd, err := fsm.Decode(body)
-			if err != nil || cmd == nil {
-				return nil, invalid(TypeInvalidCommand, fmt.Sprintf("cannot decode command: %v", err))
-			}
 			if err := checkAssignOnLeader(inst, cmd); err != nil {
 				return nil, err
 			}
 			return c.applyAsLeader(ctx, inst, body)
 		}, func(body []byte) error {
-			cmd, err := fsm.Decode(body)
-			if err != nil || cmd == nil {
+			var err error
+			if cmd, err = fsm.Decode(body); err != nil || cmd == nil {
 				return invalid(TypeInvalidCommand, fmt.Sprintf("cannot decode command: %v", err))
 			}
 			return c.checkOwnCommand(r, cmd)
