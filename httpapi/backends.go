@@ -50,6 +50,9 @@ type Media interface {
 
 	GetStatsConnection(channelID, connectionID string) (media.ConnectionStats, error)
 	GetStatsClient(channelID, clientID string) ([]media.ConnectionStats, error)
+	ListUserAgentStats() []media.UserAgentStatsEntry
+	ListChannelUserAgentStats(channelID string) ([]media.UserAgentStatsEntry, error)
+	GetUserAgentStats(channelID, connectionID string) (media.UserAgentStats, error)
 
 	RequestRtpStream(channelID, recv, send string, rid media.RID) error
 	ResetRtpStream(channelID, recv, send string) error

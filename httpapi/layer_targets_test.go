@@ -214,3 +214,39 @@ func TestLayerTargetsAreForwardedToTheNodeInCharge(t *testing.T) {
 		}
 	}
 }
+
+// The user-agent statistics APIs about a channel are answered by its node
+// in charge; the node-wide listing is answered here.
+func TestUserAgentStatsRouting(t *testing.T) {
+	for _, name := range []string{"Sora_20211215.ListChannelUserAgentStats", "Sora_20211215.GetUserAgentStats"} {
+		fc := &fakeCluster{owner: "owner@127.0.0.9"}
+		s := New(baseConfig(), fc, &fakeMedia{})
+		body := `{"channel_id":"elsewhere","connection_id":"C"}`
+		if status, answer := callFake(t, s, name, body); status != 200 || answer != `{"from":"owner"}` || len(fc.forwarded) != 1 {
+			t.Errorf("%s: %d %s, forwarded %q", name, status, answer, fc.forwarded)
+		}
+	}
+	fc := &fakeCluster{owner: "owner@127.0.0.9"}
+	s := New(baseConfig(), fc, &uaMedia{})
+	if status, answer := callFake(t, s, "Sora_20211215.ListUserAgentStats", `{"channel_id":"elsewhere"}`); status != 200 || answer != `[{"channel_id":"c","connection_id":"X","timestamp":"2021-11-13T13:05:33.264Z","user_agent_stats":[]}]` || len(fc.forwarded) != 0 {
+		t.Errorf("ListUserAgentStats: %d %s, forwarded %q", status, answer, fc.forwarded)
+	}
+	for _, tt := range []struct{ name, body, typ string }{
+		{"Sora_20211215.GetUserAgentStats", `{"channel_id":"c"}`, "MISSING-FIELD"},
+		{"Sora_20211215.ListChannelUserAgentStats", `{}`, "MISSING-FIELD"},
+		{"Sora_20211215.ListUserAgentStats", `{"local":"yes"}`, "INVALID-FIELD-TYPE"},
+	} {
+		status, answer := callFake(t, New(baseConfig(), &fakeCluster{}, &uaMedia{}), tt.name, tt.body)
+		var e errorBody
+		if status != 400 || json.Unmarshal([]byte(answer), &e) != nil || e.ErrorType != tt.typ {
+			t.Errorf("%s %s: %d %s, want 400 %s", tt.name, tt.body, status, answer, tt.typ)
+		}
+	}
+}
+
+// uaMedia answers the node-wide user-agent statistics listing.
+type uaMedia struct{ fakeMedia }
+
+func (uaMedia) ListUserAgentStats() []media.UserAgentStatsEntry {
+	return []media.UserAgentStatsEntry{{ChannelID: "c", ConnectionID: "X", Timestamp: "2021-11-13T13:05:33.264Z", UserAgentStats: json.RawMessage("[]")}}
+}

@@ -29,7 +29,50 @@ func (s *Server) mediaTargets() map[string]target {
 		"Sora_20201124.DeleteSignalingNotifyMetadataItem": s.deleteSignalingNotifyMetadataItem,
 		"Sora_20170529.GetStatsConnection":                s.getStatsConnection,
 		"Sora_20170529.GetStatsClient":                    s.getStatsClient,
+		targetListUserAgentStats:                          s.listUserAgentStats,
+		"Sora_20211215.ListChannelUserAgentStats":         s.listChannelUserAgentStats,
+		"Sora_20211215.GetUserAgentStats":                 s.getUserAgentStats,
 	}
+}
+
+// nodeWideTargets are the connection APIs that name no channel: they list
+// this node's connections, or the cluster's with "local": false.
+var nodeWideTargets = map[string]bool{
+	"Sora_20201013.ListConnections": true,
+	targetListUserAgentStats:        true,
+}
+
+const targetListUserAgentStats = "Sora_20211215.ListUserAgentStats"
+
+func (s *Server) listUserAgentStats(ctx context.Context, body []byte) (any, error) {
+	req, err := decodeBody[listConnectionsRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	out := s.media.ListUserAgentStats()
+	if req.Local != nil && !*req.Local && !forwarded(ctx) {
+		for _, peer := range fanOut[[]media.UserAgentStatsEntry](ctx, s, targetListUserAgentStats) {
+			out = append(out, peer...)
+		}
+		media.SortUserAgentStats(out)
+	}
+	return out, nil
+}
+
+func (s *Server) listChannelUserAgentStats(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[channelOnlyRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.ListChannelUserAgentStats(req.ChannelID)
+}
+
+func (s *Server) getUserAgentStats(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[statsConnectionRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	return s.media.GetUserAgentStats(req.ChannelID, req.ConnectionID)
 }
 
 // Requests. channel_id is required everywhere; the optional reason object of

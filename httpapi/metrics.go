@@ -112,13 +112,14 @@ var (
 	descNACKs       = prometheus.NewDesc("sorad_nacks_received_total", "NACK feedback messages from receivers.", nil, nil)
 	descPLIs        = prometheus.NewDesc("sorad_plis_received_total", "PLI and FIR from receivers.", nil, nil)
 	descPLIsSent    = prometheus.NewDesc("sorad_keyframe_requests_sent_total", "Key frame requests (PLI) sent to publishers.", nil, nil)
+	descUAStatsDrop = prometheus.NewDesc("sorad_user_agent_stats_dropped_total", "Client statistics reports dropped: larger than user_agent_stats_max_size, or not a JSON array.", nil, nil)
 )
 
 // mediaCollector reads the media counters at scrape time.
 type mediaCollector struct{ med Media }
 
 func (c *mediaCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent} {
+	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent, descUAStatsDrop} {
 		ch <- d
 	}
 }
@@ -144,4 +145,5 @@ func (c *mediaCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descNACKs, k.NACKsReceived)
 	counter(descPLIs, k.PLIsReceived)
 	counter(descPLIsSent, k.PLIsSent)
+	counter(descUAStatsDrop, k.UserAgentStatsDropped)
 }

@@ -9,14 +9,10 @@ import (
 )
 
 // notYet are the targets of the seeds sorad does not serve yet: RTP
-// forwarding and user-agent statistics, which come with DataChannel
-// signaling.
+// forwarding.
 var notYet = []string{
 	"Sora_20170814.StartForwardingRtp",
 	"Sora_20170814.StopForwardingRtp",
-	"Sora_20211215.GetUserAgentStats",
-	"Sora_20211215.ListChannelUserAgentStats",
-	"Sora_20211215.ListUserAgentStats",
 }
 
 // TestSeedTargetsServed: every x-sora-target the seed documents name (with

@@ -75,8 +75,8 @@ func New(cfg Config, cl Cluster, med Media) *Server {
 	for name, t := range s.mediaTargets() {
 		s.targets[name] = t
 		// Every connection API names a channel, except the node-wide
-		// listing.
-		s.channelScoped[name] = name != "Sora_20201013.ListConnections"
+		// listings.
+		s.channelScoped[name] = !nodeWideTargets[name]
 	}
 	for name, t := range s.layerTargets() {
 		s.targets[name] = t

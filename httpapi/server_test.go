@@ -507,6 +507,9 @@ var targetFields = map[string][]fieldSpec{
 	"Sora_20201124.DeleteSignalingNotifyMetadataItem": {channelField, reqString("connection_id"), reqString("key"), pushField},
 	"Sora_20170529.GetStatsConnection":                {channelField, reqString("connection_id")},
 	"Sora_20170529.GetStatsClient":                    {channelField, reqString("client_id")},
+	"Sora_20211215.ListUserAgentStats":                {{name: "local", kind: "boolean"}},
+	"Sora_20211215.ListChannelUserAgentStats":         {channelField},
+	"Sora_20211215.GetUserAgentStats":                 {channelField, reqString("connection_id")},
 
 	"Sora_20201005.RequestRtpStream":         {channelField, recvField, sendField, ridField("rid", `"none"`)},
 	"Sora_20201005.ResetRtpStream":           {channelField, recvField, sendField},

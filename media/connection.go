@@ -41,8 +41,9 @@ type connection struct {
 	closeOnce sync.Once
 
 	established atomic.Bool
-	connectedAt atomic.Int64 // Unix microseconds
-	lastPong    atomic.Int64 // Unix nanoseconds
+	connectedAt atomic.Int64             // Unix microseconds
+	lastPong    atomic.Int64             // Unix nanoseconds
+	uaStats     atomic.Pointer[uaReport] // the client's latest statistics report
 
 	negotiation
 
@@ -163,8 +164,9 @@ func (c *connection) onCandidate(cand signaling.Candidate) error {
 	return nil
 }
 
-func (c *connection) onPong(signaling.Pong) error {
+func (c *connection) onPong(p signaling.Pong) error {
 	c.lastPong.Store(time.Now().UnixNano())
+	c.recordUserAgentStats(p.Stats)
 	return nil
 }
 
@@ -173,11 +175,15 @@ func (c *connection) onDisconnect(signaling.Disconnect) error {
 	return nil
 }
 
-// pingLoop pings the client and disconnects it when pongs stop.
+// pingLoop pings the client and disconnects it when pongs stop. Every
+// UserAgentStatsInterval (at a ping) the ping asks for the client's
+// statistics.
 func (c *connection) pingLoop() {
 	t := time.NewTicker(c.m.cfg.PingInterval)
 	defer t.Stop()
 	ping, _ := signaling.Encode(signaling.Ping{Stats: false})
+	pingStats, _ := signaling.Encode(signaling.Ping{Stats: true})
+	var askedStats time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -187,6 +193,11 @@ func (c *connection) pingLoop() {
 				c.log.Info("no pong in time; disconnecting", "timeout", c.m.cfg.PongTimeout)
 				c.close(signaling.CloseTimeout, "PONG-TIMEOUT")
 				return
+			}
+			if every := c.m.cfg.UserAgentStatsInterval; every > 0 && time.Since(askedStats) >= every {
+				askedStats = time.Now()
+				c.sendEncoded(pingStats)
+				continue
 			}
 			c.sendEncoded(ping)
 		}

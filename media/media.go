@@ -93,6 +93,11 @@ type Config struct {
 	NewChannelBurst    int           // burst allowed above NewChannelRate
 	MaxMetadataSize    int           // bytes of a connection's metadata, and of its signaling_notify_metadata
 	MaxChannelMetadata int           // bytes of all the metadata of a channel's connections
+	// UserAgentStatsInterval is how often a client is asked for its
+	// statistics (with a ping, so at least PingInterval); 0 never.
+	UserAgentStatsInterval time.Duration
+	// MaxUserAgentStats bounds one kept statistics report, in bytes.
+	MaxUserAgentStats int
 	// Tokens, when set, admits only connects whose metadata.access_token
 	// it verifies.
 	Tokens              *authtoken.Verifier
@@ -173,6 +178,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.MaxChannelMetadata <= 0 {
 		cfg.MaxChannelMetadata = 1 << 20
+	}
+	if cfg.MaxUserAgentStats <= 0 {
+		cfg.MaxUserAgentStats = 256 << 10
 	}
 	if cfg.DefaultVideoCodec == "" {
 		cfg.DefaultVideoCodec = "VP9"

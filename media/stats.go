@@ -24,6 +24,7 @@ type Stats struct {
 	nacksReceived         atomic.Int64     // NACK feedback from receivers
 	plisReceived          atomic.Int64     // PLI/FIR from receivers
 	plisSent              atomic.Int64     // key frame requests sent to publishers
+	userAgentStatsDropped atomic.Int64     // client statistics reports too large or not a JSON array
 }
 
 // Ongoing returns the number of connections admitted and not yet torn
@@ -81,18 +82,22 @@ type Counters struct {
 	NACKsReceived    int64
 	PLIsReceived     int64
 	PLIsSent         int64
+	// UserAgentStatsDropped counts client statistics reports that were
+	// too large or not a JSON array.
+	UserAgentStatsDropped int64
 }
 
 func (s *Stats) counters() Counters {
 	return Counters{
-		Ongoing:          s.connectionsOngoing.Load(),
-		Sessions:         s.sessionsCreated.Load() - s.sessionsDestroyed.Load(),
-		Tracks:           s.tracks.Load(),
-		ForwardedPackets: s.forwarded.Packets.Load(),
-		ForwardedBytes:   s.forwarded.Bytes.Load(),
-		NACKsReceived:    s.nacksReceived.Load(),
-		PLIsReceived:     s.plisReceived.Load(),
-		PLIsSent:         s.plisSent.Load(),
+		Ongoing:               s.connectionsOngoing.Load(),
+		Sessions:              s.sessionsCreated.Load() - s.sessionsDestroyed.Load(),
+		Tracks:                s.tracks.Load(),
+		ForwardedPackets:      s.forwarded.Packets.Load(),
+		ForwardedBytes:        s.forwarded.Bytes.Load(),
+		NACKsReceived:         s.nacksReceived.Load(),
+		PLIsReceived:          s.plisReceived.Load(),
+		PLIsSent:              s.plisSent.Load(),
+		UserAgentStatsDropped: s.userAgentStatsDropped.Load(),
 	}
 }
 

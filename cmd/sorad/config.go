@@ -69,6 +69,8 @@ type Config struct {
 	SignalingNewChannelBurst int           `conf:"signaling_new_channel_burst"`
 	SignalingMaxMetadataSize int           `conf:"signaling_max_metadata_size"`
 	ChannelMaxMetadataSize   int           `conf:"channel_max_metadata_size"`
+	UserAgentStatsInterval   time.Duration `conf:"user_agent_stats_interval"`
+	UserAgentStatsMaxSize    int           `conf:"user_agent_stats_max_size"`
 	SignalingConnectTimeout  time.Duration `conf:"signaling_connect_timeout"`
 	SignalingPingInterval    time.Duration `conf:"signaling_ping_interval"`
 	SignalingPongTimeout     time.Duration `conf:"signaling_pong_timeout"`
@@ -254,6 +256,18 @@ var keySpecs = []keySpec{
 		def:  "65536",
 		desc: "largest metadata, and largest signaling_notify_metadata, of one connection in bytes (larger: 4490 METADATA-TOO-LARGE)",
 		set:  rangeField(func(c *Config) *int { return &c.SignalingMaxMetadataSize }, 16, maxSizeSetting),
+	},
+	{
+		name: "user_agent_stats_interval",
+		def:  "5s",
+		desc: "how often clients are asked for their WebRTC statistics (the stats flag of ping; 0 never), served by the *UserAgentStats APIs",
+		set:  durationField(func(c *Config) *time.Duration { return &c.UserAgentStatsInterval }),
+	},
+	{
+		name: "user_agent_stats_max_size",
+		def:  "262144",
+		desc: "largest client statistics report kept, in bytes (larger ones are dropped and counted)",
+		set:  rangeField(func(c *Config) *int { return &c.UserAgentStatsMaxSize }, 1024, maxSizeSetting),
 	},
 	{
 		name: "channel_max_metadata_size",

@@ -97,6 +97,8 @@ func TestDefaults(t *testing.T) {
 		SignalingNewChannelBurst: 50,
 		SignalingMaxMetadataSize: 65536,
 		ChannelMaxMetadataSize:   1 << 20,
+		UserAgentStatsInterval:   5 * time.Second,
+		UserAgentStatsMaxSize:    256 << 10,
 		SignalingConnectTimeout:  30 * time.Second,
 		SignalingPingInterval:    5 * time.Second,
 		SignalingPongTimeout:     15 * time.Second,

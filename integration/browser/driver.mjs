@@ -297,7 +297,16 @@ const scenarios = {
     await waitFor("recvonly has audio+video tracks of the sendonly", 10_000, (s) =>
       ["audio", "video"].every((k) => s.recvonly.tracks.some((t) => t.kind === k && t.stream_id === pubID)));
     await measureMedia({ recvonly: [pubID] });
-    void subID;
+    // The browser's own getStats(), sent in its pongs, is served by the API.
+    step(`GetUserAgentStats ${subID}`);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const r = await api("Sora_20211215.GetUserAgentStats", { channel_id: ch, connection_id: subID });
+      const stats = r.status === 200 && Array.isArray(r.response?.stats) ? r.response.stats : [];
+      if (stats.some((s) => s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded > 0)) break;
+      if (Date.now() > deadline) throw new Error(`no inbound-rtp video with decoded frames in GetUserAgentStats: ${JSON.stringify(r.response).slice(0, 300)}`);
+      await sleep(500);
+    }
   },
 
   // Three sendrecv peers: each decodes the two others.

@@ -48,6 +48,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -840,7 +841,7 @@ func (c *Client) handlePing(data []byte) {
 	_ = json.Unmarshal(data, &msg)
 	pong := map[string]any{"type": "pong"}
 	if msg.Stats {
-		pong["stats"] = []any{}
+		pong["stats"] = c.statsReport()
 	}
 	if err := c.writeJSON(pong); err != nil {
 		c.log.Debug("soraclient: send pong", "err", err)
@@ -873,6 +874,28 @@ func (c *Client) record(mt int, data []byte) Message {
 	c.msgNotify = make(chan struct{})
 	c.msgMu.Unlock()
 	return m
+}
+
+// statsReport is what the client answers a ping asking for statistics
+// with: one RTCStats-shaped object per remote track, as a browser's
+// getStats() lists its inbound-rtp entries.
+func (c *Client) statsReport() []map[string]any {
+	now := float64(time.Now().UnixNano()) / 1e6
+	received := c.Received()
+	keys := make([]string, 0, len(received))
+	for k := range received {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]map[string]any, 0, len(keys))
+	for _, k := range keys {
+		stream, kind, _ := strings.Cut(k, "/")
+		out = append(out, map[string]any{
+			"id": "RTCInboundRTP_" + k, "type": "inbound-rtp", "kind": kind, "trackIdentifier": stream,
+			"packetsReceived": received[k].Packets, "bytesReceived": received[k].Bytes, "timestamp": now,
+		})
+	}
+	return out
 }
 
 func (c *Client) writeJSON(v any) error {
