@@ -53,6 +53,8 @@ type Media interface {
 	ListUserAgentStats() []media.UserAgentStatsEntry
 	ListChannelUserAgentStats(channelID string) ([]media.UserAgentStatsEntry, error)
 	GetUserAgentStats(channelID, connectionID string) (media.UserAgentStats, error)
+	StartForwardingRtp(channelID, connectionID string, target media.RTPForwardTarget) (string, error)
+	StopForwardingRtp(channelID, connectionID string) error
 
 	RequestRtpStream(channelID, recv, send string, rid media.RID) error
 	ResetRtpStream(channelID, recv, send string) error

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"sort"
 
 	"github.com/sorad/sorad/media"
@@ -32,7 +33,75 @@ func (s *Server) mediaTargets() map[string]target {
 		targetListUserAgentStats:                          s.listUserAgentStats,
 		"Sora_20211215.ListChannelUserAgentStats":         s.listChannelUserAgentStats,
 		"Sora_20211215.GetUserAgentStats":                 s.getUserAgentStats,
+		"Sora_20170814.StartForwardingRtp":                s.startForwardingRtp,
+		"Sora_20170814.StopForwardingRtp":                 s.stopForwardingRtp,
 	}
+}
+
+type startForwardingRtpRequest struct {
+	ChannelID    string `json:"channel_id" api:"required"`
+	ConnectionID string `json:"connection_id"`
+	IPAddress    string `json:"ip_address" api:"required"`
+	AudioPort    *int   `json:"audio_port"`
+	VideoPort    *int   `json:"video_port"`
+}
+
+type sdpAnswer struct {
+	SDP string `json:"sdp"`
+}
+
+func (s *Server) startForwardingRtp(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[startForwardingRtpRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	ip, err := netip.ParseAddr(req.IPAddress)
+	if err != nil || ip.Zone() != "" {
+		return nil, apiErr(400, "INVALID-FIELD-VALUE", fieldReason{Field: "ip_address", Expected: "IPv4 or IPv6 address"})
+	}
+	target := media.RTPForwardTarget{IP: ip}
+	for _, p := range []struct {
+		name string
+		v    *int
+		dst  *int
+	}{{"audio_port", req.AudioPort, &target.AudioPort}, {"video_port", req.VideoPort, &target.VideoPort}} {
+		if p.v == nil {
+			continue
+		}
+		if *p.v < 1 || *p.v > 65535 {
+			return nil, apiErr(400, "INVALID-FIELD-VALUE", fieldReason{Field: p.name, Expected: "port 1-65535"})
+		}
+		*p.dst = *p.v
+	}
+	if target.AudioPort == 0 && target.VideoPort == 0 {
+		return nil, apiErr(400, "MISSING-FIELD", fieldReason{Field: "audio_port", Expected: "integer (audio_port, video_port or both)"})
+	}
+	sdp, err := s.media.StartForwardingRtp(req.ChannelID, req.ConnectionID, target)
+	if err != nil {
+		return nil, err
+	}
+	return sdpAnswer{SDP: sdp}, nil
+}
+
+type stopForwardingRtpRequest struct {
+	ChannelID    string `json:"channel_id" api:"required"`
+	ConnectionID string `json:"connection_id"`
+}
+
+type stopForwardingRtpAnswer struct {
+	ChannelID    string `json:"channel_id"`
+	ConnectionID string `json:"connection_id,omitempty"`
+}
+
+func (s *Server) stopForwardingRtp(_ context.Context, body []byte) (any, error) {
+	req, err := decodeBody[stopForwardingRtpRequest](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.media.StopForwardingRtp(req.ChannelID, req.ConnectionID); err != nil {
+		return nil, err
+	}
+	return stopForwardingRtpAnswer(req), nil
 }
 
 // nodeWideTargets are the connection APIs that name no channel: they list

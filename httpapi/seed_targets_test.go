@@ -8,12 +8,8 @@ import (
 	"testing"
 )
 
-// notYet are the targets of the seeds sorad does not serve yet: RTP
-// forwarding.
-var notYet = []string{
-	"Sora_20170814.StartForwardingRtp",
-	"Sora_20170814.StopForwardingRtp",
-}
+// notYet are the targets of the seeds sorad does not serve yet: none.
+var notYet []string
 
 // TestSeedTargetsServed: every x-sora-target the seed documents name (with
 // its version) is served, but for notYet.

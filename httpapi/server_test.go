@@ -510,6 +510,8 @@ var targetFields = map[string][]fieldSpec{
 	"Sora_20211215.ListUserAgentStats":                {{name: "local", kind: "boolean"}},
 	"Sora_20211215.ListChannelUserAgentStats":         {channelField},
 	"Sora_20211215.GetUserAgentStats":                 {channelField, reqString("connection_id")},
+	"Sora_20170814.StartForwardingRtp":                {channelField, {name: "connection_id", kind: "string"}, reqString("ip_address"), {name: "audio_port", kind: "integer"}, {name: "video_port", kind: "integer"}},
+	"Sora_20170814.StopForwardingRtp":                 {channelField, {name: "connection_id", kind: "string"}},
 
 	"Sora_20201005.RequestRtpStream":         {channelField, recvField, sendField, ridField("rid", `"none"`)},
 	"Sora_20201005.ResetRtpStream":           {channelField, recvField, sendField},

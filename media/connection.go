@@ -55,6 +55,9 @@ type connection struct {
 
 	metaMu     sync.Mutex
 	notifyMeta json.RawMessage // signaling notify metadata; the metadata APIs change it
+
+	fwdMu      sync.Mutex
+	rtpForward *rtpForward // StartForwardingRtp's outputs; nil when none
 }
 
 func newConnection(m *Media, req signaling.ConnectRequest, tr transport, pc *webrtc.PeerConnection) *connection {
@@ -245,6 +248,7 @@ func (c *connection) teardown() {
 		c.log.Debug("close peer connection", "error", err)
 	}
 	c.wg.Wait()
+	c.stopForwardingRtp()
 	c.tr.shut()
 	m := c.m
 	m.stats.connectionsOngoing.Add(-1)

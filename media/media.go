@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,8 @@ type Config struct {
 	UserAgentStatsInterval time.Duration
 	// MaxUserAgentStats bounds one kept statistics report, in bytes.
 	MaxUserAgentStats int
+	// RTPForwardNetworks are the addresses StartForwardingRtp may send to.
+	RTPForwardNetworks []netip.Prefix
 	// Tokens, when set, admits only connects whose metadata.access_token
 	// it verifies.
 	Tokens              *authtoken.Verifier

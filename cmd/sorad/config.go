@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -56,27 +57,28 @@ type Config struct {
 	ClusterIdleTimeout     time.Duration `conf:"cluster_idle_timeout"`
 	ShutdownTimeout        time.Duration `conf:"shutdown_timeout"`
 
-	MediaUDPPort             int           `conf:"media_udp_port"`
-	MediaPublicIPList        []string      `conf:"media_public_ip_list"`
-	DefaultVideoCodecType    string        `conf:"default_video_codec_type"`
-	DefaultVideoBitRate      int           `conf:"default_video_bit_rate"`
-	SignalingMaxMessageSize  int           `conf:"signaling_max_message_size"`
-	SignalingMessageRate     int           `conf:"signaling_message_rate"`
-	SignalingMessageBurst    int           `conf:"signaling_message_burst"`
-	SignalingMaxPending      int           `conf:"signaling_max_pending_connections"`
-	SignalingMaxPendingPerIP int           `conf:"signaling_max_pending_connections_per_ip"`
-	SignalingNewChannelRate  int           `conf:"signaling_new_channel_rate"`
-	SignalingNewChannelBurst int           `conf:"signaling_new_channel_burst"`
-	SignalingMaxMetadataSize int           `conf:"signaling_max_metadata_size"`
-	ChannelMaxMetadataSize   int           `conf:"channel_max_metadata_size"`
-	UserAgentStatsInterval   time.Duration `conf:"user_agent_stats_interval"`
-	UserAgentStatsMaxSize    int           `conf:"user_agent_stats_max_size"`
-	SignalingConnectTimeout  time.Duration `conf:"signaling_connect_timeout"`
-	SignalingPingInterval    time.Duration `conf:"signaling_ping_interval"`
-	SignalingPongTimeout     time.Duration `conf:"signaling_pong_timeout"`
-	ChannelReleaseDelay      time.Duration `conf:"channel_release_delay"`
-	KeyframeRequestInterval  time.Duration `conf:"keyframe_request_interval"`
-	NACKBufferSize           int           `conf:"nack_buffer_size"`
+	MediaUDPPort             int            `conf:"media_udp_port"`
+	MediaPublicIPList        []string       `conf:"media_public_ip_list"`
+	DefaultVideoCodecType    string         `conf:"default_video_codec_type"`
+	DefaultVideoBitRate      int            `conf:"default_video_bit_rate"`
+	SignalingMaxMessageSize  int            `conf:"signaling_max_message_size"`
+	SignalingMessageRate     int            `conf:"signaling_message_rate"`
+	SignalingMessageBurst    int            `conf:"signaling_message_burst"`
+	SignalingMaxPending      int            `conf:"signaling_max_pending_connections"`
+	SignalingMaxPendingPerIP int            `conf:"signaling_max_pending_connections_per_ip"`
+	SignalingNewChannelRate  int            `conf:"signaling_new_channel_rate"`
+	SignalingNewChannelBurst int            `conf:"signaling_new_channel_burst"`
+	SignalingMaxMetadataSize int            `conf:"signaling_max_metadata_size"`
+	ChannelMaxMetadataSize   int            `conf:"channel_max_metadata_size"`
+	UserAgentStatsInterval   time.Duration  `conf:"user_agent_stats_interval"`
+	RTPForwardingNetworks    []netip.Prefix `conf:"rtp_forwarding_allowed_networks"`
+	UserAgentStatsMaxSize    int            `conf:"user_agent_stats_max_size"`
+	SignalingConnectTimeout  time.Duration  `conf:"signaling_connect_timeout"`
+	SignalingPingInterval    time.Duration  `conf:"signaling_ping_interval"`
+	SignalingPongTimeout     time.Duration  `conf:"signaling_pong_timeout"`
+	ChannelReleaseDelay      time.Duration  `conf:"channel_release_delay"`
+	KeyframeRequestInterval  time.Duration  `conf:"keyframe_request_interval"`
+	NACKBufferSize           int            `conf:"nack_buffer_size"`
 
 	SimulcastEncodings     []signaling.Encoding `conf:"simulcast_encodings"`
 	DefaultSpotlightNumber int                  `conf:"default_spotlight_number"`
@@ -256,6 +258,12 @@ var keySpecs = []keySpec{
 		def:  "65536",
 		desc: "largest metadata, and largest signaling_notify_metadata, of one connection in bytes (larger: 4490 METADATA-TOO-LARGE)",
 		set:  rangeField(func(c *Config) *int { return &c.SignalingMaxMetadataSize }, 16, maxSizeSetting),
+	},
+	{
+		name: "rtp_forwarding_allowed_networks",
+		def:  "127.0.0.0/8,::1/128",
+		desc: "comma-separated networks (CIDR) StartForwardingRtp may send RTP to; others are refused with 400",
+		set:  setNetworks,
 	},
 	{
 		name: "user_agent_stats_interval",
@@ -959,6 +967,23 @@ func setNodeName(c *Config, v string) error {
 		return err
 	}
 	c.NodeName = v
+	return nil
+}
+
+func setNetworks(c *Config, v string) error {
+	var list []netip.Prefix
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return fmt.Errorf("%q is not a network in CIDR notation (e.g. 10.0.0.0/8)", item)
+		}
+		list = append(list, p.Masked())
+	}
+	c.RTPForwardingNetworks = list
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -98,6 +99,7 @@ func TestDefaults(t *testing.T) {
 		SignalingMaxMetadataSize: 65536,
 		ChannelMaxMetadataSize:   1 << 20,
 		UserAgentStatsInterval:   5 * time.Second,
+		RTPForwardingNetworks:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		UserAgentStatsMaxSize:    256 << 10,
 		SignalingConnectTimeout:  30 * time.Second,
 		SignalingPingInterval:    5 * time.Second,

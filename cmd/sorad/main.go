@@ -147,6 +147,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxChannelMetadata:     cfg.ChannelMaxMetadataSize,
 		Tokens:                 tokens,
 		UserAgentStatsInterval: cfg.UserAgentStatsInterval,
+		RTPForwardNetworks:     cfg.RTPForwardingNetworks,
 		MaxUserAgentStats:      cfg.UserAgentStatsMaxSize,
 		DefaultVideoCodec:      cfg.DefaultVideoCodecType,
 		DefaultVideoBitRate:    cfg.DefaultVideoBitRate,

@@ -106,6 +106,10 @@ type Options struct {
 	VideoCodec string
 	// VideoBitrateKbps sizes the synthetic video frames; default 500.
 	VideoBitrateKbps int
+	// VideoIVF, when set, names an IVF file (VP8 or VP9, e.g. made by
+	// ffmpeg) whose frames are sent instead of the synthetic ones, one per
+	// 33 ms, from the start again at its end: real, decodable video.
+	VideoIVF string
 	// Extra holds top-level fields merged into connect last, overriding
 	// the fields above. A value of Omit removes that field.
 	Extra map[string]any

@@ -3,7 +3,10 @@ package soraclient
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 )
 
 const (
@@ -94,6 +98,13 @@ func (c *Client) runMedia(ctx context.Context) {
 	levelID := c.extensionID(c.audioMid, audioLevelURI)
 	midID := c.extensionID(c.videoMid, sdp.SDESMidURI)
 	ridID := c.extensionID(c.videoMid, sdp.SDESRTPStreamIDURI)
+	var ivf [][]byte
+	if c.opts.VideoIVF != "" && c.videoTrack != nil {
+		var err error
+		if ivf, err = readIVF(c.opts.VideoIVF); err != nil {
+			c.log.Error("soraclient: read IVF; sending synthetic video", "err", err)
+		}
+	}
 	opus := opusFrame()
 	audio := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(time.Now().UnixNano()), Timestamp: uint32(time.Now().UnixNano())}}
 	frame := 0
@@ -121,6 +132,9 @@ func (c *Client) runMedia(ctx context.Context) {
 			}
 			if c.videoTrack != nil {
 				data := videoFrame(mime, frame%keyFrameInterval == 0, frameBytes)
+				if len(ivf) > 0 {
+					data = ivf[frame%len(ivf)]
+				}
 				if err := c.videoTrack.WriteSample(media.Sample{Data: data, Duration: videoInterval}); err != nil {
 					c.log.Debug("soraclient: write video", "err", err)
 				}
@@ -128,6 +142,34 @@ func (c *Client) runMedia(ctx context.Context) {
 			frame++
 		}
 	}
+}
+
+// readIVF returns the frames of an IVF file.
+func readIVF(path string) ([][]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, _, err := ivfreader.NewWith(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var frames [][]byte
+	for {
+		frame, _, err := r.ParseNextFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		frames = append(frames, frame)
+	}
+	if len(frames) == 0 {
+		return nil, fmt.Errorf("%s: no frames", path)
+	}
+	return frames, nil
 }
 
 // opusFrame returns a 20 ms CELT fullband mono frame: TOC byte config 31,
