@@ -92,9 +92,12 @@ type ConnectRequest struct {
 	// SpotlightFocusRID and SpotlightUnfocusRID are "" when absent.
 	SpotlightFocusRID, SpotlightUnfocusRID channel.RID
 	DataChannelSignaling                   bool
-	Redirect                               bool
-	SoraClient                             string
-	Environment                            string
+	IgnoreDisconnectWebSocket              bool
+	// DataChannels are the validated data_channels entries.
+	DataChannels []DataChannelSpec
+	Redirect     bool
+	SoraClient   string
+	Environment  string
 }
 
 // connectWire is the connect message as it arrives. Fields whose type
@@ -118,6 +121,8 @@ type connectWire struct {
 	SimulcastRID            *string         `json:"simulcast_rid"`
 	SimulcastRequestRID     *string         `json:"simulcast_request_rid"`
 	DataChannelSignaling    *bool           `json:"data_channel_signaling"`
+	IgnoreDisconnectWS      *bool           `json:"ignore_disconnect_websocket"`
+	DataChannels            json.RawMessage `json:"data_channels"`
 	Redirect                *bool           `json:"redirect"`
 	SDP                     *string         `json:"sdp"`
 	SoraClient              *string         `json:"sora_client"`
@@ -193,6 +198,10 @@ func ParseConnect(b []byte) (ConnectRequest, error) {
 	}
 	req.Multistream = true
 	req.DataChannelSignaling = w.DataChannelSignaling != nil && *w.DataChannelSignaling
+	req.IgnoreDisconnectWebSocket = w.IgnoreDisconnectWS != nil && *w.IgnoreDisconnectWS
+	if req.DataChannels, err = ParseDataChannels(w.DataChannels); err != nil {
+		return req, err
+	}
 	if req.Role.Sends() && !req.Audio.Enabled && !req.Video.Enabled && !req.DataChannelSignaling {
 		return req, Errorf("NOTHING-TO-SEND", "role %s with audio and video both false", req.Role)
 	}

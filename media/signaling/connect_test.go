@@ -189,6 +189,7 @@ func FuzzParseConnect(f *testing.F) {
 	f.Add([]byte(`{"type":"connect","role":"sendrecv","channel_id":"sora","audio":{"codec_type":"OPUS"},"video":{"bit_rate":100}}`))
 	f.Add([]byte(`{"type":"connect","role":"recvonly","channel_id":"x","simulcast":{},"spotlight":true,"spotlight_focus_rid":"r0"}`))
 	f.Add([]byte(`[1,2]`))
+	f.Add([]byte(`{"type":"connect","role":"sendrecv","channel_id":"c","data_channel_signaling":true,"ignore_disconnect_websocket":false,"data_channels":[{"label":"#chat","direction":"sendrecv","compress":true,"max_retransmits":3,"header":[{"type":"sender_connection_id"}]},{"label":"signaling","compress":false}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseConnect(b) // must never panic
 		if err != nil {
