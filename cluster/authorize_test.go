@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -439,5 +441,45 @@ func TestUnauthenticatedClusterStillWorks(t *testing.T) {
 	p := clientAs(t, nil)
 	if _, err := applyAs(t, p, nodes[0].selfAddress(), fsm.PurgeNode{Node: nodes[1].NodeName()}); errType(err) != TypeInvalidCommand {
 		t.Fatalf("a purge through apply on an unauthenticated port: %v", err)
+	}
+}
+
+// countingHandler counts the records logged with a message.
+type countingHandler struct {
+	slog.Handler
+	msg string
+	n   *atomic.Int64
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return nil
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+// TestRefusalsDoNotFloodTheLog: a burst of refused connections logs a
+// bounded number of lines.
+func TestRefusalsDoNotFloodTheLog(t *testing.T) {
+	var logged atomic.Int64
+	cfg := testConfig(t, newHostName("flooded"))
+	cfg.Logger = slog.New(countingHandler{Handler: slog.DiscardHandler, msg: "cluster port: refused a connection", n: &logged})
+	n := startNode(t, cfg)
+	waitFor(t, 5*time.Second, "node ready", func() bool { return n.Mode() == fsm.ModeNormal })
+	const attempts = 200
+	for range attempts {
+		c, err := net.Dial("tcp", n.selfAddress())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte("GET / HTTP/1.1\r\n\r\n")) // not a TLS handshake
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Read(make([]byte, 64)) // until the node closes it
+		c.Close()
+	}
+	if got := logged.Load(); got == 0 || got > 40 {
+		t.Fatalf("%d refused connections logged %d lines, want some and at most 40", attempts, got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"golang.org/x/time/rate"
 
 	"github.com/sorad/sorad/cluster/trust"
 )
@@ -53,11 +54,19 @@ type mux struct {
 	// idle closes a Raft connection that carried nothing for this long;
 	// Raft redials a pooled connection that was closed.
 	idle time.Duration
-	wg   sync.WaitGroup
+	// refusals bounds the log lines about refused connections, so a flood
+	// of them does not flood the log; suppressed counts those not logged.
+	refusals   *rate.Limiter
+	suppressed atomic.Int64
+	wg         sync.WaitGroup
 }
 
 func newMux(ln net.Listener, log *slog.Logger, ts *trust.Store, idle time.Duration) *mux {
-	return &mux{ln: ln, log: log, trust: ts, http: newChanListener(ln.Addr()), pending: make(chan struct{}, maxPendingHandshakes), idle: idle}
+	return &mux{
+		ln: ln, log: log, trust: ts, http: newChanListener(ln.Addr()),
+		pending: make(chan struct{}, maxPendingHandshakes), idle: idle,
+		refusals: rate.NewLimiter(rate.Every(time.Second), 20),
+	}
 }
 
 // serve accepts until the listener is closed. It returns once every
@@ -75,7 +84,7 @@ func (m *mux) serve() {
 		select {
 		case m.pending <- struct{}{}:
 		default:
-			m.log.Warn("cluster port: too many connections in their handshake, closing", "remote", conn.RemoteAddr().String())
+			m.refused(conn, errors.New("too many connections in their handshake"))
 			conn.Close()
 			continue
 		}
@@ -94,7 +103,7 @@ func (m *mux) dispatch(conn net.Conn) {
 	proto, conn, err := m.handshake(conn)
 	<-m.pending
 	if err != nil {
-		m.log.Warn("cluster port: refused a connection", "remote", conn.RemoteAddr().String(), "error", err)
+		m.refused(conn, err)
 		conn.Close()
 		return
 	}
@@ -116,6 +125,15 @@ func (m *mux) dispatch(conn net.Conn) {
 	if target == nil || !target.deliver(conn) {
 		conn.Close()
 	}
+}
+
+// refused logs a refused connection, within the log's rate.
+func (m *mux) refused(conn net.Conn, err error) {
+	if !m.refusals.Allow() {
+		m.suppressed.Add(1)
+		return
+	}
+	m.log.Warn("cluster port: refused a connection", "remote", conn.RemoteAddr().String(), "error", err, "not_logged_before", m.suppressed.Swap(0))
 }
 
 // handshake authenticates the peer (with trust on) and learns its protocol.
