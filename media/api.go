@@ -204,9 +204,9 @@ func (c *connection) videoInfo() any {
 	return out
 }
 
-// ListConnections lists every connection on this node, by channel then
-// connection ID.
-func (m *Media) ListConnections() []ConnectionInfo {
+// sortedConnections returns this node's admitted connections, by channel
+// then connection ID.
+func (m *Media) sortedConnections() []*connection {
 	m.mu.Lock()
 	cs := make([]*connection, 0, len(m.conns))
 	for _, c := range m.conns {
@@ -219,6 +219,13 @@ func (m *Media) ListConnections() []ConnectionInfo {
 		}
 		return cs[i].id < cs[j].id
 	})
+	return cs
+}
+
+// ListConnections lists every connection on this node, by channel then
+// connection ID.
+func (m *Media) ListConnections() []ConnectionInfo {
+	cs := m.sortedConnections()
 	out := make([]ConnectionInfo, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, c.info())

@@ -95,17 +95,11 @@ func (m *Media) ListChannelUserAgentStats(channelID string) ([]UserAgentStatsEnt
 // ListUserAgentStats returns the latest report of every connection of this
 // node, by channel ID and connection ID.
 func (m *Media) ListUserAgentStats() []UserAgentStatsEntry {
-	m.mu.Lock()
-	cs := make([]*connection, 0, len(m.conns))
-	for _, c := range m.conns {
-		cs = append(cs, c)
-	}
-	m.mu.Unlock()
+	cs := m.sortedConnections()
 	out := make([]UserAgentStatsEntry, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, c.userAgentStatsEntry())
 	}
-	SortUserAgentStats(out)
 	return out
 }
 
