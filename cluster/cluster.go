@@ -439,7 +439,9 @@ func (c *Cluster) InCharge(channelID string) (bool, string) {
 }
 
 // ChannelsHeld lists the channels assigned to this node's current process
-// (its epoch now). A purged node or one that is not registered holds none.
+// (its epoch now), in no particular order. A purged node or one that is not
+// registered holds none. It is called on every change of the state, so it
+// copies nothing but the IDs.
 func (c *Cluster) ChannelsHeld() []string {
 	inst := c.current()
 	if inst == nil || c.Purged() {
@@ -449,13 +451,7 @@ func (c *Cluster) ChannelsHeld() []string {
 	if !ok || self.Incarnation != c.incarnation {
 		return nil
 	}
-	var held []string
-	for _, ch := range inst.fsm.State().SortedChannels() {
-		if ch.NodeInCharge == c.cfg.NodeName && ch.NodeInChargeEpoch == self.Epoch {
-			held = append(held, ch.ID)
-		}
-	}
-	return held
+	return inst.fsm.ChannelsHeldBy(c.cfg.NodeName, self.Epoch)
 }
 
 // Assigned reports whether some node is in charge of a channel, as this

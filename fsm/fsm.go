@@ -145,6 +145,20 @@ func (f *FSM) Node(name string) (Node, bool) {
 	return n, ok
 }
 
+// ChannelsHeldBy returns the IDs of the channels node holds at epoch, in no
+// particular order, without copying the state.
+func (f *FSM) ChannelsHeldBy(node string, epoch uint64) []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var ids []string
+	for id, ch := range f.state.Channels {
+		if ch.NodeInCharge == node && ch.NodeInChargeEpoch == epoch {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Channel returns one channel's record and whether it is stale.
 func (f *FSM) Channel(id string) (ch Channel, stale bool, ok bool) {
 	f.mu.RLock()

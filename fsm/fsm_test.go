@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -526,4 +527,30 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			t.Fatalf("round trip of %q: %v, index %d/%d", b, err, index, index2)
 		}
 	})
+}
+
+func TestChannelsHeldBy(t *testing.T) {
+	f, _ := applyAll(t,
+		register("a@h", "p1", 1), register("b@h", "p2", 2),
+		AssignChannel{Channel: "c1", Node: "a@h"}, AssignChannel{Channel: "c2", Node: "b@h"}, AssignChannel{Channel: "c3", Node: "a@h"},
+		register("b@h", "p3", 3), // b restarts: epoch 2, its channel is stale
+	)
+	tests := []struct {
+		node  string
+		epoch uint64
+		want  []string
+	}{
+		{"a@h", 1, []string{"c1", "c3"}},
+		{"a@h", 2, nil},
+		{"b@h", 1, []string{"c2"}},
+		{"b@h", 2, nil},
+		{"x@h", 1, nil},
+	}
+	for _, tt := range tests {
+		got := f.ChannelsHeldBy(tt.node, tt.epoch)
+		slices.Sort(got)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("ChannelsHeldBy(%s, %d) = %v, want %v", tt.node, tt.epoch, got, tt.want)
+		}
+	}
 }
