@@ -237,21 +237,29 @@ func (u *udpTrackContext) HeaderExtensions() []webrtc.RTPHeaderExtensionParamete
 func (u *udpTrackContext) SSRC() webrtc.SSRC                                      { return u.ssrc }
 func (u *udpTrackContext) SSRCRetransmission() webrtc.SSRC                        { return 0 }
 func (u *udpTrackContext) SSRCForwardErrorCorrection() webrtc.SSRC                { return 0 }
-func (u *udpTrackContext) WriteStream() webrtc.TrackLocalWriter                   { return udpWriter{u.conn} }
+func (u *udpTrackContext) WriteStream() webrtc.TrackLocalWriter                   { return &udpWriter{conn: u.conn} }
 func (u *udpTrackContext) ID() string                                             { return "rtp-forward" }
 func (u *udpTrackContext) RTCPReader() interceptor.RTCPReader                     { return nil }
 
-// udpWriter sends each RTP packet as one datagram. A receiver that is not
-// there (ICMP unreachable) makes writes fail; the packets are dropped.
-type udpWriter struct{ conn *net.UDPConn }
+// udpWriter sends each RTP packet as one datagram, marshalled into a buffer
+// of its own (the down track writes one packet at a time, under its lock).
+// A receiver that is not there (ICMP unreachable) makes writes fail; the
+// packets are dropped.
+type udpWriter struct {
+	conn *net.UDPConn
+	buf  []byte
+}
 
-func (w udpWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+func (w *udpWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
 	pkt := rtp.Packet{Header: *h, Payload: payload}
-	b, err := pkt.Marshal()
+	if n := pkt.MarshalSize(); cap(w.buf) < n {
+		w.buf = make([]byte, n)
+	}
+	n, err := pkt.MarshalTo(w.buf[:cap(w.buf)])
 	if err != nil {
 		return 0, err
 	}
-	return w.conn.Write(b)
+	return w.conn.Write(w.buf[:n])
 }
 
-func (w udpWriter) Write(b []byte) (int, error) { return w.conn.Write(b) }
+func (w *udpWriter) Write(b []byte) (int, error) { return w.conn.Write(b) }
