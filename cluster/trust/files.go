@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"time"
 )
@@ -65,9 +64,9 @@ func NewAuthority(commonName string, validity time.Duration) (certPEM, keyPEM []
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate CA key: %w", err)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	serial, err := newSerial()
 	if err != nil {
-		return nil, nil, fmt.Errorf("certificate serial: %w", err)
+		return nil, nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{

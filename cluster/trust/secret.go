@@ -159,9 +159,9 @@ func newLeaf(nodeName string, ca *x509.Certificate, caKey ed25519.PrivateKey) (*
 // leafTemplate is a member's certificate: its common name is the node name,
 // and it serves both ends of a cluster connection.
 func leafTemplate(nodeName string, dnsNames []string, now time.Time, validity time.Duration) (*x509.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	serial, err := newSerial()
 	if err != nil {
-		return nil, fmt.Errorf("certificate serial: %w", err)
+		return nil, err
 	}
 	return &x509.Certificate{
 		SerialNumber: serial,
@@ -172,6 +172,15 @@ func leafTemplate(nodeName string, dnsNames []string, now time.Time, validity ti
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}, nil
+}
+
+// newSerial is a random 127-bit certificate serial number.
+func newSerial() (*big.Int, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("certificate serial: %w", err)
+	}
+	return serial, nil
 }
 
 // NewSecret returns a random cluster secret, 32 bytes in hex.
