@@ -163,6 +163,26 @@ func connect(t *testing.T, url string, opts soraclient.Options) (*soraclient.Cli
 	return c, err
 }
 
+// publishAndReceive connects a VP8 sender and a receiver to channel and
+// waits until the receiver has the sender's video.
+func publishAndReceive(t *testing.T, url, channel string) (pub, sub *soraclient.Client) {
+	t.Helper()
+	pub, err := connect(t, url, soraclient.Options{ChannelID: channel, Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err = connect(t, url, soraclient.Options{ChannelID: channel, Role: "recvonly", Audio: true, Video: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", 20); err != nil {
+		t.Fatal(err)
+	}
+	return pub, sub
+}
+
 // TestAdmissionVerdicts: what a node does with a connect, by its mode and
 // the channel's assignment, as cluster.Decide says.
 func TestAdmissionVerdicts(t *testing.T) {
@@ -323,19 +343,9 @@ func TestFencing(t *testing.T) {
 func TestPauseAndLayersInProcess(t *testing.T) {
 	fc := newFakeCluster()
 	m, url := startMedia(t, fc)
-	pub, err := connect(t, url, soraclient.Options{ChannelID: "c", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := connect(t, url, soraclient.Options{ChannelID: "c", Role: "recvonly", Audio: true, Video: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub, sub := publishAndReceive(t, url, "c")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", 20); err != nil {
-		t.Fatal(err)
-	}
 	if err := m.PauseRtpStream("c", sub.ConnectionID(), pub.ConnectionID()); err != nil {
 		t.Fatal(err)
 	}
