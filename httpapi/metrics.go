@@ -113,13 +113,15 @@ var (
 	descPLIs        = prometheus.NewDesc("sorad_plis_received_total", "PLI and FIR from receivers.", nil, nil)
 	descPLIsSent    = prometheus.NewDesc("sorad_keyframe_requests_sent_total", "Key frame requests (PLI) sent to publishers.", nil, nil)
 	descUAStatsDrop = prometheus.NewDesc("sorad_user_agent_stats_dropped_total", "Client statistics reports dropped: larger than user_agent_stats_max_size, or not a JSON array.", nil, nil)
+	descMessages    = prometheus.NewDesc("sorad_messages_total", "Messages on # messaging labels: received from senders, delivered to receivers.", []string{"outcome"}, nil)
+	descMsgDropped  = prometheus.NewDesc("sorad_messages_dropped_total", "Messages on # labels dropped: larger than messaging_max_message_size, over messaging_message_rate, sent on a recvonly label, or to a receiver that does not keep up.", nil, nil)
 )
 
 // mediaCollector reads the media counters at scrape time.
 type mediaCollector struct{ med Media }
 
 func (c *mediaCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent, descUAStatsDrop} {
+	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent, descUAStatsDrop, descMessages, descMsgDropped} {
 		ch <- d
 	}
 }
@@ -146,4 +148,7 @@ func (c *mediaCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descPLIs, k.PLIsReceived)
 	counter(descPLIsSent, k.PLIsSent)
 	counter(descUAStatsDrop, k.UserAgentStatsDropped)
+	counter(descMessages, k.MessagesReceived, "received")
+	counter(descMessages, k.MessagesDelivered, "delivered")
+	counter(descMsgDropped, k.MessagesDropped)
 }

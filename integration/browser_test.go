@@ -101,7 +101,20 @@ type browserRun struct {
 	Peers        map[string]*browserPeer `json:"peers"`
 	ClusterNodes [][]nodeEntry           `json:"cluster_nodes"` // per node, once all were ready
 	work         string                  // netns.sh's WORK_DIR
-	Redirect     *struct {
+	RPC          *struct {
+		Put, Unknown struct {
+			Result json.RawMessage `json:"result"`
+			Error  *struct {
+				Message string `json:"message"`
+				Code    *int   `json:"code"`
+			} `json:"error"`
+		}
+	} `json:"rpc"`
+	Messaging *struct {
+		PlainID      string `json:"plain_id"`
+		WithHeaderID string `json:"with_header_id"`
+	} `json:"messaging"`
+	Redirect *struct {
 		RecvonlyConnectionID  string   `json:"recvonly_connection_id"`
 		GivenSignalingURL     string   `json:"given_signaling_url"`
 		ContactSignalingURL   string   `json:"contact_signaling_url"`
@@ -184,6 +197,22 @@ type browserPeer struct {
 	LocalSDP            string        `json:"local_sdp"`
 	RemoteSDP           string        `json:"remote_sdp"`
 	Stats               []statsSample `json:"stats"`
+	Switched            *struct {
+		MS            int             `json:"ms"`
+		Message       json.RawMessage `json:"message"`
+		WebSocketOpen bool            `json:"websocket_open"`
+	} `json:"switched"`
+	WebSocketOpen *bool `json:"websocket_open"`
+	DataChannels  []struct {
+		Label     string          `json:"label"`
+		Direction string          `json:"direction"`
+		Header    json.RawMessage `json:"header"`
+	} `json:"datachannels"`
+	Messages []struct {
+		MS    int    `json:"ms"`
+		Label string `json:"label"`
+		Raw   []int  `json:"bytes"`
+	} `json:"messages"`
 }
 
 type statsSample struct {
@@ -394,7 +423,7 @@ func checkMediaFrom(t *testing.T, p *browserPeer, streamID string) {
 	if !checkVideoFrom(t, p, streamID) {
 		return
 	}
-	s1, s2 := p.Stats[0], p.Stats[1]
+	s1, s2 := p.Stats[len(p.Stats)-2], p.Stats[len(p.Stats)-1]
 	a1, a2 := s1.inbound(streamID, "audio"), s2.inbound(streamID, "audio")
 	switch {
 	case a1 == nil || a2 == nil:
@@ -412,15 +441,15 @@ func checkMediaFrom(t *testing.T, p *browserPeer, streamID string) {
 }
 
 // checkVideoFrom asserts that p decoded video from streamID, more between
-// its two stats samples than before the first. It reports whether p has
-// the two samples.
+// its last two stats samples than before the first of them. It reports
+// whether p has two samples.
 func checkVideoFrom(t *testing.T, p *browserPeer, streamID string) bool {
 	t.Helper()
-	if len(p.Stats) != 2 {
+	if len(p.Stats) < 2 {
 		t.Errorf("%s has %d stats samples, want 2", p.Name, len(p.Stats))
 		return false
 	}
-	s1, s2 := p.Stats[0], p.Stats[1]
+	s1, s2 := p.Stats[len(p.Stats)-2], p.Stats[len(p.Stats)-1]
 	v1, v2 := s1.inbound(streamID, "video"), s2.inbound(streamID, "video")
 	switch {
 	case v1 == nil || v2 == nil:
@@ -576,6 +605,8 @@ func TestBrowser(t *testing.T) {
 			}
 		}},
 		{"redirect", 2, checkRedirect},
+		{"datachannel-signaling", 1, checkDataChannelSignaling},
+		{"messaging", 1, checkMessaging},
 		{"simulcast", 1, checkSimulcast},
 		{"spotlight", 1, checkSpotlight},
 	}
@@ -859,4 +890,96 @@ func (r *browserRun) lastCall(target string, node int) *browserAPICall {
 		}
 	}
 	return nil
+}
+
+// checkDataChannelSignaling judges the datachannel-signaling scenario: a and
+// b switched (the SDK's switched event, its WebSocket then closed), stayed
+// connected, decoded each other and the later c, got the push and the
+// notifies over DataChannels and c's re-offer over DC signaling; RPC
+// answered a known method and refused an unknown one.
+func checkDataChannelSignaling(t *testing.T, r *browserRun) {
+	a, b, c := r.peer(t, "a"), r.peer(t, "b"), r.peer(t, "c")
+	ids := map[string]string{"a": a.ConnectionID, "b": b.ConnectionID, "c": c.ConnectionID}
+	for _, p := range []*browserPeer{a, b, c} {
+		checkNoDisconnect(t, p)
+		if p.Switched == nil || !jsonEqual(p.Switched.Message, []byte(`{"type":"switched","ignore_disconnect_websocket":true}`)) {
+			t.Errorf("%s's switched event: %+v", p.Name, p.Switched)
+		}
+		if p.WebSocketOpen == nil || *p.WebSocketOpen {
+			t.Errorf("%s's WebSocket is still open after switched with ignore_disconnect_websocket", p.Name)
+		}
+		if p.PCState != "connected" {
+			t.Errorf("%s's PeerConnection is %q", p.Name, p.PCState)
+		}
+		offer := p.offer()
+		if offer == nil || offer["data_channel_signaling"] != true || offer["ignore_disconnect_websocket"] != true {
+			t.Errorf("%s's offer: %v", p.Name, offer)
+		}
+		for name, id := range ids {
+			if id != p.ConnectionID {
+				checkMediaFrom(t, p, id)
+			} else if name != p.Name {
+				t.Fatalf("peer names mixed up")
+			}
+		}
+	}
+	for _, p := range []*browserPeer{a, b} {
+		if len(p.Pushes) == 0 || p.Pushes[0].Transport != "datachannel" || !jsonEqual(p.Pushes[0].Message, []byte(`{"type":"push","data":{"over":"datachannel"}}`)) {
+			t.Errorf("%s's pushes: %+v, want the PushChannel data over the datachannel first", p.Name, p.Pushes)
+		}
+		var reoffers int
+		for _, s := range p.Signaling {
+			if s.Type == "onmessage-re-offer" && s.Transport == "datachannel" {
+				reoffers++
+			}
+		}
+		if reoffers == 0 {
+			t.Errorf("%s got no re-offer over DC signaling when c joined", p.Name)
+		}
+		var created bool
+		for _, n := range p.Notifies {
+			if n.Message.EventType == "connection.created" && n.Message.ConnectionID == c.ConnectionID {
+				created = n.Transport == "datachannel"
+			}
+		}
+		if !created {
+			t.Errorf("%s's connection.created about c did not come over the datachannel: %+v", p.Name, p.Notifies)
+		}
+	}
+	if r.RPC == nil {
+		t.Fatal("no RPC answers in the driver's output")
+	}
+	if r.RPC.Put.Error != nil || !jsonEqual(r.RPC.Put.Result, []byte(`{"hand":"up"}`)) {
+		t.Errorf("PutSignalingNotifyMetadata over RPC: %+v %s", r.RPC.Put.Error, r.RPC.Put.Result)
+	}
+	if e := r.RPC.Unknown.Error; e == nil || e.Code == nil || *e.Code != -32601 {
+		t.Errorf("an unknown RPC method: %+v, want the JSON-RPC method-not-found error", r.RPC.Unknown)
+	}
+}
+
+// checkMessaging judges the messaging scenario: each peer got the other's
+// one message on #chat, the header receiver with the sender's connection
+// ID in front, and nothing else (no echo, no duplicate).
+func checkMessaging(t *testing.T, r *browserRun) {
+	plain, withHeader := r.peer(t, "plain"), r.peer(t, "with-header")
+	for _, p := range []*browserPeer{plain, withHeader} {
+		checkNoDisconnect(t, p)
+		if p.Switched == nil {
+			t.Errorf("%s did not switch", p.Name)
+		}
+	}
+	bytesOf := func(raw []int) string {
+		b := make([]byte, len(raw))
+		for i, v := range raw {
+			b[i] = byte(v)
+		}
+		return string(b)
+	}
+	if len(plain.Messages) != 1 || plain.Messages[0].Label != "#chat" || bytesOf(plain.Messages[0].Raw) != "hello from with-header" {
+		t.Errorf("plain's messages: %+v, want one \"hello from with-header\" on #chat", plain.Messages)
+	}
+	want := plain.ConnectionID + "hello from plain"
+	if len(withHeader.Messages) != 1 || withHeader.Messages[0].Label != "#chat" || bytesOf(withHeader.Messages[0].Raw) != want {
+		t.Errorf("with-header's messages: %+v, want one %q on #chat (the sender's connection ID, then the message)", withHeader.Messages, want)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
 
 	"github.com/sorad/sorad/cluster"
 	"github.com/sorad/sorad/fsm"
@@ -51,7 +52,7 @@ const maxPlacements = 3
 // joins its session and sends the offer. It returns nil, nil when it has
 // dealt with the client itself (a redirect, or a connection that failed to
 // start).
-func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req signaling.ConnectRequest, ip string) (*connection, error) {
+func (m *Media) admit(ctx context.Context, ws *websocket.Conn, limiter *rate.Limiter, req signaling.ConnectRequest, ip string) (*connection, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.ConnectTimeout)
 	defer cancel()
 	if err := m.checkMetadata(req); err != nil {
@@ -94,7 +95,7 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, req signaling.Con
 			m.redirect(ws, req, a.Owner)
 			return nil, nil
 		}
-		c, pubs, err = m.join(ws, req)
+		c, pubs, err = m.join(ws, limiter, req)
 		var rel *releaseInFlight
 		switch {
 		case errors.As(err, &rel):
@@ -250,12 +251,16 @@ func (m *Media) hasSession(channelID string) bool {
 // starts a session decides whether it is a spotlight channel; a joiner
 // that disagrees is refused. It returns the tracks the connection receives
 // from the start.
-func (m *Media) join(ws *websocket.Conn, req signaling.ConnectRequest) (*connection, []*published, error) {
+func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.ConnectRequest) (*connection, []*published, error) {
 	pc, err := m.engine.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	c := newConnection(m, req, newWebSocketTransport(ws, m.cfg), pc)
+	c := newConnection(m, req, ws, limiter, pc)
+	if err := c.createDataChannels(); err != nil {
+		c.discard()
+		return nil, nil, err
+	}
 	m.mu.Lock()
 	turnAway := func(err error) (*connection, []*published, error) {
 		m.mu.Unlock()

@@ -9,27 +9,35 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
+	"golang.org/x/time/rate"
 
 	"github.com/sorad/sorad/media/signaling"
 )
 
-// connection is one client: its signaling transport, its PeerConnection,
-// the tracks it publishes and those it receives. The goroutine that reads
-// its transport owns it: every other goroutine of the connection is
-// started through spawn and waited for before teardown returns.
+// connection is one client: its signaling (the WebSocket, and DataChannels
+// once it switched to them), its PeerConnection, the tracks it publishes
+// and those it receives. The goroutine that reads its WebSocket owns it:
+// every other goroutine of the connection is started through spawn and
+// waited for before teardown returns.
 type connection struct {
-	m        *Media
-	id       string
-	req      signaling.ConnectRequest
-	client   string // client_id
-	bundle   string // bundle_id
-	session  *session
-	tr       transport
-	pc       *webrtc.PeerConnection
-	log      *slog.Logger
-	created  time.Time
-	handlers signaling.Handlers
+	m          *Media
+	id         string
+	req        signaling.ConnectRequest
+	client     string // client_id
+	bundle     string // bundle_id
+	session    *session
+	ws         *websocket.Conn
+	wsGone     atomic.Bool   // the client closed the WebSocket; signaling goes on over DataChannels
+	limiter    *rate.Limiter // signaling messages from the client, on any transport
+	msgLimiter *rate.Limiter // messages on # labels
+	out        chan outbound // messages to the client, written by writeLoop
+	dcs        *dataChannels // nil without DataChannel signaling
+	pc         *webrtc.PeerConnection
+	log        *slog.Logger
+	created    time.Time
+	handlers   signaling.Handlers
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -60,12 +68,13 @@ type connection struct {
 	rtpForward *rtpForward // StartForwardingRtp's outputs; nil when none
 }
 
-func newConnection(m *Media, req signaling.ConnectRequest, tr transport, pc *webrtc.PeerConnection) *connection {
+func newConnection(m *Media, req signaling.ConnectRequest, ws *websocket.Conn, limiter *rate.Limiter, pc *webrtc.PeerConnection) *connection {
 	id := newID()
 	ctx, cancel := context.WithCancel(m.ctx)
 	c := &connection{
 		m: m, id: id, req: req, client: req.ClientID, bundle: req.BundleID,
-		tr: tr, pc: pc, created: time.Now(),
+		ws: ws, limiter: limiter, out: make(chan outbound, m.cfg.SendQueue), pc: pc, created: time.Now(),
+		msgLimiter: rate.NewLimiter(rate.Limit(m.cfg.MessagingRate), m.cfg.MessagingBurst),
 		log:        m.log.With("channel_id", req.ChannelID, "connection_id", id),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -127,17 +136,19 @@ func (c *connection) send(msg signaling.Outbound) {
 		c.log.Error("encode signaling message", "error", err)
 		return
 	}
-	c.sendEncoded(b)
+	c.sendEncoded(routeOf(msg), b)
 }
 
-// sendEncoded queues an encoded message; fan-outs encode once. It may be
-// called under any lock: a full queue closes the connection from a
-// goroutine of its own.
-func (c *connection) sendEncoded(b []byte) {
+// sendEncoded queues an encoded message for its route; fan-outs encode
+// once. It may be called under any lock: a full queue closes the
+// connection from a goroutine of its own.
+func (c *connection) sendEncoded(via route, b []byte) {
 	if b == nil || c.ctx.Err() != nil {
 		return
 	}
-	if !c.tr.send(b) {
+	select {
+	case c.out <- outbound{via: via, b: b}:
+	default:
 		c.spawn(func() {
 			c.log.Warn("signaling queue full; disconnecting")
 			c.close(signaling.CloseTimeout, "SIGNALING-QUEUE-FULL")
@@ -173,36 +184,51 @@ func (c *connection) onPong(p signaling.Pong) error {
 	return nil
 }
 
+func (c *connection) onStats(s signaling.Stats) error {
+	c.recordUserAgentStats(s.Reports)
+	return nil
+}
+
 func (c *connection) onDisconnect(signaling.Disconnect) error {
 	c.close(signaling.CloseNormal, "TYPE-DISCONNECT")
 	return nil
 }
 
-// pingLoop pings the client and disconnects it when pongs stop. Every
-// UserAgentStatsInterval (at a ping) the ping asks for the client's
-// statistics.
+// pingLoop pings the client on its WebSocket and disconnects it when pongs
+// stop (a client that closed its WebSocket after switching to DataChannels
+// is watched by ICE instead). Every UserAgentStatsInterval it asks for the
+// client's statistics: with req-stats on DC stats once switched, else in
+// the ping.
 func (c *connection) pingLoop() {
 	t := time.NewTicker(c.m.cfg.PingInterval)
 	defer t.Stop()
 	ping, _ := signaling.Encode(signaling.Ping{Stats: false})
 	pingStats, _ := signaling.Encode(signaling.Ping{Stats: true})
+	reqStats, _ := signaling.Encode(signaling.ReqStats{})
 	var askedStats time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
-			if time.Since(time.Unix(0, c.lastPong.Load())) > c.m.cfg.PongTimeout {
+			wsUp := !c.wsGone.Load()
+			if wsUp && time.Since(time.Unix(0, c.lastPong.Load())) > c.m.cfg.PongTimeout {
 				c.log.Info("no pong in time; disconnecting", "timeout", c.m.cfg.PongTimeout)
 				c.close(signaling.CloseTimeout, "PONG-TIMEOUT")
 				return
 			}
+			msg := ping
 			if every := c.m.cfg.UserAgentStatsInterval; every > 0 && time.Since(askedStats) >= every {
 				askedStats = time.Now()
-				c.sendEncoded(pingStats)
-				continue
+				if c.switched() {
+					c.sendEncoded(viaStats, reqStats)
+				} else {
+					msg = pingStats
+				}
 			}
-			c.sendEncoded(ping)
+			if wsUp {
+				c.sendEncoded(viaWebSocket, msg)
+			}
 		}
 	}
 }
@@ -226,30 +252,41 @@ func (c *connection) onConnectionState(s webrtc.PeerConnectionState) {
 }
 
 // close ends the connection once: it leaves the session (others are told at
-// once), sends the close and stops the goroutines. The transport drops the
-// client after a grace period so it can read the close; the reading
-// goroutine finishes the teardown.
+// once), tells the client and stops the goroutines. Once signaling switched
+// to DataChannels the client gets a close message on DC signaling (unless
+// it asked to leave) and the DataChannels close; the WebSocket, while it is
+// open, gets a close frame and is dropped after a grace period so the
+// client can read it. The goroutine reading the WebSocket finishes the
+// teardown.
 func (c *connection) close(code int, reason string) {
 	c.closeOnce.Do(func() {
+		reason = signaling.TruncateReason(reason)
 		c.log.Info("closing connection", "code", code, "reason", reason)
 		c.cancel()
 		c.m.leave(c)
-		c.tr.close(code, signaling.TruncateReason(reason))
+		if c.dcs != nil {
+			c.dcs.close(c, code, reason)
+		}
+		c.closeWebSocket(code, reason)
 	})
 }
 
-// teardown finishes a closed connection: it stops the PeerConnection and
-// waits for every goroutine the connection started.
+// teardown finishes a closed connection: it gives the DataChannels a moment
+// to close cleanly, stops the PeerConnection and waits for every goroutine
+// the connection started.
 func (c *connection) teardown() {
 	c.goMu.Lock()
 	c.stopped = true
 	c.goMu.Unlock()
+	if c.dcs != nil {
+		c.dcs.waitClosed(c.m.cfg.CloseGrace)
+	}
 	if err := c.pc.Close(); err != nil {
 		c.log.Debug("close peer connection", "error", err)
 	}
 	c.wg.Wait()
 	c.stopForwardingRtp()
-	c.tr.shut()
+	_ = c.ws.Close()
 	m := c.m
 	m.stats.connectionsOngoing.Add(-1)
 	m.stats.connectionsDestroyed.Add(1)

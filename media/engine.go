@@ -66,10 +66,11 @@ const (
 
 // engineConfig configures the WebRTC stack shared by every connection.
 type engineConfig struct {
-	ListenAddress  string   // IP the UDP port binds
-	UDPPort        int      // the one UDP port for all peers (ICE UDP mux)
-	PublicIPs      []string // addresses to announce instead (NAT 1:1, containers)
-	NACKBufferSize uint16   // packets kept per outgoing stream to answer NACKs
+	ListenAddress      string   // IP the UDP port binds
+	UDPPort            int      // the one UDP port for all peers (ICE UDP mux)
+	PublicIPs          []string // addresses to announce instead (NAT 1:1, containers)
+	NACKBufferSize     uint16   // packets kept per outgoing stream to answer NACKs
+	SCTPMaxMessageSize int      // largest DataChannel message accepted, bytes
 }
 
 // engine is the WebRTC stack: one pion API with a shared UDP mux.
@@ -158,6 +159,9 @@ func newEngine(cfg engineConfig) (*engine, error) {
 			_ = udp.Close()
 			return nil, fmt.Errorf("announced addresses: %w", err)
 		}
+	}
+	if cfg.SCTPMaxMessageSize > 0 {
+		s.SetSCTPMaxMessageSize(uint32(cfg.SCTPMaxMessageSize))
 	}
 	if ip := net.ParseIP(cfg.ListenAddress); ip != nil && ip.IsLoopback() {
 		s.SetIncludeLoopbackCandidate(true)

@@ -8,6 +8,9 @@ import (
 // crockford is Crockford's base32 alphabet: no I, L, O or U.
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
+// connectionIDLength is the length of every ID newID returns.
+const connectionIDLength = 26
+
 // newID returns 128 random bits as 26 upper-case Crockford base32
 // characters, the form Sora gives connection, client, bundle and session
 // IDs.
@@ -17,7 +20,7 @@ func newID() string {
 		panic("crypto/rand: " + err.Error()) // never fails on Linux
 	}
 	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
-	var out [26]byte
+	var out [connectionIDLength]byte
 	// 26 characters hold 130 bits: the first carries the top 3 bits only.
 	for i := 25; i >= 0; i-- {
 		out[i] = crockford[lo&31]

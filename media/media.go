@@ -14,11 +14,13 @@
 // needs.
 //
 // The files by job: admission.go (connect to placed, redirected or
-// refused), websocket.go (the WebSocket transport), connection.go (a
-// connection's life and goroutines), negotiation.go (offers and answers),
-// publish.go (tracks published and received), session.go (a channel's
-// session), notify.go, and api.go with layers_api.go (the operations the
-// API calls).
+// refused), websocket.go (the WebSocket), signalout.go (the queue of
+// messages to a client and where each goes), datachannel.go (DataChannel
+// signaling), messaging.go (# labels), rpc.go (the rpc DataChannel),
+// connection.go (a connection's life and goroutines), negotiation.go
+// (offers and answers), publish.go (tracks published and received),
+// session.go (a channel's session), notify.go, and api.go with
+// layers_api.go (the operations the API calls).
 package media
 
 import (
@@ -99,6 +101,19 @@ type Config struct {
 	UserAgentStatsInterval time.Duration
 	// MaxUserAgentStats bounds one kept statistics report, in bytes.
 	MaxUserAgentStats int
+	// DataChannelCompress is whether DataChannels carry zlib payloads when
+	// the connect's data_channels entry does not say.
+	DataChannelCompress bool
+	// DataChannelMaxBuffered bounds the unsent bytes of one DataChannel: a
+	// message beyond it is dropped (messaging) or ends the connection
+	// (signaling).
+	DataChannelMaxBuffered int
+	// MessagingMaxMessageSize is the largest message on a # label, bytes.
+	MessagingMaxMessageSize int
+	// MessagingRate and MessagingBurst bound the messages one connection
+	// sends on its # labels, per second.
+	MessagingRate  float64
+	MessagingBurst int
 	// RTPForwardNetworks are the addresses StartForwardingRtp may send to.
 	RTPForwardNetworks []netip.Prefix
 	// Tokens, when set, admits only connects whose metadata.access_token
@@ -181,6 +196,18 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.MaxChannelMetadata <= 0 {
 		cfg.MaxChannelMetadata = 1 << 20
+	}
+	if cfg.DataChannelMaxBuffered <= 0 {
+		cfg.DataChannelMaxBuffered = 1 << 20
+	}
+	if cfg.MessagingMaxMessageSize <= 0 {
+		cfg.MessagingMaxMessageSize = 64 << 10
+	}
+	if cfg.MessagingRate <= 0 {
+		cfg.MessagingRate = 500
+	}
+	if cfg.MessagingBurst <= 0 {
+		cfg.MessagingBurst = 500
 	}
 	if cfg.MaxUserAgentStats <= 0 {
 		cfg.MaxUserAgentStats = 256 << 10
@@ -268,6 +295,7 @@ type Media struct {
 	releasing map[string]chan struct{} // releases in flight, closed when done
 	admitting map[string]int           // connects being placed, by channel ID: not released under them
 	serving   sync.WaitGroup           // signaling handlers and release calls
+	zlib      sync.Pool                // *zlib.Writer for compressed DataChannels
 	draining  atomic.Bool              // stopping: no new channel here
 }
 
@@ -278,7 +306,13 @@ func New(cfg Config, cl Cluster, stats *Stats) (*Media, error) {
 	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("media: %w", err)
 	}
-	e, err := newEngine(engineConfig{ListenAddress: cfg.ListenAddress, UDPPort: cfg.UDPPort, PublicIPs: cfg.PublicIPs, NACKBufferSize: cfg.NACKBufferSize})
+	e, err := newEngine(engineConfig{
+		ListenAddress: cfg.ListenAddress, UDPPort: cfg.UDPPort, PublicIPs: cfg.PublicIPs, NACKBufferSize: cfg.NACKBufferSize,
+		// The largest DataChannel message a client may send (the SDP's
+		// max-message-size): signaling, or messaging (larger messaging
+		// ones up to this are dropped and counted).
+		SCTPMaxMessageSize: max(cfg.MaxMessageSize, cfg.MessagingMaxMessageSize),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("media: %w", err)
 	}

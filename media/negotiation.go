@@ -59,8 +59,11 @@ func (c *connection) start(pubs []*published) error {
 			return err
 		}
 	}
-	c.spawn(func() { c.tr.run(c.ctx.Done(), func() { c.close(signaling.CloseTimeout, "WRITE-FAILED") }) })
+	c.spawn(c.writeLoop)
 	c.spawn(c.pingLoop)
+	if c.dcs != nil {
+		c.spawn(c.readDataChannels)
+	}
 	c.negMu.Lock()
 	defer c.negMu.Unlock()
 	c.offerPending = false
@@ -216,6 +219,12 @@ func (c *connection) offerMessage(sdp string) signaling.Offer {
 	}
 	if c.simulcastSender() {
 		o.Encodings = c.m.cfg.SimulcastEncodings
+	}
+	if c.dcs != nil {
+		o.DataChannelSignaling = true
+		o.IgnoreDisconnectWebSocket = c.req.IgnoreDisconnectWebSocket
+		o.DataChannels = c.dcs.offered()
+		o.RPCMethods = rpcMethodNames()
 	}
 	return o
 }

@@ -65,7 +65,7 @@ func announceCreated(c *connection) {
 	others, _ := signaling.Encode(connectionNotify("connection.created", c, members))
 	for _, o := range members {
 		if o != c {
-			o.sendEncoded(others)
+			o.sendEncoded(viaNotify, others)
 		}
 	}
 	if s.spotlight {
@@ -84,7 +84,7 @@ func announceDestroyed(c *connection) {
 	members := c.session.established()
 	msg, _ := signaling.Encode(connectionNotify("connection.destroyed", c, members))
 	for _, o := range members {
-		o.sendEncoded(msg)
+		o.sendEncoded(viaNotify, msg)
 	}
 }
 
@@ -111,7 +111,7 @@ func (s *session) announceSpotlightLocked(events []channel.Event) {
 		for _, msg := range msgs {
 			b, _ := signaling.Encode(msg)
 			for _, m := range members {
-				m.sendEncoded(b)
+				m.sendEncoded(viaNotify, b)
 			}
 		}
 	}
@@ -139,6 +139,6 @@ func push(conns []*connection, data any) {
 		return // cannot happen: data was validated JSON on the way in
 	}
 	for _, c := range conns {
-		c.sendEncoded(msg)
+		c.sendEncoded(viaPush, msg)
 	}
 }

@@ -25,6 +25,9 @@ type Stats struct {
 	plisReceived          atomic.Int64     // PLI/FIR from receivers
 	plisSent              atomic.Int64     // key frame requests sent to publishers
 	userAgentStatsDropped atomic.Int64     // client statistics reports too large or not a JSON array
+	messagesReceived      atomic.Int64     // sent by clients on # labels
+	messagesDelivered     atomic.Int64     // to receivers on # labels
+	messagesDropped       atomic.Int64     // too large, over the rate, wrong direction, or to a receiver that does not keep up
 }
 
 // Ongoing returns the number of connections admitted and not yet torn
@@ -85,6 +88,10 @@ type Counters struct {
 	// UserAgentStatsDropped counts client statistics reports that were
 	// too large or not a JSON array.
 	UserAgentStatsDropped int64
+	// Messages on # labels: received from senders, delivered to
+	// receivers, dropped (too large, over the sender's rate, sent on a
+	// recvonly label, or to a receiver that does not keep up).
+	MessagesReceived, MessagesDelivered, MessagesDropped int64
 }
 
 func (s *Stats) counters() Counters {
@@ -98,6 +105,9 @@ func (s *Stats) counters() Counters {
 		PLIsReceived:          s.plisReceived.Load(),
 		PLIsSent:              s.plisSent.Load(),
 		UserAgentStatsDropped: s.userAgentStatsDropped.Load(),
+		MessagesReceived:      s.messagesReceived.Load(),
+		MessagesDelivered:     s.messagesDelivered.Load(),
+		MessagesDropped:       s.messagesDropped.Load(),
 	}
 }
 

@@ -12,8 +12,8 @@ import (
 	"github.com/sorad/sorad/media/signaling"
 )
 
-// The WebSocket transport: the /signaling handler, reading messages within
-// the configured limits, and the writer a connection sends through.
+// The WebSocket: the /signaling handler, reading messages within the
+// configured limits, and writing a connection's messages.
 
 func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 	if m.ctx.Err() != nil {
@@ -61,7 +61,7 @@ func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = ws.SetReadDeadline(time.Time{})
-	c, err := m.admit(r.Context(), ws, req, ip)
+	c, err := m.admit(r.Context(), ws, limiter, req, ip)
 	if err != nil {
 		m.stats.connectionsFailed.Add(1)
 		m.refuse(ws, err)
@@ -73,7 +73,7 @@ func (m *Media) serveSignaling(w http.ResponseWriter, r *http.Request) {
 	admitted = true
 	<-m.pending // from here on license_max_connections bounds it
 	m.perIP.releasePending(ip)
-	c.serveWebSocket(ws, limiter)
+	c.serveWebSocket()
 }
 
 // refuse closes a WebSocket that never became a connection.
@@ -138,8 +138,10 @@ func (m *Media) readMessage(ws *websocket.Conn, limiter *rate.Limiter) ([]byte, 
 
 // serveWebSocket reads the client's messages until the connection ends,
 // then tears it down. It runs on the WebSocket handler's goroutine, which
-// owns c.
-func (c *connection) serveWebSocket(ws *websocket.Conn, limiter *rate.Limiter) {
+// owns c. A connection whose signaling switched to DataChannels with
+// ignore_disconnect_websocket outlives its WebSocket: the goroutine then
+// waits for the connection to end another way.
+func (c *connection) serveWebSocket() {
 	established := time.AfterFunc(c.m.cfg.ConnectTimeout, func() {
 		if !c.isEstablished() {
 			c.close(signaling.CloseTimeout, "ICE-CONNECTION-TIMEOUT")
@@ -147,7 +149,7 @@ func (c *connection) serveWebSocket(ws *websocket.Conn, limiter *rate.Limiter) {
 	})
 	defer established.Stop()
 	for {
-		b, err := c.m.readMessage(ws, limiter)
+		b, err := c.m.readMessage(c.ws, c.limiter)
 		if err == nil {
 			err = c.receiveMessage(b)
 		}
@@ -157,6 +159,10 @@ func (c *connection) serveWebSocket(ws *websocket.Conn, limiter *rate.Limiter) {
 			continue
 		case errors.As(err, &se):
 			c.close(signaling.CloseSignaling, se.Reason)
+		case c.ctx.Err() == nil && c.survivesWebSocketClose():
+			c.dropWebSocket()
+			c.log.Info("websocket closed; signaling goes on over DataChannels")
+			<-c.ctx.Done()
 		case c.ctx.Err() == nil:
 			// The client went away without a disconnect.
 			c.close(signaling.CloseTimeout, "WEBSOCKET-CLOSED")
@@ -166,61 +172,38 @@ func (c *connection) serveWebSocket(ws *websocket.Conn, limiter *rate.Limiter) {
 	c.teardown()
 }
 
-// transport carries one connection's signaling messages to its client. The
-// WebSocket is the one transport today; the DataChannel is the next.
-type transport interface {
-	// send queues an encoded message; false when the client does not keep
-	// up with its queue.
-	send(b []byte) bool
-	// run writes queued messages until done is closed or a write fails
-	// (reported to failed).
-	run(done <-chan struct{}, failed func())
-	// close sends a close with code and reason, and drops the client's
-	// connection after a grace period.
-	close(code int, reason string)
-	// shut closes the transport at once (teardown).
-	shut()
-}
-
-// wsTransport is the WebSocket transport.
-type wsTransport struct {
-	ws           *websocket.Conn
-	out          chan []byte
-	writeTimeout time.Duration
-	closeGrace   time.Duration
-}
-
-func newWebSocketTransport(ws *websocket.Conn, cfg Config) *wsTransport {
-	return &wsTransport{ws: ws, out: make(chan []byte, cfg.SendQueue), writeTimeout: cfg.WriteTimeout, closeGrace: cfg.CloseGrace}
-}
-
-func (t *wsTransport) send(b []byte) bool {
-	select {
-	case t.out <- b:
+// writeWebSocket writes one message to the WebSocket, unless the client
+// closed it after switching to DataChannels. A failed write ends the
+// connection unless it survives its WebSocket.
+func (c *connection) writeWebSocket(b []byte) bool {
+	if c.wsGone.Load() {
 		return true
-	default:
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.m.cfg.WriteTimeout))
+	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		if c.survivesWebSocketClose() {
+			c.dropWebSocket()
+			return true
+		}
+		c.close(signaling.CloseTimeout, "WRITE-FAILED")
 		return false
 	}
+	return true
 }
 
-func (t *wsTransport) run(done <-chan struct{}, failed func()) {
-	for {
-		select {
-		case b := <-t.out:
-			_ = t.ws.SetWriteDeadline(time.Now().Add(t.writeTimeout))
-			if err := t.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-				failed()
-				return
-			}
-		case <-done:
-			return
-		}
+// dropWebSocket forgets a WebSocket the connection outlives.
+func (c *connection) dropWebSocket() {
+	if c.wsGone.CompareAndSwap(false, true) {
+		_ = c.ws.Close()
 	}
 }
 
-func (t *wsTransport) close(code int, reason string) {
-	_ = t.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-	time.AfterFunc(t.closeGrace, func() { _ = t.ws.NetConn().Close() })
+// closeWebSocket sends a close frame and drops the client's TCP connection
+// after a grace period in which it can read it.
+func (c *connection) closeWebSocket(code int, reason string) {
+	if c.wsGone.Load() {
+		return
+	}
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	time.AfterFunc(c.m.cfg.CloseGrace, func() { _ = c.ws.NetConn().Close() })
 }
-
-func (t *wsTransport) shut() { _ = t.ws.Close() }

@@ -73,6 +73,11 @@ type Config struct {
 	UserAgentStatsInterval   time.Duration  `conf:"user_agent_stats_interval"`
 	RTPForwardingNetworks    []netip.Prefix `conf:"rtp_forwarding_allowed_networks"`
 	UserAgentStatsMaxSize    int            `conf:"user_agent_stats_max_size"`
+	DataChannelCompress      bool           `conf:"data_channel_compress"`
+	DataChannelMaxBuffered   int            `conf:"data_channel_max_buffered_amount"`
+	MessagingMaxMessageSize  int            `conf:"messaging_max_message_size"`
+	MessagingMessageRate     int            `conf:"messaging_message_rate"`
+	MessagingMessageBurst    int            `conf:"messaging_message_burst"`
 	SignalingConnectTimeout  time.Duration  `conf:"signaling_connect_timeout"`
 	SignalingPingInterval    time.Duration  `conf:"signaling_ping_interval"`
 	SignalingPongTimeout     time.Duration  `conf:"signaling_pong_timeout"`
@@ -276,6 +281,36 @@ var keySpecs = []keySpec{
 		def:  "262144",
 		desc: "largest client statistics report kept, in bytes (larger ones are dropped and counted)",
 		set:  rangeField(func(c *Config) *int { return &c.UserAgentStatsMaxSize }, 1024, maxSizeSetting),
+	},
+	{
+		name: "data_channel_compress",
+		def:  "false",
+		desc: "whether DataChannels carry zlib-compressed payloads when the connect's data_channels entry does not say",
+		set:  boolField(func(c *Config) *bool { return &c.DataChannelCompress }),
+	},
+	{
+		name: "data_channel_max_buffered_amount",
+		def:  "1048576",
+		desc: "unsent bytes one DataChannel may hold; beyond it messaging drops messages (counted) and signaling ends the connection",
+		set:  rangeField(func(c *Config) *int { return &c.DataChannelMaxBuffered }, 16<<10, maxSizeSetting),
+	},
+	{
+		name: "messaging_max_message_size",
+		def:  "65536",
+		desc: "largest message on a # messaging label, in bytes (larger ones are dropped and counted)",
+		set:  rangeField(func(c *Config) *int { return &c.MessagingMaxMessageSize }, 1024, maxSizeSetting),
+	},
+	{
+		name: "messaging_message_rate",
+		def:  "500",
+		desc: "messages per second one connection may send on its # labels (beyond the burst, dropped and counted)",
+		set:  rangeField(func(c *Config) *int { return &c.MessagingMessageRate }, 1, 1000000),
+	},
+	{
+		name: "messaging_message_burst",
+		def:  "500",
+		desc: "burst allowed above messaging_message_rate",
+		set:  rangeField(func(c *Config) *int { return &c.MessagingMessageBurst }, 1, 1000000),
 	},
 	{
 		name: "channel_max_metadata_size",

@@ -79,6 +79,8 @@ const result = {
   steps: [], // {ms, what}
   api_calls: [], // {ms, node, url, target, body, status, response}
   redirect: null, // the redirect scenario's account of the redirect
+  rpc: null, // the datachannel-signaling scenario's RPC answers
+  messaging: null, // the messaging scenario's connection IDs
   peers: {}, // name -> peer page state, with "stats" samples
 };
 const step = (what) => {
@@ -409,6 +411,72 @@ const scenarios = {
     const expect = {};
     ps.forEach((p, i) => (expect[p.name] = ids.filter((_, j) => j !== i)));
     await measureMedia(expect);
+  },
+
+  // DataChannel signaling: two sendrecv peers switch (and, with
+  // ignoreDisconnectWebSocket, close their WebSockets), keep decoding each
+  // other, get a push and the notifies over DataChannels, and renegotiate
+  // over DC signaling when a third peer joins. The browser's statistics
+  // reach GetUserAgentStats through req-stats on DC stats.
+  async "datachannel-signaling"() {
+    const ch = "browser-datachannel-signaling";
+    const dc = { dataChannelSignaling: true, ignoreDisconnectWebSocket: true };
+    const a = await openPeer("a");
+    const b = await openPeer("b");
+    const aID = await connectPeer(a, "sendrecv", ch, null, undefined, dc);
+    const bID = await connectPeer(b, "sendrecv", ch, null, undefined, dc);
+    await waitFor("both switched, with their WebSockets closed", 15_000, (s) =>
+      [s.a, s.b].every((x) => x.switched && x.websocket_open === false && x.connected_callback));
+    await measureMedia({ a: [bID], b: [aID] });
+    step("PushChannel");
+    await api("Sora_20160711.PushChannel", { channel_id: ch, data: { over: "datachannel" } });
+    await waitFor("both got the push", 10_000, (s) => [s.a, s.b].every((x) => x.pushes.length > 0));
+    const c = await openPeer("c");
+    const cID = await connectPeer(c, "sendrecv", ch, null, undefined, dc);
+    await waitFor("a and b have c's tracks", 15_000, (s) =>
+      [s.a, s.b].every((x) => ["audio", "video"].every((k) => x.tracks.some((t) => t.kind === k && t.stream_id === cID))));
+    await measureMedia({ a: [bID, cID], b: [aID, cID], c: [aID, bID] });
+    step(`GetUserAgentStats ${aID}`);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const r = await api("Sora_20211215.GetUserAgentStats", { channel_id: ch, connection_id: aID });
+      const stats = r.status === 200 && Array.isArray(r.response?.stats) ? r.response.stats : [];
+      if (stats.some((s) => s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded > 0)) break;
+      if (Date.now() > deadline) throw new Error(`no inbound-rtp video with decoded frames in GetUserAgentStats: ${JSON.stringify(r.response).slice(0, 300)}`);
+      result.api_calls.pop(); // polling noise; the last answer stays
+      await sleep(500);
+    }
+    step("RPC on a: PutSignalingNotifyMetadata, then an unknown method");
+    result.rpc = {
+      put: await a.page.evaluate(() => window.soraRPC("2025.2.0/PutSignalingNotifyMetadata", { metadata: { hand: "up" }, push: true })),
+      unknown: await a.page.evaluate(() => window.soraRPC("2025.2.0/NoSuchMethod", {})),
+    };
+    step(`RPC: ${JSON.stringify(result.rpc)}`);
+    await waitFor("b got a's metadata push", 10_000, (s) => s.b.pushes.some((x) => x.message.data?.type === "signaling_notify_metadata_ext"));
+  },
+
+  // Messaging on #chat both ways: a plain receiver gets the bytes as sent,
+  // one whose entry has the sender_connection_id header gets the sender's
+  // 26-byte connection ID in front.
+  async messaging() {
+    const ch = "browser-messaging";
+    const opts = (header) => ({
+      dataChannelSignaling: true,
+      ignoreDisconnectWebSocket: false,
+      dataChannels: [{ label: "#chat", direction: "sendrecv", ...(header ? { header: [{ type: "sender_connection_id" }] } : {}) }],
+    });
+    const plain = await openPeer("plain");
+    const withHeader = await openPeer("with-header");
+    const plainID = await connectPeer(plain, "sendrecv", ch, null, undefined, opts(false));
+    const headerID = await connectPeer(withHeader, "sendrecv", ch, null, undefined, opts(true));
+    await waitFor("both switched with #chat", 15_000, (s) =>
+      [s.plain, s["with-header"]].every((x) => x.switched && x.datachannels.some((d) => d.label === "#chat")));
+    step("plain -> with-header, then with-header -> plain");
+    await plain.page.evaluate(() => window.soraSendMessage("#chat", "hello from plain"));
+    await withHeader.page.evaluate(() => window.soraSendMessage("#chat", "hello from with-header"));
+    await waitFor("each got the other's message", 10_000, (s) => s.plain.messages.length > 0 && s["with-header"].messages.length > 0);
+    await sleep(500); // a duplicate or an echo would show now
+    result.messaging = { plain_id: plainID, with_header_id: headerID };
   },
 
   // Two nodes. A sendonly on node A puts A in charge of the channel; a

@@ -202,6 +202,13 @@ func ParseConnect(b []byte) (ConnectRequest, error) {
 	if req.DataChannels, err = ParseDataChannels(w.DataChannels); err != nil {
 		return req, err
 	}
+	if !req.DataChannelSignaling {
+		for _, d := range req.DataChannels {
+			if IsMessagingLabel(d.Label) {
+				return req, Errorf("INVALID-DATA-CHANNELS", "label %q: messaging labels need data_channel_signaling: true", clipLabel(d.Label))
+			}
+		}
+	}
 	if req.Role.Sends() && !req.Audio.Enabled && !req.Video.Enabled && !req.DataChannelSignaling {
 		return req, Errorf("NOTHING-TO-SEND", "role %s with audio and video both false", req.Role)
 	}

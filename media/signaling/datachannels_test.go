@@ -69,3 +69,16 @@ func TestConnectWithBadDataChannels(t *testing.T) {
 		t.Fatalf("req %+v, %v", req, err)
 	}
 }
+
+// Messaging labels ride on DataChannel signaling; without it they are a
+// signaling error rather than labels that silently never open.
+func TestMessagingLabelsNeedDataChannelSignaling(t *testing.T) {
+	_, err := ParseConnect([]byte(`{"type":"connect","role":"sendrecv","channel_id":"c","data_channels":[{"label":"#a","direction":"sendrecv"}]}`))
+	var se *Error
+	if !errors.As(err, &se) || se.Reason == "" || !strings.Contains(se.Reason, "data_channel_signaling") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := ParseConnect([]byte(`{"type":"connect","role":"sendrecv","channel_id":"c","data_channels":[{"label":"signaling","compress":true}]}`)); err != nil {
+		t.Fatalf("a signaling label's options without DataChannel signaling: %v", err)
+	}
+}

@@ -27,6 +27,11 @@ type Pong struct {
 	Stats json.RawMessage `json:"stats"`
 }
 
+// Stats is the client's answer to req-stats on DC stats.
+type Stats struct {
+	Reports json.RawMessage `json:"reports"`
+}
+
 // Disconnect is the client leaving; Reason is NO-ERROR or the SDK's cause.
 type Disconnect struct {
 	Reason string `json:"reason"`
@@ -40,6 +45,7 @@ type Handlers struct {
 	Candidate  func(Candidate) error
 	Pong       func(Pong) error
 	Disconnect func(Disconnect) error
+	Stats      func(Stats) error
 }
 
 // handlerTable is the one table from a message type to its decoder and
@@ -50,6 +56,7 @@ var handlerTable = map[string]func(b []byte, h *Handlers) error{
 	"candidate":  decodeTo(func(h *Handlers) func(Candidate) error { return h.Candidate }),
 	"pong":       decodeTo(func(h *Handlers) func(Pong) error { return h.Pong }),
 	"disconnect": decodeTo(func(h *Handlers) func(Disconnect) error { return h.Disconnect }),
+	"stats":      decodeTo(func(h *Handlers) func(Stats) error { return h.Stats }),
 }
 
 // decodeTo builds a table entry: decode the message into T (a malformed one

@@ -85,6 +85,26 @@ type Offer struct {
 	VideoBitRate              int               `json:"video_bit_rate,omitempty"`
 	Mid                       map[string]string `json:"mid"`
 	Encodings                 []Encoding        `json:"encodings,omitempty"`
+	// DataChannels lists every DataChannel the server opens, with DataChannel
+	// signaling or messaging labels; RPCMethods the methods of DC rpc.
+	DataChannels []OfferDataChannel `json:"data_channels,omitempty"`
+	RPCMethods   []string           `json:"rpc_methods,omitempty"`
+}
+
+// OfferDataChannel describes one DataChannel of the offer: the client
+// learns from it which labels to expect and whether their payloads are
+// zlib-compressed.
+type OfferDataChannel struct {
+	Label     string         `json:"label"`
+	Direction Direction      `json:"direction"`
+	Compress  bool           `json:"compress"`
+	Header    []HeaderOption `json:"header,omitempty"`
+}
+
+// HeaderOption is one header prepended to messages on a # label.
+type HeaderOption struct {
+	Type   string `json:"type"`             // sender_connection_id
+	Length int    `json:"length,omitempty"` // bytes of the header
 }
 
 // Type implements Outbound.
@@ -106,6 +126,31 @@ type Ping struct {
 
 // Type implements Outbound.
 func (Ping) Type() string { return "ping" }
+
+// Switched tells the client, on the WebSocket, that signaling now goes over
+// DataChannels.
+type Switched struct {
+	IgnoreDisconnectWebSocket bool `json:"ignore_disconnect_websocket"`
+}
+
+// Type implements Outbound.
+func (Switched) Type() string { return "switched" }
+
+// Close ends a connection whose signaling switched to DataChannels (on DC
+// signaling, before the server closes the DataChannels).
+type Close struct {
+	Code   int    `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// Type implements Outbound.
+func (Close) Type() string { return "close" }
+
+// ReqStats asks, on DC stats, for the client's RTCStats.
+type ReqStats struct{}
+
+// Type implements Outbound.
+func (ReqStats) Type() string { return "req-stats" }
 
 // Push carries data from the Push* APIs and the metadata APIs.
 type Push struct {

@@ -28,6 +28,9 @@ const state = {
   disconnects: [], // {ms, type, title, code, reason, params}
   timeouts: 0,
   signaling: [], // {ms, type, transport, data}
+  switched: null, // {ms, message, websocket_open} when the SDK's switched callback fired
+  datachannels: [], // {ms, label, direction} from the SDK's datachannel callback
+  messages: [], // {ms, label, bytes: [..]} from the SDK's message callback
   timeline: [], // {ms, type, data}
   errors: [],
 };
@@ -91,6 +94,11 @@ window.soraConnect = async ({ signalingUrl, role, channelId, metadata = null, op
     state.disconnects.push({ ms: ms(), type: ev.type, title: ev.title ?? null, code: ev.code ?? null, reason: ev.reason ?? null, params: safe(ev.params) });
   });
   conn.on("timeout", () => state.timeouts++);
+  conn.on("switched", (msg) => {
+    state.switched = { ms: ms(), message: safe(msg), websocket_open: conn.ws !== null && conn.ws !== undefined };
+  });
+  conn.on("datachannel", (ev) => state.datachannels.push({ ms: ms(), label: ev.datachannel.label, direction: ev.datachannel.direction ?? null, header: safe(ev.datachannel.header) }));
+  conn.on("message", (ev) => state.messages.push({ ms: ms(), label: ev.label, bytes: Array.from(new Uint8Array(ev.data)) }));
   conn.on("signaling", (ev) => state.signaling.push({ ms: ms(), type: ev.type, transport: ev.transportType, data: safe(ev.data) }));
   conn.on("timeline", (ev) => {
     // The SDK logs every signaling message here too (already kept in
@@ -196,10 +204,41 @@ window.peerState = () => ({
   contact_signaling_url: conn ? conn.contactSignalingUrl || null : null,
   connected_signaling_url: conn ? conn.connectedSignalingUrl || null : null,
   remote_connection_ids: conn ? [...conn.remoteConnectionIds] : [],
+  websocket_open: conn ? conn.ws !== null && conn.ws !== undefined : null,
   pc_connection_state: conn && conn.pc ? conn.pc.connectionState : null,
   local_sdp: conn && conn.pc && conn.pc.localDescription ? conn.pc.localDescription.sdp : null,
   remote_sdp: conn && conn.pc && conn.pc.remoteDescription ? conn.pc.remoteDescription.sdp : null,
 });
+
+// soraSendMessage sends text (UTF-8) on a # label as an application does.
+window.soraSendMessage = (label, text) => conn.sendMessage(label, new TextEncoder().encode(text));
+
+// soraRPC calls a method on the rpc DataChannel and returns its result,
+// or {error} with the JSON-RPC error object: the SDK rejects with
+// Error(String(error)), so the answer is read off the DataChannel too.
+const rpcAnswers = [];
+window.soraRPC = async (method, params) => {
+  const dc = conn.soraDataChannels && conn.soraDataChannels.rpc;
+  if (dc && !dc.__recorded) {
+    dc.__recorded = true;
+    dc.addEventListener("message", (ev) => {
+      try {
+        rpcAnswers.push(JSON.parse(typeof ev.data === "string" ? ev.data : new TextDecoder().decode(ev.data)));
+      } catch (e) {
+        state.errors.push(`rpc answer: ${e}`);
+      }
+    });
+  }
+  try {
+    return { result: safe(await conn.rpc(method, params)) };
+  } catch (e) {
+    // The SDK's handler runs first and rejects in a microtask; ours runs
+    // after it: give it a turn.
+    await new Promise((r) => setTimeout(r, 0));
+    const answer = rpcAnswers.findLast((a) => a.error);
+    return { error: answer ? safe(answer.error) : { message: String(e) } };
+  }
+};
 
 // soraDisconnect leaves the channel as an application does.
 window.soraDisconnect = async () => {
