@@ -21,6 +21,20 @@
 // Every received signaling message is kept (the last 10 000) so tests can
 // assert on them with Messages and WaitMessage.
 //
+// With Options.DataChannelSignaling the server also opens DataChannels
+// ("signaling", "notify", "push", "stats", "rpc" and "#" messaging labels)
+// and lists them with their compress flag in the offer's "data_channels".
+// JSON arriving on them is recorded like WebSocket messages (Message.Label
+// tells them apart); "re-offer" on DC signaling is answered there,
+// "req-stats" on DC stats with the same report a pong carries, and JSON-RPC
+// responses on DC rpc complete RPC calls. Candidates, re-answers and
+// disconnect go on DC signaling as soon as it is open, as sora-js-sdk does;
+// pongs stay on the WebSocket. A label marked compress carries zlib
+// (RFC 1950) in both directions. After {"type":"switched"} with
+// ignore_disconnect_websocket true the client may close its WebSocket
+// (CloseWebSocket, Options.CloseWebSocketOnSwitch) and the connection lives
+// on over the DataChannels until DC signaling closes.
+//
 // Typical use:
 //
 //	c, err := soraclient.Connect(ctx, soraclient.Options{
@@ -138,6 +152,18 @@ type Options struct {
 	// RecordPackets keeps a log of the packets of every remote track (see
 	// Packets).
 	RecordPackets bool
+	// DataChannelSignaling sends "data_channel_signaling": true.
+	DataChannelSignaling bool
+	// IgnoreDisconnectWebSocket is sent as "ignore_disconnect_websocket"
+	// when it or DataChannelSignaling is set: with true the server keeps
+	// the connection when the WebSocket closes after "switched".
+	IgnoreDisconnectWebSocket bool
+	// DataChannels is sent as "data_channels" when non-empty.
+	DataChannels []DataChannelOption
+	// CloseWebSocketOnSwitch closes the WebSocket with 1000 "SELF-CLOSED"
+	// as soon as "switched" arrives with ignore_disconnect_websocket true,
+	// as the C++ SDK does.
+	CloseWebSocketOnSwitch bool
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -174,12 +200,16 @@ func (e *RedirectError) Error() string {
 // WebSocket or the client was closed.
 var ErrClosed = errors.New("soraclient: closed")
 
-// Message is one received signaling frame.
+// Message is one received signaling frame or DataChannel message.
 type Message struct {
-	// Type is the "type" member of a JSON object; empty for binary frames
-	// and frames that are not a JSON object with a string type.
+	// Type is the "type" member of a JSON object; empty for binary
+	// WebSocket frames and messages that are not a JSON object with a
+	// string type (such as JSON-RPC responses).
 	Type string
-	// Raw is the frame as received (not necessarily JSON when Type is "").
+	// Label is "" for the WebSocket, else the DataChannel label.
+	Label string
+	// Raw is the message as received, inflated on compressed labels (not
+	// necessarily JSON when Type is "").
 	Raw json.RawMessage
 	// At is when the frame was read.
 	At time.Time
@@ -247,10 +277,39 @@ type Client struct {
 	pcFailed        chan struct{}
 	pcFailedOnce    sync.Once
 
-	closed     chan struct{} // WebSocket closed
-	closedOnce sync.Once
-	closeMu    sync.Mutex
-	closeInfo  *CloseError
+	closed       chan struct{} // WebSocket closed
+	closedOnce   sync.Once
+	closeMu      sync.Mutex
+	closeInfo    *CloseError
+	wsSelfClosed atomic.Bool // CloseWebSocket was called
+
+	negMu sync.Mutex // serializes re-offer handling across transports
+
+	compress map[string]bool // offer data_channels: label -> compress; fixed by the offer
+	dcMu     sync.Mutex
+	dcs      map[string]*dataChannel
+
+	switched     chan struct{}
+	switchedOnce sync.Once
+	sigOpen      chan struct{} // DC signaling open
+	sigOpenOnce  sync.Once
+	dcClosed     chan struct{} // DC signaling closed, or Close
+	dcClosedOnce sync.Once
+
+	endMu     sync.Mutex
+	wsDone    bool // the WebSocket closed
+	sigLive   bool // DC signaling was opened or switched received
+	sigDone   bool // DC signaling closed
+	ended     chan struct{}
+	endedOnce sync.Once
+
+	labelMu     sync.Mutex
+	labels      map[string]*labelLog
+	labelNotify chan struct{} // closed and replaced on every new payload
+
+	rpcMu      sync.Mutex
+	rpcID      int64
+	rpcPending map[int64]chan rpcResponse
 
 	closeAllOnce sync.Once
 	closeErr     error
@@ -282,6 +341,14 @@ func Connect(ctx context.Context, opts Options) (*Client, error) {
 		pcConnected: make(chan struct{}),
 		pcFailed:    make(chan struct{}),
 		closed:      make(chan struct{}),
+		dcs:         make(map[string]*dataChannel),
+		switched:    make(chan struct{}),
+		sigOpen:     make(chan struct{}),
+		dcClosed:    make(chan struct{}),
+		ended:       make(chan struct{}),
+		labels:      make(map[string]*labelLog),
+		labelNotify: make(chan struct{}),
+		rpcPending:  make(map[int64]chan rpcResponse),
 	}
 	c.audioLevel.Store(127)
 	if err := c.connect(ctx); err != nil {
@@ -322,6 +389,19 @@ func (c *Client) connectMessage(redirect bool) map[string]any {
 	}
 	if o.SignalingNotifyMetadata != nil {
 		m["signaling_notify_metadata"] = o.SignalingNotifyMetadata
+	}
+	if o.DataChannelSignaling {
+		m["data_channel_signaling"] = true
+	}
+	if o.DataChannelSignaling || o.IgnoreDisconnectWebSocket {
+		m["ignore_disconnect_websocket"] = o.IgnoreDisconnectWebSocket
+	}
+	if len(o.DataChannels) > 0 {
+		entries := make([]any, len(o.DataChannels))
+		for i, dc := range o.DataChannels {
+			entries[i] = dc.connectEntry()
+		}
+		m["data_channels"] = entries
 	}
 	if redirect {
 		m["redirect"] = true
@@ -391,7 +471,7 @@ func (c *Client) waitOffer(ws *websocket.Conn) (typ string, raw json.RawMessage,
 		if err != nil {
 			return "", nil, "", c.closeErrorFrom(err)
 		}
-		m := c.record(mt, data)
+		m := c.record("", mt == websocket.TextMessage, data)
 		if mt != websocket.TextMessage {
 			return "", nil, "", fmt.Errorf("soraclient: non-text frame (type %d) before offer", mt)
 		}
@@ -421,11 +501,13 @@ func (c *Client) closeErrorFrom(err error) *CloseError {
 	var wce *websocket.CloseError
 	if errors.As(err, &wce) && wce.Code != websocket.CloseAbnormalClosure {
 		ce := &CloseError{Code: wce.Code, Reason: wce.Text}
-		c.closeMu.Lock()
-		if c.closeInfo == nil {
-			c.closeInfo = ce
+		if !c.wsSelfClosed.Load() { // else it answers the client's own close frame
+			c.closeMu.Lock()
+			if c.closeInfo == nil {
+				c.closeInfo = ce
+			}
+			c.closeMu.Unlock()
 		}
-		c.closeMu.Unlock()
 		return &CloseError{Code: ce.Code, Reason: ce.Reason}
 	}
 	c.log.Debug("soraclient: websocket ended without close frame", "err", err)
@@ -447,6 +529,7 @@ type offerMessage struct {
 		Audio string `json:"audio"`
 		Video string `json:"video"`
 	} `json:"mid"`
+	DataChannels []offerDataChannel `json:"data_channels"`
 }
 
 func (o *offerMessage) rtcConfiguration() (webrtc.Configuration, error) {
@@ -511,6 +594,10 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	}
 	c.offerRaw = raw
 	c.connectionID = offer.ConnectionID
+	c.compress = make(map[string]bool, len(offer.DataChannels))
+	for _, dc := range offer.DataChannels {
+		c.compress[dc.Label] = dc.Compress
+	}
 
 	cfg, err := offer.rtcConfiguration()
 	if err != nil {
@@ -525,6 +612,7 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	c.pc.OnConnectionStateChange(c.onConnectionState)
 	c.pc.OnICECandidate(c.onICECandidate)
 	c.pc.OnTrack(c.onTrack)
+	c.pc.OnDataChannel(c.onDataChannel)
 
 	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
 		return fmt.Errorf("soraclient: set remote offer: %w", err)
@@ -550,17 +638,28 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 		return err
 	}
 
-	select {
-	case <-c.pcConnected:
-	case <-c.pcFailed:
-		return errors.New("soraclient: peer connection failed before connecting")
-	case <-c.closed:
-		if ci := c.CloseInfo(); ci != nil {
-			return fmt.Errorf("soraclient: signaling closed before the peer connection connected: %w", ci)
+	// The server may open the DataChannels and send switched before pion
+	// reports the PeerConnection connected, so a WebSocket the client
+	// closed itself meanwhile does not fail Connect.
+	wsClosed := c.closed
+	for connected := false; !connected; {
+		select {
+		case <-c.pcConnected:
+			connected = true
+		case <-c.pcFailed:
+			return errors.New("soraclient: peer connection failed before connecting")
+		case <-wsClosed:
+			if c.wsSelfClosed.Load() {
+				wsClosed = nil
+				continue
+			}
+			if ci := c.CloseInfo(); ci != nil {
+				return fmt.Errorf("soraclient: signaling closed before the peer connection connected: %w", ci)
+			}
+			return fmt.Errorf("soraclient: signaling closed before the peer connection connected: %w", ErrClosed)
+		case <-ctx.Done():
+			return fmt.Errorf("soraclient: waiting for the peer connection to connect: %w", context.Cause(ctx))
 		}
-		return fmt.Errorf("soraclient: signaling closed before the peer connection connected: %w", ErrClosed)
-	case <-ctx.Done():
-		return fmt.Errorf("soraclient: waiting for the peer connection to connect: %w", context.Cause(ctx))
 	}
 	for _, l := range c.layers {
 		c.goroutine(func(context.Context) { c.readLayerRTCP(l) })
@@ -615,7 +714,7 @@ func (c *Client) sendCandidateLocked(cand webrtc.ICECandidateInit) {
 		}
 		msg["usernameFragment"] = c.ufrag
 	}
-	if err := c.writeJSON(msg); err != nil {
+	if err := c.sendSignaling(msg); err != nil {
 		c.log.Debug("soraclient: send candidate", "err", err)
 	}
 }
@@ -794,9 +893,10 @@ func (c *Client) readLoop(context.Context) {
 		if err != nil {
 			ci := c.closeErrorFrom(err)
 			c.log.Debug("soraclient: websocket closed", "code", ci.Code, "reason", ci.Reason)
+			_ = c.ws.Close()
 			return
 		}
-		m := c.record(mt, data)
+		m := c.record("", mt == websocket.TextMessage, data)
 		switch m.Type {
 		case "re-offer":
 			c.handleReOffer(data, "re-answer")
@@ -804,6 +904,8 @@ func (c *Client) readLoop(context.Context) {
 			c.handleReOffer(data, "update")
 		case "ping":
 			c.handlePing(data)
+		case "switched":
+			c.onSwitched(data)
 		case "notify", "push", "offer", "redirect":
 			// recorded; offer and redirect are ignored after connect
 		default:
@@ -812,7 +914,11 @@ func (c *Client) readLoop(context.Context) {
 	}
 }
 
+// handleReOffer applies a re-offer (from the WebSocket or DC signaling) and
+// sends the answer on DC signaling when it is in use, else the WebSocket.
 func (c *Client) handleReOffer(data []byte, replyType string) {
+	c.negMu.Lock()
+	defer c.negMu.Unlock()
 	var msg struct {
 		SDP string `json:"sdp"`
 	}
@@ -833,7 +939,7 @@ func (c *Client) handleReOffer(data []byte, replyType string) {
 		c.log.Warn("soraclient: re-offer: set local description", "err", err)
 		return
 	}
-	if err := c.writeJSON(map[string]any{"type": replyType, "sdp": answer.SDP}); err != nil {
+	if err := c.sendSignaling(map[string]any{"type": replyType, "sdp": answer.SDP}); err != nil {
 		c.log.Debug("soraclient: send "+replyType, "err", err)
 	}
 }
@@ -852,14 +958,20 @@ func (c *Client) handlePing(data []byte) {
 	}
 }
 
+// markClosed records that the WebSocket is closed.
 func (c *Client) markClosed() {
 	c.closedOnce.Do(func() { close(c.closed) })
+	c.endMu.Lock()
+	c.wsDone = true
+	c.endMu.Unlock()
+	c.checkEnded()
 }
 
-// record stores a received frame and wakes WaitMessage callers.
-func (c *Client) record(mt int, data []byte) Message {
-	m := Message{Raw: data, At: time.Now()}
-	if mt == websocket.TextMessage {
+// record stores a received message (label "" for the WebSocket) and wakes
+// WaitMessage callers. Its type is read only when isJSON.
+func (c *Client) record(label string, isJSON bool, data []byte) Message {
+	m := Message{Label: label, Raw: data, At: time.Now()}
+	if isJSON {
 		var head struct {
 			Type string `json:"type"`
 		}
@@ -937,8 +1049,9 @@ func (c *Client) Messages() []Message {
 }
 
 // WaitMessage returns the first message, already received or still to come,
-// for which match returns true. It fails when ctx ends or when the WebSocket
-// closed without a match (the error wraps ErrClosed).
+// for which match returns true. It fails when ctx ends or when no match can
+// come any more (the error wraps ErrClosed): the WebSocket closed and so did
+// DataChannel signaling if the server started it.
 func (c *Client) WaitMessage(ctx context.Context, match func(Message) bool) (Message, error) {
 	var next uint64
 	closed := false
@@ -965,8 +1078,8 @@ func (c *Client) WaitMessage(ctx context.Context, match func(Message) bool) (Mes
 		}
 		select {
 		case <-notify:
-		case <-c.closed:
-			closed = true // one more scan: the reader records before closing
+		case <-c.ended:
+			closed = true // one more scan: the readers record before closing
 		case <-ctx.Done():
 			return Message{}, fmt.Errorf("soraclient: waiting for a message: %w", context.Cause(ctx))
 		}
@@ -1038,7 +1151,17 @@ func (c *Client) SendRaw(messageType int, data []byte) error {
 // Disconnect sends {"type":"disconnect","reason":"NO-ERROR"} and waits for
 // the server to close the WebSocket, returning the close code and reason it
 // sent. It releases nothing: call Close afterwards.
+//
+// When DataChannel signaling is open, disconnect goes there instead and
+// Disconnect waits until the server closes DC signaling or the WebSocket.
+// It then returns the WebSocket's close code and reason if the server
+// closed a WebSocket that was open (it closes the DataChannels first; a
+// close frame within a second after them is waited for), else nil with a
+// nil error.
 func (c *Client) Disconnect(ctx context.Context) (*CloseError, error) {
+	if ch := c.signalingChannel(); ch != nil {
+		return c.disconnectOverDataChannel(ctx, ch)
+	}
 	sendErr := c.Send(map[string]any{"type": "disconnect", "reason": "NO-ERROR"})
 	select {
 	case <-c.closed:
@@ -1057,11 +1180,13 @@ func (c *Client) Disconnect(ctx context.Context) (*CloseError, error) {
 	return nil, errors.New("soraclient: websocket closed without a close frame after disconnect")
 }
 
-// Closed is closed when the WebSocket has closed for any reason.
+// Closed is closed when the WebSocket has closed for any reason (also by
+// CloseWebSocket).
 func (c *Client) Closed() <-chan struct{} { return c.closed }
 
 // CloseInfo returns the close code and reason of the close frame the server
-// sent, or nil if none was received (yet).
+// sent, or nil if none was received (yet). The server's reply to the
+// client's own close frame (CloseWebSocket) is not reported.
 func (c *Client) CloseInfo() *CloseError {
 	c.closeMu.Lock()
 	defer c.closeMu.Unlock()
@@ -1091,6 +1216,8 @@ func (c *Client) Close() error {
 		}
 		c.wg.Wait()
 		c.markClosed()
+		c.dcClosedOnce.Do(func() { close(c.dcClosed) })
+		c.endedOnce.Do(func() { close(c.ended) })
 	})
 	return c.closeErr
 }

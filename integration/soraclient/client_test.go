@@ -45,6 +45,41 @@ type fakeConfig struct {
 	// handleConnect, when set, replaces the offer logic after connect was
 	// read; the session then just reads until the socket closes.
 	handleConnect func(s *fakeSession)
+	// dataChannels, when set, are created before the offer and listed in
+	// its data_channels (with rpc_methods); switched is sent on the
+	// WebSocket once all are open.
+	dataChannels []fakeDC
+	// rpc answers a JSON-RPC request on DC rpc with a result or, when
+	// rpcErr is non-nil, that error object; with neither it does not
+	// answer.
+	rpc func(method string, params json.RawMessage) (result any, rpcErr map[string]any)
+}
+
+// fakeDC is a DataChannel the fake server opens.
+type fakeDC struct {
+	label     string
+	direction string
+	compress  bool
+}
+
+// soraDataChannels are the signaling DataChannels Sora opens.
+func soraDataChannels(compress bool) []fakeDC {
+	return []fakeDC{
+		{LabelSignaling, "sendrecv", compress},
+		{LabelNotify, "sendonly", compress},
+		{LabelPush, "sendonly", compress},
+		{LabelStats, "sendrecv", compress},
+		{LabelRPC, "sendrecv", compress},
+	}
+}
+
+// dcMessage is a DataChannel message the fake server received.
+type dcMessage struct {
+	label  string
+	text   bool   // sent as a text message
+	wire   []byte // as received
+	data   []byte // inflated on compressed labels
+	object map[string]any
 }
 
 type fakeServer struct {
@@ -73,9 +108,17 @@ type fakeSession struct {
 	pc   *webrtc.PeerConnection
 	pcMu sync.Mutex // serializes renegotiation
 
-	mu   sync.Mutex
-	msgs []map[string]any // every message from the client after connect
-	recv map[string]*serverTrack
+	mu          sync.Mutex
+	msgs        []map[string]any // every message from the client after connect
+	recv        map[string]*serverTrack
+	dcMsgs      []dcMessage                 // every DataChannel message from the client
+	dcs         map[string]*fakeDataChannel // by label
+	clientClose *websocket.CloseError       // the close frame the client sent
+}
+
+type fakeDataChannel struct {
+	dc       *webrtc.DataChannel
+	compress bool
 }
 
 // serverTrack is what the fake server received from the client on one kind.
@@ -176,7 +219,7 @@ func (fs *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	s := &fakeSession{fs: fs, ws: ws, recv: map[string]*serverTrack{}}
+	s := &fakeSession{fs: fs, ws: ws, recv: map[string]*serverTrack{}, dcs: map[string]*fakeDataChannel{}}
 	done := make(chan struct{})
 	if !fs.goroutine(func() { <-done }) { // keeps Close waiting for this handler
 		_ = ws.Close()
@@ -268,6 +311,15 @@ func (s *fakeSession) offer() error {
 		if err := s.addPublisherLocked(id); err != nil {
 			return err
 		}
+	}
+	if len(fs.cfg.dataChannels) > 0 {
+		entries, err := s.createDataChannelsLocked()
+		if err != nil {
+			return err
+		}
+		msg["data_channels"] = entries
+		msg["rpc_methods"] = []string{"2025.2.0/RequestSimulcastRid"}
+		msg["data_channel_signaling"] = true
 	}
 	sdp, err := s.createOfferLocked()
 	if err != nil {
@@ -399,6 +451,12 @@ func (s *fakeSession) readLoop() {
 	for {
 		_, data, err := s.ws.ReadMessage()
 		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				s.mu.Lock()
+				s.clientClose = ce
+				s.mu.Unlock()
+			}
 			return
 		}
 		var m map[string]any
@@ -412,23 +470,239 @@ func (s *fakeSession) readLoop() {
 		pc := s.pc
 		s.pcMu.Unlock()
 		switch m["type"] {
-		case "answer", "re-answer":
-			sdp, _ := m["sdp"].(string)
-			s.pcMu.Lock()
-			err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp})
-			s.pcMu.Unlock()
-			if err != nil {
-				s.fs.t.Errorf("fake server: set %s: %v", m["type"], err)
-			}
-		case "candidate":
-			cand, _ := m["candidate"].(string)
-			if pc != nil {
-				_ = pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: cand})
-			}
 		case "disconnect":
 			s.closeWith(1000, "TYPE-DISCONNECT")
+		default:
+			s.handleSignaling(pc, m)
 		}
 	}
+}
+
+// handleSignaling applies an answer or a candidate from either transport.
+func (s *fakeSession) handleSignaling(pc *webrtc.PeerConnection, m map[string]any) {
+	switch m["type"] {
+	case "answer", "re-answer":
+		sdp, _ := m["sdp"].(string)
+		s.pcMu.Lock()
+		err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp})
+		s.pcMu.Unlock()
+		if err != nil {
+			s.fs.t.Errorf("fake server: set %s: %v", m["type"], err)
+		}
+	case "candidate":
+		cand, _ := m["candidate"].(string)
+		if pc != nil {
+			_ = pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: cand})
+		}
+	}
+}
+
+// createDataChannelsLocked creates the configured DataChannels and returns
+// their offer entries. Once all are open, switched goes on the WebSocket.
+func (s *fakeSession) createDataChannelsLocked() ([]any, error) {
+	dcs := s.fs.cfg.dataChannels
+	var entries []any
+	var open atomic.Int32
+	for _, d := range dcs {
+		dc, err := s.pc.CreateDataChannel(d.label, nil)
+		if err != nil {
+			return nil, err
+		}
+		fdc := &fakeDataChannel{dc: dc, compress: d.compress}
+		s.mu.Lock()
+		s.dcs[d.label] = fdc
+		s.mu.Unlock()
+		dc.OnOpen(func() {
+			if int(open.Add(1)) == len(dcs) {
+				ignore, _ := s.connect["ignore_disconnect_websocket"].(bool)
+				s.send(map[string]any{"type": "switched", "ignore_disconnect_websocket": ignore})
+			}
+		})
+		dc.OnMessage(func(msg webrtc.DataChannelMessage) { s.onDCMessage(d.label, fdc, msg) })
+		entries = append(entries, map[string]any{"label": d.label, "direction": d.direction, "compress": d.compress})
+	}
+	return entries, nil
+}
+
+func (s *fakeSession) onDCMessage(label string, fdc *fakeDataChannel, msg webrtc.DataChannelMessage) {
+	dm := dcMessage{label: label, text: msg.IsString, wire: msg.Data, data: msg.Data}
+	if fdc.compress {
+		// what does not inflate is kept with data nil (bad input tests)
+		dm.data, _ = inflate(msg.Data, maxInflated)
+	}
+	if !strings.HasPrefix(label, "#") {
+		_ = json.Unmarshal(dm.data, &dm.object)
+	}
+	s.mu.Lock()
+	s.dcMsgs = append(s.dcMsgs, dm)
+	s.mu.Unlock()
+	switch {
+	case label == LabelSignaling:
+		s.pcMu.Lock()
+		pc := s.pc
+		s.pcMu.Unlock()
+		if dm.object["type"] == "disconnect" {
+			// Sora closes the DataChannels, then a WebSocket still open.
+			s.fs.goroutine(func() {
+				s.closeDataChannels()
+				time.Sleep(50 * time.Millisecond)
+				s.closeWith(1000, "TYPE-DISCONNECT")
+			})
+			return
+		}
+		s.handleSignaling(pc, dm.object)
+	case label == LabelRPC:
+		s.answerRPC(dm.data)
+	case strings.HasPrefix(label, "#"):
+		// Echo, as if another connection sent it: with the
+		// sender_connection_id header when the client asked for it.
+		payload := dm.data
+		if s.wantsSenderHeader(label) {
+			payload = append([]byte(publisherID), payload...)
+		}
+		s.sendDCPayload(label, payload, false)
+	}
+}
+
+func (s *fakeSession) answerRPC(data []byte) {
+	var req struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+		Params json.RawMessage `json:"params"`
+	}
+	if err := json.Unmarshal(data, &req); err != nil || s.fs.cfg.rpc == nil {
+		return
+	}
+	result, rpcErr := s.fs.cfg.rpc(req.Method, req.Params)
+	resp := map[string]any{"jsonrpc": "2.0", "id": req.ID}
+	switch {
+	case rpcErr != nil:
+		resp["error"] = rpcErr
+	case result != nil:
+		resp["result"] = result
+	default:
+		return
+	}
+	s.sendDC(LabelRPC, resp)
+}
+
+// wantsSenderHeader reports whether the client's connect entry for label
+// asked for the sender_connection_id header.
+func (s *fakeSession) wantsSenderHeader(label string) bool {
+	entries, _ := s.connect["data_channels"].([]any)
+	for _, e := range entries {
+		m, _ := e.(map[string]any)
+		if m["label"] != label {
+			continue
+		}
+		headers, _ := m["header"].([]any)
+		for _, h := range headers {
+			if hm, _ := h.(map[string]any); hm["type"] == "sender_connection_id" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sendDC sends v as JSON on a DataChannel, compressed when the label is.
+func (s *fakeSession) sendDC(label string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	s.sendDCPayload(label, data, true)
+}
+
+func (s *fakeSession) sendDCPayload(label string, data []byte, isJSON bool) {
+	s.mu.Lock()
+	fdc := s.dcs[label]
+	s.mu.Unlock()
+	if fdc == nil {
+		s.fs.t.Errorf("fake server: no DataChannel %q", label)
+		return
+	}
+	var err error
+	switch {
+	case fdc.compress:
+		err = fdc.dc.Send(deflate(data))
+	case isJSON:
+		err = fdc.dc.SendText(string(data))
+	default:
+		err = fdc.dc.Send(data)
+	}
+	if err != nil {
+		s.fs.t.Errorf("fake server: send on %q: %v", label, err)
+	}
+}
+
+// closeDataChannels closes every DataChannel of the session.
+func (s *fakeSession) closeDataChannels() {
+	s.mu.Lock()
+	dcs := make([]*fakeDataChannel, 0, len(s.dcs))
+	for _, d := range s.dcs {
+		dcs = append(dcs, d)
+	}
+	s.mu.Unlock()
+	for _, d := range dcs {
+		_ = d.dc.Close()
+	}
+}
+
+// reofferDC adds a publisher track, sends re-offer on DC signaling and
+// waits for the re-answer there.
+func (s *fakeSession) reofferDC(t *testing.T, ctx context.Context, id string) dcMessage {
+	t.Helper()
+	s.pcMu.Lock()
+	err := s.addPublisherLocked(id)
+	var sdp string
+	if err == nil {
+		sdp, err = s.createOfferLocked()
+	}
+	s.pcMu.Unlock()
+	if err != nil {
+		t.Fatalf("re-offer: %v", err)
+	}
+	s.sendDC(LabelSignaling, map[string]any{"type": "re-offer", "sdp": sdp})
+	return s.waitDCMsg(t, ctx, LabelSignaling, "re-answer")
+}
+
+// waitDCMsg waits for a JSON message of that type from the client on a
+// DataChannel.
+func (s *fakeSession) waitDCMsg(t *testing.T, ctx context.Context, label, typ string) dcMessage {
+	t.Helper()
+	var found dcMessage
+	eventually(t, ctx, "client DataChannel message "+label+" "+typ, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, m := range s.dcMsgs {
+			if m.label == label && m.object["type"] == typ {
+				found = m
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// labelPayloads returns what the client sent on a DataChannel label.
+func (s *fakeSession) labelPayloads(label string) []dcMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []dcMessage
+	for _, m := range s.dcMsgs {
+		if m.label == label {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (s *fakeSession) closeFrame() *websocket.CloseError {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clientClose
 }
 
 // waitMsg waits for a message of that type from the client.
