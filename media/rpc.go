@@ -143,7 +143,7 @@ func rpcRID(field, v string) (channel.RID, *signaling.RPCError) {
 
 type simulcastRIDParams struct {
 	RID                  string `json:"rid"`
-	SenderConnectionID   string `json:"sender_connection_id"`
+	SenderConnectionID   string `json:"sender_connection_id,omitempty"`
 	ReceiverConnectionID string `json:"receiver_connection_id"`
 }
 
@@ -164,6 +164,7 @@ func rpcRequestSimulcastRID(c *connection, params json.RawMessage) (any, *signal
 	if err := c.m.RequestRtpStream(c.req.ChannelID, c.id, p.SenderConnectionID, rid); err != nil {
 		return nil, rpcFailure(err)
 	}
+	p.ReceiverConnectionID = c.id
 	return p, nil
 }
 
