@@ -446,15 +446,10 @@ func joinLatencies(b *testing.B, joins, inFlight int) []joinPhases {
 // offer and answer passed directly), the sender writing Opus-sized samples
 // every 20 ms, and times creation to the receiver's first RTP packet.
 func bareLatencies(b *testing.B, joins, inFlight int) []time.Duration {
-	s := webrtc.SettingEngine{}
-	s.SetIncludeLoopbackCandidate(true)
-	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	s.SetInterfaceFilter(func(name string) bool { return name == "lo" })
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	api, err := loopbackAPI()
+	if err != nil {
 		b.Fatal(err)
 	}
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(s))
 	return parallel(b, joins, inFlight, func() (time.Duration, error) {
 		start := time.Now()
 		tx, err := api.NewPeerConnection(webrtc.Configuration{})
@@ -480,28 +475,7 @@ func bareLatencies(b *testing.B, joins, inFlight int) []time.Duration {
 				first <- time.Now()
 			}
 		})
-		offer, err := tx.CreateOffer(nil)
-		if err != nil {
-			return 0, err
-		}
-		gathered := webrtc.GatheringCompletePromise(tx)
-		if err := tx.SetLocalDescription(offer); err != nil {
-			return 0, err
-		}
-		<-gathered
-		if err := rx.SetRemoteDescription(*tx.LocalDescription()); err != nil {
-			return 0, err
-		}
-		answer, err := rx.CreateAnswer(nil)
-		if err != nil {
-			return 0, err
-		}
-		gathered = webrtc.GatheringCompletePromise(rx)
-		if err := rx.SetLocalDescription(answer); err != nil {
-			return 0, err
-		}
-		<-gathered
-		if err := tx.SetRemoteDescription(*rx.LocalDescription()); err != nil {
+		if err := connectPair(tx, rx); err != nil {
 			return 0, err
 		}
 		tick := time.NewTicker(20 * time.Millisecond)

@@ -519,6 +519,17 @@ func (c *Client) LabelMessages(label string) [][]byte {
 	return c.labelMessagesLocked(label)
 }
 
+// LabelMessageCount is how many payloads ever arrived on a messaging
+// label (also those LabelMessages no longer keeps).
+func (c *Client) LabelMessageCount(label string) int {
+	c.labelMu.Lock()
+	defer c.labelMu.Unlock()
+	if l := c.labels[label]; l != nil {
+		return l.total
+	}
+	return 0
+}
+
 func (c *Client) labelMessagesLocked(label string) [][]byte {
 	l := c.labels[label]
 	if l == nil {
