@@ -42,6 +42,7 @@ type dataChannels struct {
 	order    []*labelChannel          // as created, for the offer
 	open     atomic.Int32             // signaling DataChannels open
 	switched atomic.Bool
+	refusing atomic.Bool // a message broke a limit: the connection is closing
 	inbox    chan inboundMessage
 }
 
@@ -160,8 +161,13 @@ func (c *connection) switchToDataChannels() {
 // it for readDataChannels. It runs on pion's reading goroutine, which it
 // never blocks.
 func (c *connection) receiveOnDataChannel(via route, l *labelChannel, data []byte) {
+	if c.ctx.Err() != nil {
+		return
+	}
 	refuse := func(reason string) {
-		c.spawn(func() { c.close(signaling.CloseSignaling, reason) })
+		if c.dcs.refusing.CompareAndSwap(false, true) {
+			c.spawn(func() { c.close(signaling.CloseSignaling, reason) })
+		}
 	}
 	max := c.m.cfg.MaxMessageSize
 	if len(data) > max {

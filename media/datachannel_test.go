@@ -265,7 +265,11 @@ func TestMessagingRouting(t *testing.T) {
 	b := messagingClient(t, ctx, url, "", soraclient.DataChannelOption{Label: "#chat", Direction: "recvonly", SenderConnectionIDHeader: true, Compress: &yes})
 	c := messagingClient(t, ctx, url, "", soraclient.DataChannelOption{Label: "#chat", Direction: "sendonly"})
 	d := messagingClient(t, ctx, url, "bundle-a", soraclient.DataChannelOption{Label: "#chat", Direction: "sendrecv"})
-	e := messagingClient(t, ctx, url, "", soraclient.DataChannelOption{Label: "#other", Direction: "sendrecv"})
+	no, zero := false, 0
+	e := messagingClient(t, ctx, url, "", soraclient.DataChannelOption{Label: "#other", Direction: "sendrecv", Ordered: &no, MaxRetransmits: &zero, Protocol: "p1"})
+	if dc := e.DataChannel("#other"); dc == nil || dc.Ordered() || dc.MaxRetransmits() == nil || *dc.MaxRetransmits() != 0 || dc.Protocol() != "p1" {
+		t.Errorf("#other was not opened with the entry's ordered, max_retransmits and protocol: %+v", dc)
+	}
 
 	for _, s := range []string{"m1", "m2", strings.Repeat("x", 5000)} {
 		if err := a.SendMessage("#chat", []byte(s)); err != nil {

@@ -20,6 +20,9 @@ import (
 // It runs on pion's reading goroutine for that DataChannel, so one label's
 // messages are delivered in the order they came.
 func (c *connection) onLabelMessage(l *labelChannel, msg webrtc.DataChannelMessage) {
+	if c.ctx.Err() != nil {
+		return
+	}
 	st := c.m.stats
 	st.messagesReceived.Add(1)
 	drop := func(why string) {

@@ -163,6 +163,9 @@ func (c *connection) serveWebSocket() {
 			c.dropWebSocket()
 			c.log.Info("websocket closed; signaling goes on over DataChannels")
 			<-c.ctx.Done()
+			// Ended by close, or by the media plane stopping (then this
+			// close is the one that leaves the session).
+			c.close(signaling.CloseUnavailable, "SHUTDOWN")
 		case c.ctx.Err() == nil:
 			// The client went away without a disconnect.
 			c.close(signaling.CloseTimeout, "WEBSOCKET-CLOSED")
