@@ -155,7 +155,9 @@ func messagingOnce(b *testing.B, n int) (sent, delivered, cpu, elapsed float64) 
 	b.ResetTimer()
 	var profiled sync.WaitGroup
 	if profileDir != "" {
-		profiled.Go(func() { cpuProfile(b, node, 9*time.Second, filepath.Join(profileDir, fmt.Sprintf("messaging-%d.pprof", n))) })
+		profiled.Go(func() {
+			cpuProfile(b, node, 9*time.Second, filepath.Join(profileDir, fmt.Sprintf("messaging-%d.pprof", n)))
+		})
 	}
 	time.Sleep(10 * time.Second)
 	b.StopTimer()
