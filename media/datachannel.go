@@ -14,7 +14,7 @@ import (
 
 // DataChannel signaling: a connection that asks for it gets the signaling,
 // notify, push, stats and rpc DataChannels and its # messaging labels, all
-// opened by the server and listed in the offer. Once the signaling ones are
+// opened by the server and listed in the offer. Once they are all
 // open the server sends switched on the WebSocket; from then on re-offer,
 // close, notify, push, req-stats and RPC responses go over them, and the
 // client's re-answer, candidate, disconnect, stats and RPC calls come
@@ -35,12 +35,12 @@ var signalingDirections = [numRoutes]signaling.Direction{
 }
 
 // dataChannels are a connection's DataChannels. The set is fixed before the
-// connection joins its session.
+// connection joins its session; signaling switches once they are all open.
 type dataChannels struct {
 	byRoute  [numRoutes]*labelChannel // the signaling ones
 	labels   map[string]*labelChannel // every one, by label
 	order    []*labelChannel          // as created, for the offer
-	open     atomic.Int32             // signaling DataChannels open
+	open     atomic.Int32             // DataChannels open
 	switched atomic.Bool
 	refusing atomic.Bool // a message broke a limit: the connection is closing
 	inbox    chan inboundMessage
@@ -115,7 +115,7 @@ func (c *connection) createDataChannel(d *dataChannels, spec signaling.DataChann
 	}
 	dc.OnOpen(func() {
 		l.opened.Store(true)
-		if via != viaWebSocket && d.open.Add(1) == int32(numRoutes-viaSignaling) {
+		if d.open.Add(1) == int32(len(d.order)) {
 			c.switchToDataChannels()
 		}
 	})
@@ -143,7 +143,10 @@ func (c *connection) createDataChannel(d *dataChannels, spec signaling.DataChann
 
 // switchToDataChannels marks signaling as switched, then tells the client
 // on the WebSocket: a client may close its WebSocket as soon as it reads
-// switched.
+// switched. switched goes once the client's SCTP stack has acknowledged
+// the DataChannels' opening (nothing left unacknowledged on them, within
+// switchWait), so that it does not overtake them: the WebSocket is another
+// path, and the SDKs look their DataChannels up when it arrives.
 func (c *connection) switchToDataChannels() {
 	if !c.dcs.switched.CompareAndSwap(false, true) {
 		return
@@ -152,8 +155,35 @@ func (c *connection) switchToDataChannels() {
 	if err != nil {
 		return
 	}
-	c.sendEncoded(viaWebSocket, b)
-	c.log.Info("signaling switched to DataChannels", "ignore_disconnect_websocket", c.req.IgnoreDisconnectWebSocket)
+	c.spawn(func() {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		deadline := time.Now().Add(switchWait)
+		for !c.dcs.acknowledged() && time.Now().Before(deadline) {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		c.sendEncoded(viaWebSocket, b)
+		c.log.Info("signaling switched to DataChannels", "ignore_disconnect_websocket", c.req.IgnoreDisconnectWebSocket)
+	})
+}
+
+// switchWait bounds the wait for the DataChannels' opening to be
+// acknowledged before switched.
+const switchWait = time.Second
+
+// acknowledged reports whether nothing sent on any DataChannel awaits the
+// client's acknowledgement.
+func (d *dataChannels) acknowledged() bool {
+	for _, l := range d.order {
+		if l.dc.BufferedAmount() > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // receiveOnDataChannel bounds a message the client sent on a signaling
