@@ -98,6 +98,9 @@ type ConnectRequest struct {
 	Redirect     bool
 	SoraClient   string
 	Environment  string
+	// Raw is the connect message as it came, for an auth webhook's
+	// overrides to be applied to and checked again.
+	Raw json.RawMessage
 }
 
 // connectWire is the connect message as it arrives. Fields whose type
@@ -149,7 +152,7 @@ func ParseConnect(b []byte) (ConnectRequest, error) {
 	if w.Type != "connect" {
 		return ConnectRequest{}, Errorf("UNEXPECTED-MESSAGE", "the first message must be type connect, not %q", w.Type)
 	}
-	var req ConnectRequest
+	req := ConnectRequest{Raw: b}
 	switch {
 	case w.Role == nil:
 		return req, Errorf("MISSING-ROLE", "")
