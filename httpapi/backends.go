@@ -34,6 +34,7 @@ type Cluster interface {
 type Media interface {
 	Stats() *media.Stats
 	Counters() media.Counters
+	WebhookReport() media.WebhookReport
 
 	Disconnect(sel media.Selector, reason json.RawMessage) error
 	Push(sel media.Selector, data json.RawMessage) error

@@ -114,6 +114,7 @@ var (
 	descPLIsSent    = prometheus.NewDesc("sorad_keyframe_requests_sent_total", "Key frame requests (PLI) sent to publishers.", nil, nil)
 	descUAStatsDrop = prometheus.NewDesc("sorad_user_agent_stats_dropped_total", "Client statistics reports dropped: larger than user_agent_stats_max_size, or not a JSON array.", nil, nil)
 	descMessages    = prometheus.NewDesc("sorad_messages_total", "Messages on # messaging labels: received from senders, delivered to receivers.", []string{"outcome"}, nil)
+	descWebhooks    = prometheus.NewDesc("sorad_webhooks_total", "Webhook calls by kind (auth, session, event, stats) and outcome: successful (a valid answer, or delivered), failed (no valid answer after any retries, or dropped from a full queue), ignored (the kind has no URL); auth answers also by allowed and denied.", []string{"kind", "outcome"}, nil)
 	descMsgDropped  = prometheus.NewDesc("sorad_messages_dropped_total", "Messages on # labels dropped: larger than messaging_max_message_size, over messaging_message_rate, sent on a recvonly label, or to a receiver that does not keep up.", nil, nil)
 )
 
@@ -121,7 +122,7 @@ var (
 type mediaCollector struct{ med Media }
 
 func (c *mediaCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent, descUAStatsDrop, descMessages, descMsgDropped} {
+	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent, descUAStatsDrop, descMessages, descMsgDropped, descWebhooks} {
 		ch <- d
 	}
 }
@@ -151,4 +152,17 @@ func (c *mediaCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descMessages, k.MessagesReceived, "received")
 	counter(descMessages, k.MessagesDelivered, "delivered")
 	counter(descMsgDropped, k.MessagesDropped)
+	w := c.med.WebhookReport()
+	for _, x := range []struct {
+		kind, outcome string
+		v             int64
+	}{
+		{"auth", "allowed", w.TotalAuthWebhookAllowed}, {"auth", "denied", w.TotalAuthWebhookDenied},
+		{"auth", "successful", w.TotalSuccessfulAuthWebhook}, {"auth", "failed", w.TotalFailedAuthWebhook},
+		{"session", "successful", w.TotalSuccessfulSessionWebhook}, {"session", "failed", w.TotalFailedSessionWebhook}, {"session", "ignored", w.TotalIgnoredSessionWebhook},
+		{"event", "successful", w.TotalSuccessfulEventWebhook}, {"event", "failed", w.TotalFailedEventWebhook}, {"event", "ignored", w.TotalIgnoredEventWebhook},
+		{"stats", "successful", w.TotalSuccessfulStatsWebhook}, {"stats", "failed", w.TotalFailedStatsWebhook}, {"stats", "ignored", w.TotalIgnoredStatsWebhook},
+	} {
+		counter(descWebhooks, x.v, x.kind, x.outcome)
+	}
 }

@@ -948,16 +948,17 @@ func TestChangeMode(t *testing.T) {
 
 func TestGetStatsReport(t *testing.T) {
 	shape := map[string]string{"version": "string", "cluster": "object"}
-	ct := reflect.TypeFor[media.Report]()
-	for i := range ct.NumField() {
-		name, _, _ := strings.Cut(ct.Field(i).Tag.Get("json"), ",")
-		if !strings.HasPrefix(name, "total_") && !strings.HasPrefix(name, "average_") {
-			t.Errorf("media.Report.%s has json name %q, want total_* or average_*", ct.Field(i).Name, name)
+	for _, ct := range []reflect.Type{reflect.TypeFor[media.Report](), reflect.TypeFor[media.WebhookReport]()} {
+		for i := range ct.NumField() {
+			name, _, _ := strings.Cut(ct.Field(i).Tag.Get("json"), ",")
+			if !strings.HasPrefix(name, "total_") && !strings.HasPrefix(name, "average_") {
+				t.Errorf("%s.%s has json name %q, want total_* or average_*", ct.Name(), ct.Field(i).Name, name)
+			}
+			shape[name] = "number"
 		}
-		shape[name] = "number"
 	}
-	if len(shape) < 2+14 {
-		t.Fatalf("only %d counters in media.Report", len(shape)-2)
+	if len(shape) < 2+14+13 {
+		t.Fatalf("only %d counters in media.Report and media.WebhookReport", len(shape)-2)
 	}
 	for _, body := range []string{"", `{}`} {
 		a := call(testAPI, "Sora_20171010.GetStatsReport", body)

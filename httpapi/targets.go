@@ -234,6 +234,7 @@ func (s *Server) listChannels(ctx context.Context, body []byte) (any, error) {
 type statsReport struct {
 	Version string `json:"version"`
 	media.Report
+	media.WebhookReport
 	Cluster clusterStats `json:"cluster"`
 }
 
@@ -252,8 +253,9 @@ func (s *Server) getStatsReport(_ context.Context, body []byte) (any, error) {
 	}
 	st := s.cluster.Stats()
 	return statsReport{
-		Version: s.cfg.Version,
-		Report:  s.media.Stats().Report(),
+		Version:       s.cfg.Version,
+		Report:        s.media.Stats().Report(),
+		WebhookReport: s.media.WebhookReport(),
 		Cluster: clusterStats{
 			NodeName:         s.cluster.NodeName(),
 			RaftState:        st.State,

@@ -80,8 +80,11 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, limiter *rate.Lim
 		m.mu.Unlock()
 	}()
 	var (
-		c    *connection
-		pubs []*published
+		c          *connection
+		pubs       []*published
+		id         = newID()
+		g          grant
+		authorized bool
 	)
 	for attempt := 0; c == nil; attempt++ {
 		if attempt == maxPlacements {
@@ -95,7 +98,14 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, limiter *rate.Lim
 			m.redirect(ws, req, a.Owner)
 			return nil, nil
 		}
-		c, pubs, err = m.join(ws, limiter, req)
+		if !authorized {
+			// Once per admitted connect, on the node that serves it.
+			if g, err = m.authorize(ctx, &req, id); err != nil {
+				return nil, err
+			}
+			authorized = true
+		}
+		c, pubs, err = m.join(ws, limiter, req, id, g)
 		var rel *releaseInFlight
 		switch {
 		case errors.As(err, &rel):
@@ -251,12 +261,12 @@ func (m *Media) hasSession(channelID string) bool {
 // starts a session decides whether it is a spotlight channel; a joiner
 // that disagrees is refused. It returns the tracks the connection receives
 // from the start.
-func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.ConnectRequest) (*connection, []*published, error) {
+func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.ConnectRequest, id string, g grant) (*connection, []*published, error) {
 	pc, err := m.engine.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	c := newConnection(m, req, ws, limiter, pc)
+	c := newConnection(m, req, id, g, ws, limiter, pc)
 	if err := c.createDataChannels(); err != nil {
 		c.discard()
 		return nil, nil, err
@@ -292,7 +302,8 @@ func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.Co
 			return turnAway(signaling.Errorf("CHANNEL-METADATA-TOO-LARGE", "the channel's connections would hold %d bytes of metadata; at most %d are accepted", total, m.cfg.MaxChannelMetadata))
 		}
 	}
-	if !ok {
+	created := !ok
+	if created {
 		s = m.newSession(req)
 		m.sessions[req.ChannelID] = s
 		m.stats.sessionsCreated.Add(1)
@@ -306,6 +317,9 @@ func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.Co
 	m.conns[c.id] = c
 	pubs := s.join(c)
 	m.mu.Unlock()
+	if created {
+		m.announceSessionCreated(s)
+	}
 	m.stats.connectionsCreated.Add(1)
 	m.stats.connectionsOngoing.Add(1)
 	return c, pubs, nil

@@ -127,6 +127,9 @@ func (m *Media) Disconnect(sel Selector, reason json.RawMessage) error {
 		return err
 	}
 	for _, c := range cs {
+		c.endMu.Lock()
+		c.apiReason = reason
+		c.endMu.Unlock()
 		c.close(signaling.CloseNormal, "DISCONNECTED-API")
 	}
 	return nil
@@ -158,22 +161,25 @@ type ConnectionInfo struct {
 	Simulcast    bool   `json:"simulcast"`
 	Spotlight    bool   `json:"spotlight"`
 	Video        any    `json:"video"`
+	// EventMetadata is what the auth webhook's answer gave the connection.
+	EventMetadata json.RawMessage `json:"event_metadata,omitempty"`
 }
 
 func (c *connection) info() ConnectionInfo {
 	return ConnectionInfo{
-		Audio:        mediaInfo(c.req.Audio, "OPUS"),
-		ChannelID:    c.req.ChannelID,
-		ClientID:     c.client,
-		CreatedTime:  c.created.UnixMicro(),
-		BundleID:     c.bundle,
-		ConnectionID: c.id,
-		SessionID:    c.session.id,
-		Multistream:  true,
-		Role:         c.req.Role,
-		Simulcast:    c.req.Simulcast,
-		Spotlight:    c.req.Spotlight,
-		Video:        c.videoInfo(),
+		Audio:         mediaInfo(c.req.Audio, "OPUS"),
+		ChannelID:     c.req.ChannelID,
+		ClientID:      c.client,
+		CreatedTime:   c.created.UnixMicro(),
+		BundleID:      c.bundle,
+		ConnectionID:  c.id,
+		SessionID:     c.session.id,
+		Multistream:   true,
+		Role:          c.req.Role,
+		Simulcast:     c.req.Simulcast,
+		Spotlight:     c.req.Spotlight,
+		Video:         c.videoInfo(),
+		EventMetadata: c.grant.eventMetadata,
 	}
 }
 

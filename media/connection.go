@@ -38,6 +38,7 @@ type connection struct {
 	log        *slog.Logger
 	created    time.Time
 	handlers   signaling.Handlers
+	grant      grant // from the auth webhook's answer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -47,6 +48,12 @@ type connection struct {
 	wg      sync.WaitGroup
 
 	closeOnce sync.Once
+	endMu     sync.Mutex // guards the end's account below
+	endCode   int
+	endReason string
+	apiReason json.RawMessage // the Disconnect API's reason object
+	// typeReason is the reason of the client's disconnect message.
+	typeReason string
 
 	established atomic.Bool
 	connectedAt atomic.Int64             // Unix microseconds
@@ -68,11 +75,11 @@ type connection struct {
 	rtpForward *rtpForward // StartForwardingRtp's outputs; nil when none
 }
 
-func newConnection(m *Media, req signaling.ConnectRequest, ws *websocket.Conn, limiter *rate.Limiter, pc *webrtc.PeerConnection) *connection {
-	id := newID()
+func newConnection(m *Media, req signaling.ConnectRequest, id string, g grant, ws *websocket.Conn, limiter *rate.Limiter, pc *webrtc.PeerConnection) *connection {
 	ctx, cancel := context.WithCancel(m.ctx)
+	req.Raw = nil // only admission needs the connect as it came
 	c := &connection{
-		m: m, id: id, req: req, client: req.ClientID, bundle: req.BundleID,
+		m: m, id: id, req: req, grant: g, client: req.ClientID, bundle: req.BundleID,
 		ws: ws, limiter: limiter, out: make(chan outbound, m.cfg.SendQueue), pc: pc, created: time.Now(),
 		msgLimiter: rate.NewLimiter(rate.Limit(m.cfg.MessagingRate), m.cfg.MessagingBurst),
 		log:        m.log.With("channel_id", req.ChannelID, "connection_id", id),
@@ -143,7 +150,7 @@ func (c *connection) send(msg signaling.Outbound) {
 // once. It may be called under any lock: a full queue closes the
 // connection from a goroutine of its own.
 func (c *connection) sendEncoded(via route, b []byte) {
-	if b == nil || c.ctx.Err() != nil {
+	if b == nil || c.ctx.Err() != nil || via == viaNotify && c.grant.notifyOff {
 		return
 	}
 	select {
@@ -189,9 +196,46 @@ func (c *connection) onStats(s signaling.Stats) error {
 	return nil
 }
 
-func (c *connection) onDisconnect(signaling.Disconnect) error {
+func (c *connection) onDisconnect(d signaling.Disconnect) error {
+	c.endMu.Lock()
+	c.typeReason = signaling.TruncateReason(d.Reason)
+	c.endMu.Unlock()
 	c.close(signaling.CloseNormal, "TYPE-DISCONNECT")
 	return nil
+}
+
+// expireAfter closes the connection with LIFETIME-EXPIRED once d (the auth
+// webhook's connection_lifetime) has passed, unless it ended before.
+func (c *connection) expireAfter(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		c.close(signaling.CloseNormal, "LIFETIME-EXPIRED")
+	case <-c.ctx.Done():
+	}
+}
+
+// closedWith is the close code and reason the connection ended with.
+func (c *connection) closedWith() (int, string) {
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
+	return c.endCode, c.endReason
+}
+
+// disconnectAPIReason is the reason object of the Disconnect API call that
+// ended the connection, if one did.
+func (c *connection) disconnectAPIReason() json.RawMessage {
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
+	return c.apiReason
+}
+
+// typeDisconnectReason is the reason of the client's disconnect message.
+func (c *connection) typeDisconnectReason() string {
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
+	return c.typeReason
 }
 
 // pingLoop pings the client on its WebSocket and disconnects it when pongs
@@ -218,7 +262,7 @@ func (c *connection) pingLoop() {
 				return
 			}
 			msg := ping
-			if every := c.m.cfg.UserAgentStatsInterval; every > 0 && time.Since(askedStats) >= every {
+			if every := c.m.cfg.UserAgentStatsInterval; every > 0 && !c.grant.uaStatsOff && time.Since(askedStats) >= every {
 				askedStats = time.Now()
 				if c.switched() {
 					c.sendEncoded(viaStats, reqStats)
@@ -243,6 +287,7 @@ func (c *connection) onConnectionState(s webrtc.PeerConnectionState) {
 			c.m.stats.setupMicros.Add(micros(time.Since(c.created)))
 			c.log.Info("connection established", "setup", time.Since(c.created).Round(time.Millisecond))
 			announceCreated(c)
+			c.eventCreated()
 		}
 	case webrtc.PeerConnectionStateFailed:
 		c.close(signaling.CloseTimeout, "ICE-CONNECTION-FAILED")
@@ -261,6 +306,9 @@ func (c *connection) onConnectionState(s webrtc.PeerConnectionState) {
 func (c *connection) close(code int, reason string) {
 	c.closeOnce.Do(func() {
 		reason = signaling.TruncateReason(reason)
+		c.endMu.Lock()
+		c.endCode, c.endReason = code, reason
+		c.endMu.Unlock()
 		c.log.Info("closing connection", "code", code, "reason", reason)
 		c.cancel()
 		c.m.leave(c)
@@ -287,6 +335,7 @@ func (c *connection) teardown() {
 	c.wg.Wait()
 	c.stopForwardingRtp()
 	_ = c.ws.Close()
+	c.eventEnded()
 	m := c.m
 	m.stats.connectionsOngoing.Add(-1)
 	m.stats.connectionsDestroyed.Add(1)

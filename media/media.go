@@ -42,6 +42,7 @@ import (
 	"github.com/sorad/sorad/media/authtoken"
 	"github.com/sorad/sorad/media/channel"
 	"github.com/sorad/sorad/media/signaling"
+	"github.com/sorad/sorad/media/webhook"
 )
 
 // Cluster is what the media plane needs of the cluster: package cluster's
@@ -114,6 +115,12 @@ type Config struct {
 	// sends on its # labels, per second.
 	MessagingRate  float64
 	MessagingBurst int
+	// Webhooks delivers the auth, session, event and stats webhooks; nil
+	// sends none and admits every connect.
+	Webhooks *webhook.Client
+	// WebhookUpdateInterval is how often session.updated and
+	// connection.updated go out.
+	WebhookUpdateInterval time.Duration
 	// RTPForwardNetworks are the addresses StartForwardingRtp may send to.
 	RTPForwardNetworks []netip.Prefix
 	// Tokens, when set, admits only connects whose metadata.access_token
@@ -164,6 +171,7 @@ func (cfg *Config) setDefaults() {
 	def(&cfg.ReleaseDelay, 5*time.Second)
 	def(&cfg.KeyframeThrottle, 500*time.Millisecond)
 	def(&cfg.SpotlightFocusHold, 2*time.Second)
+	def(&cfg.WebhookUpdateInterval, time.Minute)
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = 256 << 10
 	}
@@ -296,7 +304,10 @@ type Media struct {
 	admitting map[string]int           // connects being placed, by channel ID: not released under them
 	serving   sync.WaitGroup           // signaling handlers and release calls
 	zlib      sync.Pool                // *zlib.Writer for compressed DataChannels
-	draining  atomic.Bool              // stopping: no new channel here
+	// unsupported are the webhook answer fields already reported as not
+	// supported (each is logged once).
+	unsupported sync.Map
+	draining    atomic.Bool // stopping: no new channel here
 }
 
 // New starts the media plane: it opens the UDP port. stats may be shared
@@ -345,6 +356,13 @@ func New(cfg Config, cl Cluster, stats *Stats) (*Media, error) {
 		defer m.serving.Done()
 		m.fenceLoop()
 	}()
+	if cfg.Webhooks != nil {
+		m.serving.Add(1)
+		go func() {
+			defer m.serving.Done()
+			m.webhookLoop()
+		}()
+	}
 	return m, nil
 }
 
@@ -473,13 +491,17 @@ func (m *Media) leave(c *connection) {
 	m.mu.Lock()
 	delete(m.conns, c.id)
 	empty, gone := c.session.leave(c)
-	if empty && m.sessions[c.req.ChannelID] == c.session {
+	destroyed := empty && m.sessions[c.req.ChannelID] == c.session
+	if destroyed {
 		delete(m.sessions, c.req.ChannelID)
 		m.stats.sessionsDestroyed.Add(1)
 		c.log.Info("session destroyed", "session_id", c.session.id)
 		m.scheduleRelease(c.req.ChannelID)
 	}
 	m.mu.Unlock()
+	if destroyed {
+		m.announceSessionDestroyed(c.session)
+	}
 	for _, p := range gone {
 		for _, r := range c.session.snapshot() {
 			r.stopReceiving(p)

@@ -61,6 +61,9 @@ func (c *connection) start(pubs []*published) error {
 	}
 	c.spawn(c.writeLoop)
 	c.spawn(c.pingLoop)
+	if d := c.grant.lifetime; d > 0 {
+		c.spawn(func() { c.expireAfter(d) })
+	}
 	if c.dcs != nil {
 		c.spawn(c.readDataChannels)
 	}
@@ -209,6 +212,7 @@ func (c *connection) offerMessage(sdp string) signaling.Offer {
 		Audio:        c.req.Audio.Enabled,
 		Video:        c.req.Video.Enabled,
 		Mid:          c.mid,
+		Metadata:     c.grant.metadata,
 	}
 	if c.req.Audio.Enabled {
 		o.AudioCodecType = "OPUS"

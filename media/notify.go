@@ -31,6 +31,7 @@ func connectionNotify(event string, subject *connection, members []*connection) 
 		TurnTransportType:          "udp",
 		Timestamp:                  signaling.Timestamp(time.Now()),
 		AuthnMetadata:              subject.req.Metadata,
+		AuthzMetadata:              subject.grant.metadata,
 		Metadata:                   subject.notifyMetadata(),
 	}
 }
@@ -44,7 +45,7 @@ func (c *connection) minutes() int {
 }
 
 func (c *connection) entry() signaling.NotifyEntry {
-	return signaling.NotifyEntry{ClientID: c.client, BundleID: c.bundle, ConnectionID: c.id, AuthnMetadata: c.req.Metadata, Metadata: c.notifyMetadata()}
+	return signaling.NotifyEntry{ClientID: c.client, BundleID: c.bundle, ConnectionID: c.id, AuthnMetadata: c.req.Metadata, AuthzMetadata: c.grant.metadata, Metadata: c.notifyMetadata()}
 }
 
 // announceCreated tells an established connection about itself first, with
@@ -102,6 +103,7 @@ func (s *session) announceSpotlightLocked(events []channel.Event) {
 		if e.Kind == channel.Unfocused {
 			kind = "spotlight.unfocused"
 		}
+		subject.m.sendEvent(s.spotlightEvent(kind, subject, e.Fixed))
 		msgs := []signaling.SpotlightNotify{s.spotlightNotify(kind, subject, e.Fixed)}
 		if e.Kind == channel.Focused {
 			changed := s.spotlightNotify("spotlight.changed", subject, e.Fixed)

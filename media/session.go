@@ -26,6 +26,7 @@ type session struct {
 	model   *channel.Channel
 	members map[string]*connection // by connection ID, admitted (offer sent or about to be)
 	tracks  map[string]*published  // by track ID
+	record  sessionRecord          // for the session webhooks
 }
 
 // newSession starts the session of the channel req connects to.
@@ -73,6 +74,7 @@ func (s *session) join(c *connection) []*published {
 	defer s.mu.Unlock()
 	now := time.Now()
 	s.members[c.id] = c
+	s.recordJoinLocked(c)
 	events := s.model.Join(member(c), now)
 	if n := c.req.SpotlightNumber; n > 0 && s.spotlight && n != s.model.SpotlightNumber() {
 		more, _ := s.model.SetSpotlightNumber(n, now)
@@ -96,6 +98,7 @@ func (s *session) leave(c *connection) (empty bool, gone []*published) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.members, c.id)
+	s.recordLeaveLocked(c)
 	for id, p := range s.tracks {
 		if p.owner == c {
 			gone = append(gone, p)

@@ -112,3 +112,39 @@ func (s *Stats) counters() Counters {
 }
 
 func micros(d time.Duration) int64 { return d.Microseconds() }
+
+// WebhookReport holds the webhook counters of Sora's GetStatsReport, in its
+// key names: auth answers allowed and denied, and per kind the deliveries
+// that succeeded, failed (no valid answer, after any retries, or dropped
+// from a full queue) and were ignored (the kind has no URL).
+type WebhookReport struct {
+	TotalAuthWebhookAllowed       int64 `json:"total_auth_webhook_allowed"`
+	TotalAuthWebhookDenied        int64 `json:"total_auth_webhook_denied"`
+	TotalSuccessfulAuthWebhook    int64 `json:"total_successful_auth_webhook"`
+	TotalFailedAuthWebhook        int64 `json:"total_failed_auth_webhook"`
+	TotalSuccessfulSessionWebhook int64 `json:"total_successful_session_webhook"`
+	TotalFailedSessionWebhook     int64 `json:"total_failed_session_webhook"`
+	TotalIgnoredSessionWebhook    int64 `json:"total_ignored_session_webhook"`
+	TotalSuccessfulEventWebhook   int64 `json:"total_successful_event_webhook"`
+	TotalFailedEventWebhook       int64 `json:"total_failed_event_webhook"`
+	TotalIgnoredEventWebhook      int64 `json:"total_ignored_event_webhook"`
+	TotalSuccessfulStatsWebhook   int64 `json:"total_successful_stats_webhook"`
+	TotalFailedStatsWebhook       int64 `json:"total_failed_stats_webhook"`
+	TotalIgnoredStatsWebhook      int64 `json:"total_ignored_stats_webhook"`
+}
+
+// WebhookReport returns the webhook counters (all zero without webhooks).
+func (m *Media) WebhookReport() WebhookReport {
+	h := m.hooks()
+	if h == nil {
+		return WebhookReport{}
+	}
+	k := h.Counters()
+	return WebhookReport{
+		TotalAuthWebhookAllowed: k.AuthAllowed, TotalAuthWebhookDenied: k.AuthDenied,
+		TotalSuccessfulAuthWebhook: k.AuthSuccessful, TotalFailedAuthWebhook: k.AuthFailed,
+		TotalSuccessfulSessionWebhook: k.SessionSuccessful, TotalFailedSessionWebhook: k.SessionFailed, TotalIgnoredSessionWebhook: k.SessionIgnored,
+		TotalSuccessfulEventWebhook: k.EventSuccessful, TotalFailedEventWebhook: k.EventFailed, TotalIgnoredEventWebhook: k.EventIgnored,
+		TotalSuccessfulStatsWebhook: k.StatsSuccessful, TotalFailedStatsWebhook: k.StatsFailed, TotalIgnoredStatsWebhook: k.StatsIgnored,
+	}
+}

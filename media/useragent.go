@@ -42,6 +42,9 @@ func uaTimestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:0
 // recordUserAgentStats keeps a report the client sent, if it is a JSON
 // array within MaxUserAgentStats bytes; others are dropped and counted.
 func (c *connection) recordUserAgentStats(stats json.RawMessage) {
+	if c.grant.uaStatsOff {
+		return
+	}
 	stats = bytes.TrimSpace(stats)
 	if len(stats) == 0 || bytes.Equal(stats, []byte("null")) {
 		return
@@ -50,7 +53,9 @@ func (c *connection) recordUserAgentStats(stats json.RawMessage) {
 		c.m.stats.userAgentStatsDropped.Add(1)
 		return
 	}
-	c.uaStats.Store(&uaReport{at: time.Now(), stats: bytes.Clone(stats)})
+	kept := bytes.Clone(stats)
+	c.uaStats.Store(&uaReport{at: time.Now(), stats: kept})
+	c.sendStats(kept)
 }
 
 // userAgentStats returns the latest report, or an empty one dated when the

@@ -74,16 +74,30 @@ type Config struct {
 	RTPForwardingNetworks    []netip.Prefix `conf:"rtp_forwarding_allowed_networks"`
 	UserAgentStatsMaxSize    int            `conf:"user_agent_stats_max_size"`
 	DataChannelCompress      bool           `conf:"data_channel_compress"`
-	DataChannelMaxBuffered   int            `conf:"data_channel_max_buffered_amount"`
-	MessagingMaxMessageSize  int            `conf:"messaging_max_message_size"`
-	MessagingMessageRate     int            `conf:"messaging_message_rate"`
-	MessagingMessageBurst    int            `conf:"messaging_message_burst"`
-	SignalingConnectTimeout  time.Duration  `conf:"signaling_connect_timeout"`
-	SignalingPingInterval    time.Duration  `conf:"signaling_ping_interval"`
-	SignalingPongTimeout     time.Duration  `conf:"signaling_pong_timeout"`
-	ChannelReleaseDelay      time.Duration  `conf:"channel_release_delay"`
-	KeyframeRequestInterval  time.Duration  `conf:"keyframe_request_interval"`
-	NACKBufferSize           int            `conf:"nack_buffer_size"`
+	// Webhook URLs may carry credentials: logged as set or unset.
+	AuthWebhookURL          string        `conf:"auth_webhook_url" secret:"true"`
+	SessionWebhookURL       string        `conf:"session_webhook_url" secret:"true"`
+	EventWebhookURL         string        `conf:"event_webhook_url" secret:"true"`
+	StatsWebhookURL         string        `conf:"stats_webhook_url" secret:"true"`
+	WebhookResponseTimeout  time.Duration `conf:"webhook_response_timeout"`
+	WebhookMaxRetries       int           `conf:"webhook_max_retries"`
+	WebhookQueueSize        int           `conf:"webhook_queue_size"`
+	WebhookUpdateInterval   time.Duration `conf:"webhook_updated_interval"`
+	WebhookTLSCAFile        string        `conf:"webhook_tls_ca_file"`
+	WebhookTLSCertFile      string        `conf:"webhook_tls_cert_file"`
+	WebhookTLSKeyFile       string        `conf:"webhook_tls_key_file"`
+	SkipRedactSensitiveData bool          `conf:"skip_redact_sensitive_data"`
+	Label                   string        `conf:"label"`
+	DataChannelMaxBuffered  int           `conf:"data_channel_max_buffered_amount"`
+	MessagingMaxMessageSize int           `conf:"messaging_max_message_size"`
+	MessagingMessageRate    int           `conf:"messaging_message_rate"`
+	MessagingMessageBurst   int           `conf:"messaging_message_burst"`
+	SignalingConnectTimeout time.Duration `conf:"signaling_connect_timeout"`
+	SignalingPingInterval   time.Duration `conf:"signaling_ping_interval"`
+	SignalingPongTimeout    time.Duration `conf:"signaling_pong_timeout"`
+	ChannelReleaseDelay     time.Duration `conf:"channel_release_delay"`
+	KeyframeRequestInterval time.Duration `conf:"keyframe_request_interval"`
+	NACKBufferSize          int           `conf:"nack_buffer_size"`
 
 	SimulcastEncodings     []signaling.Encoding `conf:"simulcast_encodings"`
 	DefaultSpotlightNumber int                  `conf:"default_spotlight_number"`
@@ -281,6 +295,84 @@ var keySpecs = []keySpec{
 		def:  "262144",
 		desc: "largest client statistics report kept, in bytes (larger ones are dropped and counted)",
 		set:  rangeField(func(c *Config) *int { return &c.UserAgentStatsMaxSize }, 1024, maxSizeSetting),
+	},
+	{
+		name:    "auth_webhook_url",
+		defHelp: "(empty: off)",
+		desc:    "http(s) URL asked about every connect on the node that admits it; its answer allows or denies it and may change it (empty: everyone is admitted)",
+		set:     webhookURLField(func(c *Config) *string { return &c.AuthWebhookURL }),
+	},
+	{
+		name:    "session_webhook_url",
+		defHelp: "(empty: off)",
+		desc:    "http(s) URL told of session.created (its answer may set session_metadata and spotlight_number), session.updated and session.destroyed",
+		set:     webhookURLField(func(c *Config) *string { return &c.SessionWebhookURL }),
+	},
+	{
+		name:    "event_webhook_url",
+		defHelp: "(empty: off)",
+		desc:    "http(s) URL told of connection.created/updated/destroyed/failed and spotlight.focused/unfocused",
+		set:     webhookURLField(func(c *Config) *string { return &c.EventWebhookURL }),
+	},
+	{
+		name:    "stats_webhook_url",
+		defHelp: "(empty: off)",
+		desc:    "http(s) URL given every client statistics report (header sora-stats-webhook-type: connection.rtc)",
+		set:     webhookURLField(func(c *Config) *string { return &c.StatsWebhookURL }),
+	},
+	{
+		name: "webhook_response_timeout",
+		def:  "5s",
+		desc: "bound on one webhook call, connecting to reading its answer; an auth webhook that takes longer refuses the connect",
+		set:  durationField(func(c *Config) *time.Duration { return &c.WebhookResponseTimeout }),
+	},
+	{
+		name: "webhook_max_retries",
+		def:  "0",
+		desc: "retries of a failed session or event webhook, with backoff from 500ms (auth and stats are never retried)",
+		set:  rangeField(func(c *Config) *int { return &c.WebhookMaxRetries }, 0, 10),
+	},
+	{
+		name: "webhook_queue_size",
+		def:  "1024",
+		desc: "session, event and stats webhooks waiting per kind; beyond it they are dropped, logged and counted as failed",
+		set:  rangeField(func(c *Config) *int { return &c.WebhookQueueSize }, 1, 1000000),
+	},
+	{
+		name: "webhook_updated_interval",
+		def:  "1m",
+		desc: "how often session.updated and connection.updated are sent",
+		set:  durationField(func(c *Config) *time.Duration { return &c.WebhookUpdateInterval }),
+	},
+	{
+		name:    "webhook_tls_ca_file",
+		defHelp: "(empty: the system's roots)",
+		desc:    "PEM CA certificates https webhook receivers are verified with",
+		set:     stringField(func(c *Config) *string { return &c.WebhookTLSCAFile }, nil),
+	},
+	{
+		name:    "webhook_tls_cert_file",
+		defHelp: "(empty: none)",
+		desc:    "PEM client certificate sorad presents to https webhook receivers",
+		set:     stringField(func(c *Config) *string { return &c.WebhookTLSCertFile }, nil),
+	},
+	{
+		name:    "webhook_tls_key_file",
+		defHelp: "(empty)",
+		desc:    "the key of webhook_tls_cert_file",
+		set:     stringField(func(c *Config) *string { return &c.WebhookTLSKeyFile }, nil),
+	},
+	{
+		name: "skip_redact_sensitive_data",
+		def:  "false",
+		desc: "log webhook bodies' metadata, event_metadata and session_metadata as they are instead of REDACTED",
+		set:  boolField(func(c *Config) *bool { return &c.SkipRedactSensitiveData }),
+	},
+	{
+		name: "label",
+		def:  "WebRTC SFU sorad",
+		desc: "the label every webhook carries",
+		set:  stringField(func(c *Config) *string { return &c.Label }, nil),
 	},
 	{
 		name: "data_channel_compress",
@@ -836,6 +928,7 @@ func crossCheck(c *Config, sources map[string]source) error {
 	for _, p := range []struct{ certKey, keyKey, cert, key string }{
 		{"api_tls_cert_file", "api_tls_key_file", c.APITLSCertFile, c.APITLSKeyFile},
 		{"signaling_tls_cert_file", "signaling_tls_key_file", c.SignalingTLSCertFile, c.SignalingTLSKeyFile},
+		{"webhook_tls_cert_file", "webhook_tls_key_file", c.WebhookTLSCertFile, c.WebhookTLSKeyFile},
 	} {
 		if (p.cert == "") != (p.key == "") {
 			return fail(p.certKey, "%s and %s go together", p.certKey, p.keyKey)
@@ -1194,6 +1287,18 @@ func durationField(field func(*Config) *time.Duration) func(*Config, string) err
 		}
 		*field(c) = d
 		return nil
+	}
+}
+
+// webhookURLField is an http or https URL; empty turns the webhook off.
+func webhookURLField(field func(*Config) *string) func(*Config, string) error {
+	check := urlField(field, "http", "https")
+	return func(c *Config, v string) error {
+		if v == "" {
+			*field(c) = ""
+			return nil
+		}
+		return check(c, v)
 	}
 }
 

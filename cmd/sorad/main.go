@@ -91,6 +91,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if memberTrust != nil {
 		reloadable = append(reloadable, reloader{"cluster authentication", memberTrust.Reload})
 	}
+	hooks, err := newWebhooks(cfg, log)
+	if err != nil {
+		return err
+	}
+	if hooks != nil {
+		defer hooks.Close() // after the media plane, whose last events it delivers
+	}
 	stats := &media.Stats{}
 	cl, err := cluster.Open(cluster.Config{
 		NodeName:             cfg.NodeName,
@@ -154,6 +161,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MessagingMaxMessageSize: cfg.MessagingMaxMessageSize,
 		MessagingRate:           float64(cfg.MessagingMessageRate),
 		MessagingBurst:          cfg.MessagingMessageBurst,
+		Webhooks:                hooks,
+		WebhookUpdateInterval:   cfg.WebhookUpdateInterval,
 		DefaultVideoCodec:       cfg.DefaultVideoCodecType,
 		DefaultVideoBitRate:     cfg.DefaultVideoBitRate,
 		SimulcastEncodings:      cfg.SimulcastEncodings,

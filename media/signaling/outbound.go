@@ -175,6 +175,7 @@ type NotifyEntry struct {
 	BundleID      string          `json:"bundle_id"`
 	ConnectionID  string          `json:"connection_id"`
 	AuthnMetadata json.RawMessage `json:"authn_metadata,omitempty"`
+	AuthzMetadata json.RawMessage `json:"authz_metadata,omitempty"`
 	Metadata      json.RawMessage `json:"metadata,omitempty"`
 }
 
@@ -197,6 +198,7 @@ type ConnectionNotify struct {
 	TurnTransportType          string          `json:"turn_transport_type"`
 	Timestamp                  string          `json:"timestamp"`
 	AuthnMetadata              json.RawMessage `json:"authn_metadata,omitempty"`
+	AuthzMetadata              json.RawMessage `json:"authz_metadata,omitempty"`
 	Metadata                   json.RawMessage `json:"metadata,omitempty"`
 	// Data lists the members already there, in the newcomer's own
 	// connection.created only.

@@ -1,0 +1,200 @@
+package media
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/sorad/sorad/media/channel"
+	"github.com/sorad/sorad/media/signaling"
+)
+
+// The session webhook: session.created when a channel's session starts on
+// this node (its answer may set session_metadata and spotlight_number),
+// session.updated every WebhookUpdateInterval, session.destroyed when the
+// last connection leaves. The connection.updated event webhooks go out on
+// the same tick.
+
+// maxSessionHistory bounds the connections a session remembers for its
+// webhooks; total_connections still counts them all.
+const maxSessionHistory = 1000
+
+// sessionRecord is what a session keeps for its webhooks. Guarded by the
+// session's mu.
+type sessionRecord struct {
+	history  []sessionConnection
+	byID     map[string]int // connection ID -> index in history
+	total    int            // connections ever admitted
+	peak     int            // most members at once
+	metadata json.RawMessage
+}
+
+// sessionConnection is one entry of a session webhook's connections.
+type sessionConnection struct {
+	ConnectionID                 string          `json:"connection_id"`
+	Role                         signaling.Role  `json:"role"`
+	ClientID                     string          `json:"client_id"`
+	BundleID                     string          `json:"bundle_id"`
+	Audio                        bool            `json:"audio"`
+	AudioCodecType               string          `json:"audio_codec_type,omitempty"`
+	Video                        bool            `json:"video"`
+	VideoCodecType               string          `json:"video_codec_type,omitempty"`
+	VideoBitRate                 int             `json:"video_bit_rate,omitempty"`
+	Simulcast                    bool            `json:"simulcast"`
+	EventMetadata                json.RawMessage `json:"event_metadata,omitempty"`
+	ConnectionCreatedTimestamp   string          `json:"connection_created_timestamp"`
+	ConnectionDestroyedTimestamp *string         `json:"connection_destroyed_timestamp"`
+}
+
+// recordJoinLocked notes a connection joining. s.mu is held.
+func (s *session) recordJoinLocked(c *connection) {
+	r := &s.record
+	r.total++
+	r.peak = max(r.peak, len(s.members))
+	if len(r.history) >= maxSessionHistory {
+		return
+	}
+	if r.byID == nil {
+		r.byID = map[string]int{}
+	}
+	e := sessionConnection{
+		ConnectionID: c.id, Role: c.req.Role, ClientID: c.client, BundleID: c.bundle,
+		Audio: c.req.Audio.Enabled, Video: c.req.Video.Enabled, Simulcast: c.req.Simulcast,
+		EventMetadata: c.grant.eventMetadata, ConnectionCreatedTimestamp: signaling.Timestamp(c.created),
+	}
+	if e.Audio {
+		e.AudioCodecType = "OPUS"
+	}
+	if e.Video {
+		e.VideoCodecType, e.VideoBitRate = c.videoCodec(), int(c.videoBitRate.Load())
+	}
+	r.byID[c.id] = len(r.history)
+	r.history = append(r.history, e)
+}
+
+// recordLeaveLocked notes a connection leaving. s.mu is held.
+func (s *session) recordLeaveLocked(c *connection) {
+	if i, ok := s.record.byID[c.id]; ok {
+		ts := signaling.Timestamp(time.Now())
+		s.record.history[i].ConnectionDestroyedTimestamp = &ts
+	}
+}
+
+// sessionWebhook is a session.* webhook's body.
+type sessionWebhook struct {
+	Type             string `json:"type"`
+	ChannelID        string `json:"channel_id"`
+	SessionID        string `json:"session_id"`
+	Multistream      bool   `json:"multistream"`
+	Spotlight        bool   `json:"spotlight"`
+	CreatedTime      int64  `json:"created_time"`
+	CreatedTimestamp string `json:"created_timestamp"`
+	// session.updated and session.destroyed
+	MaxConnections   *int                `json:"max_connections,omitempty"`
+	TotalConnections *int                `json:"total_connections,omitempty"`
+	SessionMetadata  json.RawMessage     `json:"session_metadata,omitempty"`
+	Connections      []sessionConnection `json:"connections,omitempty"`
+	// session.destroyed
+	DestroyedTime      int64  `json:"destroyed_time,omitempty"`
+	DestroyedTimestamp string `json:"destroyed_timestamp,omitempty"`
+}
+
+// sessionWebhookLocked builds a session.* webhook; updated and destroyed
+// carry the connections. s.mu is held.
+func (s *session) sessionWebhookLocked(typ string) sessionWebhook {
+	w := sessionWebhook{
+		Type: typ, ChannelID: s.channelID, SessionID: s.id, Multistream: true, Spotlight: s.spotlight,
+		CreatedTime: s.created.Unix(), CreatedTimestamp: signaling.Timestamp(s.created),
+	}
+	if typ == "session.created" {
+		return w
+	}
+	peak, total := s.record.peak, s.record.total
+	w.MaxConnections, w.TotalConnections = &peak, &total
+	w.SessionMetadata = s.record.metadata
+	w.Connections = append([]sessionConnection{}, s.record.history...)
+	if typ == "session.destroyed" {
+		now := time.Now()
+		w.DestroyedTime, w.DestroyedTimestamp = now.Unix(), signaling.Timestamp(now)
+	}
+	return w
+}
+
+// announceSessionCreated sends session.created; its answer may set the
+// session's metadata and spotlight number.
+func (m *Media) announceSessionCreated(s *session) {
+	h := m.hooks()
+	if h == nil {
+		return
+	}
+	s.mu.Lock()
+	w := s.sessionWebhookLocked("session.created")
+	s.mu.Unlock()
+	h.SessionCreated(w, func(fields map[string]json.RawMessage) { m.applySessionAnswer(s, fields) })
+}
+
+// applySessionAnswer applies what session.created's answer sets.
+func (m *Media) applySessionAnswer(s *session, fields map[string]json.RawMessage) {
+	for k, v := range fields {
+		switch k {
+		case "session_metadata":
+			if len(v) > m.cfg.MaxMetadataSize {
+				m.log.Warn("session.created answer: session_metadata larger than signaling_max_metadata_size; ignored", "session_id", s.id)
+				continue
+			}
+			s.mu.Lock()
+			s.record.metadata = v
+			s.mu.Unlock()
+		case "spotlight_number":
+			var n int
+			if err := json.Unmarshal(v, &n); err != nil || !s.spotlight {
+				m.log.Warn("session.created answer: spotlight_number ignored (not a number, or not a spotlight channel)", "session_id", s.id)
+				continue
+			}
+			if err := s.change(func(c *channel.Channel) ([]channel.Event, error) { return c.SetSpotlightNumber(n, time.Now()) }); err != nil {
+				m.log.Warn("session.created answer: spotlight_number refused", "session_id", s.id, "error", err)
+			}
+		default:
+			if _, seen := m.unsupported.LoadOrStore("session."+k, true); !seen {
+				m.log.Warn("session.created answer field not supported by sorad; ignored (logged once)", "field", k)
+			}
+		}
+	}
+}
+
+// announceSessionDestroyed sends session.destroyed.
+func (m *Media) announceSessionDestroyed(s *session) {
+	h := m.hooks()
+	if h == nil {
+		return
+	}
+	s.mu.Lock()
+	w := s.sessionWebhookLocked("session.destroyed")
+	s.mu.Unlock()
+	h.Session(w)
+}
+
+// webhookLoop sends session.updated for every session and connection.updated
+// for every established connection each WebhookUpdateInterval, until the
+// media plane stops.
+func (m *Media) webhookLoop() {
+	t := time.NewTicker(m.cfg.WebhookUpdateInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+			h := m.hooks()
+			for _, s := range m.sessionList() {
+				s.mu.Lock()
+				w := s.sessionWebhookLocked("session.updated")
+				s.mu.Unlock()
+				h.Session(w)
+				members := s.established()
+				for _, c := range members {
+					m.sendEvent(c.event("connection.updated", members))
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,396 @@
+package media
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sorad/sorad/integration/soraclient"
+	"github.com/sorad/sorad/media/webhook"
+)
+
+// Webhooks against a real HTTP receiver in the test process and the real
+// delivery of package webhook.
+
+// hookRequest is one webhook the receiver got.
+type hookRequest struct {
+	path   string
+	header http.Header
+	body   map[string]any
+	raw    []byte
+}
+
+// receiver records every webhook; auth answers with authAnswer.
+type receiver struct {
+	t   *testing.T
+	srv *httptest.Server
+
+	mu         sync.Mutex
+	got        []hookRequest
+	authAnswer func(body map[string]any) (status int, answer string)
+	changed    chan struct{}
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{t: t, changed: make(chan struct{}, 1)}
+	r.authAnswer = func(map[string]any) (int, string) { return 200, `{"allowed":true}` }
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		raw, _ := io.ReadAll(req.Body)
+		var body map[string]any
+		_ = json.Unmarshal(raw, &body)
+		r.mu.Lock()
+		r.got = append(r.got, hookRequest{path: req.URL.Path, header: req.Header.Clone(), body: body, raw: raw})
+		answer := r.authAnswer
+		r.mu.Unlock()
+		select {
+		case r.changed <- struct{}{}:
+		default:
+		}
+		switch req.URL.Path {
+		case "/auth":
+			status, a := answer(body)
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, a)
+		case "/session":
+			if body["type"] == "session.created" {
+				_, _ = io.WriteString(w, `{"session_metadata":{"room":"blue"}}`)
+			}
+		}
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) setAuth(f func(body map[string]any) (int, string)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.authAnswer = f
+}
+
+// find waits up to 10 s for the first webhook on path matching match.
+func (r *receiver) find(path string, match func(map[string]any) bool) hookRequest {
+	r.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		for _, h := range r.got {
+			if h.path == path && match(h.body) {
+				r.mu.Unlock()
+				return h
+			}
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.changed:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			r.t.Fatalf("no %s webhook matching within 10 s", path)
+		}
+	}
+}
+
+func (r *receiver) count(path string, match func(map[string]any) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, h := range r.got {
+		if h.path == path && match(h.body) {
+			n++
+		}
+	}
+	return n
+}
+
+func ofWebhookType(typ string) func(map[string]any) bool {
+	return func(b map[string]any) bool { return b["type"] == typ }
+}
+
+func about(typ, connectionID string) func(map[string]any) bool {
+	return func(b map[string]any) bool { return b["type"] == typ && b["connection_id"] == connectionID }
+}
+
+// startWithWebhooks runs a media plane whose webhooks go to r.
+func startWithWebhooks(t *testing.T, r *receiver, cfg Config, timeout time.Duration) (*Media, string) {
+	t.Helper()
+	h, err := webhook.New(webhook.Config{
+		AuthURL: r.srv.URL + "/auth", SessionURL: r.srv.URL + "/session", EventURL: r.srv.URL + "/event", StatsURL: r.srv.URL + "/stats",
+		Timeout: timeout, Label: "WebRTC SFU sorad", Version: "test", NodeName: "sorad@127.0.0.1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close) // after the media plane's own cleanup (LIFO)
+	cfg.Webhooks = h
+	if cfg.ReleaseDelay == 0 {
+		cfg.ReleaseDelay = time.Hour
+	}
+	return startMediaWith(t, newFakeCluster(), cfg)
+}
+
+// wantKeys fails unless body has every key.
+func wantKeys(t *testing.T, what string, body map[string]any, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		if _, ok := body[k]; !ok {
+			t.Errorf("%s lacks %q: %v", what, k, body)
+		}
+	}
+}
+
+var commonKeys = []string{"id", "timestamp", "label", "version", "node_name"}
+
+// The auth webhook's request carries the documented fields and header; an
+// allowed answer's overrides reach the client, the API and the events.
+func TestAuthWebhookAllowsWithOverrides(t *testing.T) {
+	r := newReceiver(t)
+	r.setAuth(func(b map[string]any) (int, string) {
+		if b["client_id"] == "quiet" {
+			return 200, `{"allowed":true,"signaling_notify":false,"connection_lifetime":2,"turn_tcp_only":true}`
+		}
+		return 200, `{"allowed":true,"client_id":"given-by-auth","video_codec_type":"VP8","video_bit_rate":300,
+			"metadata":{"plan":"gold"},"event_metadata":{"user":42},"turn_tcp_only":true}`
+	})
+	m, url := startWithWebhooks(t, r, Config{}, 2*time.Second)
+	c, err := connect(t, url, soraclient.Options{ChannelID: "auth", Role: "sendrecv", Audio: true, Video: true,
+		Metadata: map[string]any{"token": "t"}, Extra: map[string]any{"sora_client": "Sora JavaScript SDK 2026.1.0", "environment": "test browser"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := r.find("/auth", func(map[string]any) bool { return true })
+	if got := auth.header.Get("sora-connection-id"); got != c.ConnectionID() || auth.body["connection_id"] != got {
+		t.Errorf("sora-connection-id %q, body connection_id %v, offer %s", got, auth.body["connection_id"], c.ConnectionID())
+	}
+	wantKeys(t, "the auth webhook", auth.body, append(commonKeys, "role", "channel_id", "connection_id", "metadata", "multistream", "simulcast",
+		"spotlight", "audio", "video", "data_channel_signaling", "ignore_disconnect_websocket", "sora_client",
+		"channel_connections", "channel_sendrecv_connections", "channel_sendonly_connections", "channel_recvonly_connections")...)
+	if sc, _ := auth.body["sora_client"].(map[string]any); sc["type"] != "Sora JavaScript SDK" || sc["version"] != "2026.1.0" || sc["environment"] != "test browser" {
+		t.Errorf("sora_client %v", auth.body["sora_client"])
+	}
+	offer := c.Offer()
+	if offer["client_id"] != "given-by-auth" || offer["video_codec_type"] != "VP8" || offer["video_bit_rate"] != float64(300) {
+		t.Errorf("offer does not carry the overrides: %v", offer)
+	}
+	if md, _ := json.Marshal(offer["metadata"]); string(md) != `{"plan":"gold"}` {
+		t.Errorf("offer metadata %s, want the auth webhook's", md)
+	}
+	list := m.ListChannelConnections("auth")
+	if len(list) != 1 || string(list[0].EventMetadata) != `{"user":42}` || list[0].ClientID != "given-by-auth" {
+		t.Errorf("ListChannelConnections %+v", list)
+	}
+	created := r.find("/event", about("connection.created", c.ConnectionID()))
+	if em, _ := json.Marshal(created.body["event_metadata"]); string(em) != `{"user":42}` {
+		t.Errorf("connection.created event_metadata %s", em)
+	}
+
+	// signaling_notify false: no notify at all; connection_lifetime: closed
+	// with LIFETIME-EXPIRED.
+	quiet, err := connect(t, url, soraclient.Options{ChannelID: "auth", Role: "recvonly", Audio: true, ClientID: "quiet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-quiet.Closed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection_lifetime 2 did not end the connection")
+	}
+	if ci := quiet.CloseInfo(); ci == nil || ci.Code != 1000 || ci.Reason != "LIFETIME-EXPIRED" {
+		t.Errorf("close %+v, want 1000 LIFETIME-EXPIRED", ci)
+	}
+	for _, msg := range quiet.Messages() {
+		if msg.Type == "notify" {
+			t.Errorf("signaling_notify false, yet a notify came: %s", msg.Raw)
+		}
+	}
+	destroyed := r.find("/event", about("connection.destroyed", quiet.ConnectionID()))
+	if d, _ := destroyed.body["data"].(map[string]any); d["reason"] != "LIFETIME-EXPIRED" {
+		t.Errorf("connection.destroyed data %v", destroyed.body["data"])
+	}
+}
+
+// Every way the auth webhook can refuse, or fail, closes the socket with a
+// clear reason, within the timeout.
+func TestAuthWebhookRefusals(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		answer string
+		delay  time.Duration
+		code   int
+		reason string
+	}{
+		{"denied with a reason", 200, `{"allowed":false,"reason":"NOT-A-MEMBER"}`, 0, 4403, "NOT-A-MEMBER"},
+		{"denied without a reason", 200, `{"allowed":false}`, 0, 4403, "AUTH-WEBHOOK-DENIED"},
+		{"500", 500, `oops`, 0, 4503, "AUTH-WEBHOOK-STATUS-500"},
+		{"malformed JSON", 200, `{"allowed":`, 0, 4503, "AUTH-WEBHOOK-INVALID-RESPONSE"},
+		{"allowed is not a boolean", 200, `{"allowed":"yes"}`, 0, 4503, "AUTH-WEBHOOK-INVALID-RESPONSE"},
+		{"timeout", 200, `{"allowed":true}`, 3 * time.Second, 4503, "AUTH-WEBHOOK-TIMEOUT"},
+		{"a bad override", 200, `{"allowed":true,"audio_codec_type":"NOPE"}`, 0, 4490, "INVALID-AUTH-WEBHOOK-OVERRIDE"},
+		{"metadata too large", 200, `{"allowed":true,"metadata":"` + strings.Repeat("x", 70000) + `"}`, 0, 4490, "INVALID-AUTH-WEBHOOK-OVERRIDE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newReceiver(t)
+			r.setAuth(func(map[string]any) (int, string) {
+				time.Sleep(tt.delay)
+				return tt.status, tt.answer
+			})
+			m, url := startWithWebhooks(t, r, Config{}, 500*time.Millisecond)
+			start := time.Now()
+			_, err := connect(t, url, soraclient.Options{ChannelID: "refused", Role: "sendrecv", Audio: true})
+			var ce *soraclient.CloseError
+			if !errors.As(err, &ce) || ce.Code != tt.code || !strings.HasPrefix(ce.Reason, tt.reason) {
+				t.Fatalf("err %v, want %d %s", err, tt.code, tt.reason)
+			}
+			if took := time.Since(start); took > 2*time.Second {
+				t.Errorf("the refusal took %v", took)
+			}
+			if m.Connections() != 0 {
+				t.Errorf("%d connections after a refusal", m.Connections())
+			}
+		})
+	}
+}
+
+// The session and event webhooks of one session's life, and the stats
+// webhook, with their documented fields.
+func TestSessionEventAndStatsWebhooks(t *testing.T) {
+	r := newReceiver(t)
+	m, url := startWithWebhooks(t, r, Config{PingInterval: 100 * time.Millisecond, UserAgentStatsInterval: 100 * time.Millisecond, WebhookUpdateInterval: 300 * time.Millisecond}, 2*time.Second)
+	pub, sub := publishAndReceive(t, url, "life")
+	created := r.find("/session", ofWebhookType("session.created"))
+	wantKeys(t, "session.created", created.body, append(commonKeys, "channel_id", "session_id", "multistream", "spotlight", "created_time", "created_timestamp")...)
+	for _, c := range []*soraclient.Client{pub, sub} {
+		e := r.find("/event", about("connection.created", c.ConnectionID()))
+		wantKeys(t, "connection.created", e.body, append(commonKeys, "log_written", "role", "channel_id", "session_id", "client_id", "bundle_id", "connection_id", "multistream", "simulcast", "spotlight", "data")...)
+		d, _ := e.body["data"].(map[string]any)
+		wantKeys(t, "connection.created data", d, "minutes", "audio", "video", "channel_connections", "channel_sendrecv_connections",
+			"channel_sendonly_connections", "channel_recvonly_connections", "turn_transport_type", "created_time", "created_timestamp",
+			"total_received_bytes", "total_sent_bytes")
+	}
+	updated := r.find("/session", ofWebhookType("session.updated"))
+	wantKeys(t, "session.updated", updated.body, "max_connections", "total_connections", "connections", "session_metadata")
+	if md, _ := json.Marshal(updated.body["session_metadata"]); string(md) != `{"room":"blue"}` {
+		t.Errorf("session.updated session_metadata %s, want session.created's answer", md)
+	}
+	r.find("/event", about("connection.updated", sub.ConnectionID()))
+	st := r.find("/stats", func(b map[string]any) bool {
+		s, _ := b["stats"].([]any)
+		return about("connection.rtc", sub.ConnectionID())(b) && len(s) > 0
+	})
+	if st.header.Get("sora-stats-webhook-type") != "connection.rtc" {
+		t.Errorf("stats webhook header %q", st.header.Get("sora-stats-webhook-type"))
+	}
+	wantKeys(t, "the stats webhook", st.body, append(commonKeys, "multistream", "simulcast", "spotlight", "role", "channel_id", "session_id", "client_id", "connection_id")...)
+
+	if err := m.Disconnect(Selector{ChannelID: "life", ConnectionID: sub.ConnectionID()}, json.RawMessage(`{"why":"test"}`)); err != nil {
+		t.Fatal(err)
+	}
+	d := r.find("/event", about("connection.destroyed", sub.ConnectionID()))
+	data, _ := d.body["data"].(map[string]any)
+	wantKeys(t, "connection.destroyed data", data, "destroyed_time", "destroyed_timestamp", "reason", "disconnect_api_reason")
+	if api, _ := json.Marshal(data["disconnect_api_reason"]); data["reason"] != "DISCONNECTED-API" || string(api) != `{"why":"test"}` {
+		t.Errorf("connection.destroyed data %v", data)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pub.Disconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pd := r.find("/event", about("connection.destroyed", pub.ConnectionID()))
+	if data, _ := pd.body["data"].(map[string]any); data["type_disconnect_reason"] != "NO-ERROR" || data["reason"] != "TYPE-DISCONNECT" {
+		t.Errorf("the publisher's connection.destroyed data %v", pd.body["data"])
+	}
+	end := r.find("/session", ofWebhookType("session.destroyed"))
+	wantKeys(t, "session.destroyed", end.body, "destroyed_time", "destroyed_timestamp", "max_connections", "total_connections", "connections", "session_metadata")
+	conns, _ := end.body["connections"].([]any)
+	var ids []string
+	for _, c := range conns {
+		e, _ := c.(map[string]any)
+		if e["connection_destroyed_timestamp"] == nil {
+			t.Errorf("a connection without connection_destroyed_timestamp in session.destroyed: %v", e)
+		}
+		ids = append(ids, e["connection_id"].(string))
+	}
+	slices.Sort(ids)
+	want := []string{pub.ConnectionID(), sub.ConnectionID()}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) || end.body["total_connections"] != float64(2) || end.body["max_connections"] != float64(2) {
+		t.Errorf("session.destroyed connections %v total %v max %v", ids, end.body["total_connections"], end.body["max_connections"])
+	}
+	if n := r.count("/session", ofWebhookType("session.created")); n != 1 {
+		t.Errorf("%d session.created", n)
+	}
+	k := m.WebhookReport()
+	if k.TotalAuthWebhookAllowed != 2 || k.TotalSuccessfulSessionWebhook < 3 || k.TotalSuccessfulEventWebhook < 4 || k.TotalSuccessfulStatsWebhook < 1 {
+		t.Errorf("webhook counters %+v", k)
+	}
+}
+
+// A receiver that stalls does not slow connects (beyond the auth webhook)
+// or media: session, event and stats webhooks wait in their queues.
+func TestStalledWebhookReceiver(t *testing.T) {
+	release := make(chan struct{})
+	stalled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/auth" {
+			_, _ = io.WriteString(w, `{"allowed":true}`)
+			return
+		}
+		select {
+		case <-release:
+		case <-req.Context().Done():
+		}
+	}))
+	t.Cleanup(stalled.Close)
+	t.Cleanup(func() { close(release) })
+	h, err := webhook.New(webhook.Config{AuthURL: stalled.URL + "/auth", SessionURL: stalled.URL + "/session", EventURL: stalled.URL + "/event",
+		StatsURL: stalled.URL + "/stats", Timeout: time.Minute, QueueSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	_, url := startMediaWith(t, newFakeCluster(), Config{ReleaseDelay: time.Hour, Webhooks: h})
+	start := time.Now()
+	for i := range 3 {
+		pub, sub := publishAndReceive(t, url, "stalled-"+string(rune('a'+i)))
+		_ = pub
+		_ = sub
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("three channels with media took %v behind a stalled receiver", took)
+	}
+	if k := h.Counters(); k.SessionFailed+k.EventFailed == 0 {
+		t.Errorf("no delivery dropped from the full queues: %+v", k)
+	}
+}
+
+// spotlight.focused and spotlight.unfocused go to the event webhook, and
+// session.created's spotlight_number answer changes the channel's.
+func TestSpotlightEventWebhooks(t *testing.T) {
+	r := newReceiver(t)
+	m, url := startWithWebhooks(t, r, Config{}, 2*time.Second)
+	a, err := connect(t, url, soraclient.Options{ChannelID: "spot", Role: "sendrecv", Audio: true, Extra: map[string]any{"spotlight": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.find("/event", about("connection.created", a.ConnectionID()))
+	if err := m.FocusSpotlight("spot", a.ConnectionID(), true); err != nil {
+		t.Fatal(err)
+	}
+	// The first sender of a channel is focused as it joins; the API fixes it.
+	f := r.find("/event", func(b map[string]any) bool {
+		return about("spotlight.focused", a.ConnectionID())(b) && b["fixed"] == true
+	})
+	wantKeys(t, "spotlight.focused", f.body, append(commonKeys, "channel_id", "session_id", "client_id", "connection_id", "spotlight_number", "fixed", "audio", "video")...)
+	if err := m.UnfocusSpotlight("spot", a.ConnectionID()); err != nil {
+		t.Fatal(err)
+	}
+	r.find("/event", about("spotlight.unfocused", a.ConnectionID()))
+}
