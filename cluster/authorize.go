@@ -109,6 +109,8 @@ func (c *Cluster) checkOwnCommand(r *http.Request, cmd fsm.Command) error {
 		subject = cmd.Node
 	case fsm.ReleaseChannel:
 		subject = cmd.Node
+	case fsm.SetChannelSession:
+		subject = cmd.Node
 	default:
 		return nil
 	}

@@ -138,9 +138,10 @@ type Cluster struct {
 	internal    *http.Server
 	client      *peerClient
 	liveness    *liveness
-	api         atomic.Pointer[http.Handler] // answers forwarded API calls
-	changed     chan struct{}                // see Changes
-	draining    atomic.Bool                  // see Drain
+	api         atomic.Pointer[http.Handler]        // answers forwarded API calls
+	ended       atomic.Pointer[func([]fsm.Channel)] // see OnSessionsEnded
+	changed     chan struct{}                       // see Changes
+	draining    atomic.Bool                         // see Drain
 
 	mu      sync.RWMutex
 	inst    *instance // nil while being replaced, and after Close

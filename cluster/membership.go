@@ -383,9 +383,11 @@ func (c *Cluster) purgeAsLeader(ctx context.Context, inst *instance, target stri
 	if err != nil {
 		return err
 	}
-	if _, err := c.applyAsLeader(ctx, inst, encoded); err != nil {
+	res, err := c.applyAsLeader(ctx, inst, encoded)
+	if err != nil {
 		return err
 	}
+	c.reportEnded(res.Ended)
 	if hasServer(inst.servers(), target) {
 		timeout := c.cfg.RequestTimeout
 		if d, ok := ctx.Deadline(); ok {

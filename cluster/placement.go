@@ -127,6 +127,7 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 		}
 		switch {
 		case res.Err == nil:
+			c.reportEnded(res.Ended)
 			owner, _ := inst.fsm.Node(target)
 			if target == c.cfg.NodeName {
 				// This node will serve the channel: its own copy must show

@@ -23,6 +23,9 @@ const (
 	TypeAssignChannel  CommandType = 3
 	TypeReleaseChannel CommandType = 4
 	TypePurgeNode      CommandType = 5
+	// TypeSetChannelSession is ignorable: a node that skips it only loses
+	// the report of a session that ends with its node.
+	TypeSetChannelSession CommandType = 6 | IgnorableFlag
 )
 
 // Command is a change to the replicated state.
@@ -77,6 +80,24 @@ type PurgeNode struct {
 	Node string `json:"node"`
 }
 
+// SetChannelSession records the session that the channel's node in charge
+// runs (SessionID, started at CreatedMicros), or with SessionID empty
+// forgets it, if Node at Epoch holds the channel and, when
+// ExpectedSessionID is set, the recorded session is that one (so a late
+// forget cannot erase the next session). A recorded session that ends
+// without its node, when the channel is taken over or the node purged, is
+// reported in the Result's Ended.
+type SetChannelSession struct {
+	Channel           string `json:"channel_id"`
+	Node              string `json:"node"`
+	Epoch             uint64 `json:"epoch"`
+	SessionID         string `json:"session_id"`
+	CreatedMicros     int64  `json:"created_us"`
+	ExpectedSessionID string `json:"expected_session_id"`
+}
+
+func (SetChannelSession) Type() CommandType { return TypeSetChannelSession }
+
 func (RegisterNode) Type() CommandType   { return TypeRegisterNode }
 func (SetMode) Type() CommandType        { return TypeSetMode }
 func (AssignChannel) Type() CommandType  { return TypeAssignChannel }
@@ -124,6 +145,8 @@ func Decode(b []byte) (Command, error) {
 		c = &ReleaseChannel{}
 	case TypePurgeNode:
 		c = &PurgeNode{}
+	case TypeSetChannelSession:
+		c = &SetChannelSession{}
 	default:
 		if t&IgnorableFlag != 0 {
 			return nil, nil
@@ -149,6 +172,8 @@ func deref(c Command) Command {
 	case *ReleaseChannel:
 		return *v
 	case *PurgeNode:
+		return *v
+	case *SetChannelSession:
 		return *v
 	}
 	return c

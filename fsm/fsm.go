@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -61,6 +63,10 @@ type Result struct {
 	Channel *Channel `json:"channel,omitempty"`
 	// Err is the domain error, if the command was refused.
 	Err *Error `json:"error,omitempty"`
+	// Ended are the channel records, as they were, whose recorded session
+	// this command ended without their node in charge: an assignment that
+	// replaced them, or a purge of their node.
+	Ended []Channel `json:"ended,omitempty"`
 }
 
 // FSM holds the replicated state and applies commands to it. It is safe for
@@ -192,6 +198,8 @@ func (s *State) apply(index uint64, cmd Command) Result {
 		return s.releaseChannel(c)
 	case PurgeNode:
 		return s.purgeNode(c)
+	case SetChannelSession:
+		return s.setChannelSession(c)
 	}
 	// Decode only returns the types above.
 	panic(fmt.Sprintf("fsm: command %T has no apply case", cmd))
@@ -262,7 +270,11 @@ func (s *State) assignChannel(index uint64, c AssignChannel) Result {
 		Spotlight:         c.Spotlight,
 	}
 	s.Channels[ch.ID] = ch
-	return Result{Channel: &ch}
+	res := Result{Channel: &ch}
+	if exists && cur.SessionID != "" {
+		res.Ended = []Channel{cur}
+	}
+	return res
 }
 
 func (s *State) releaseChannel(c ReleaseChannel) Result {
@@ -279,10 +291,33 @@ func (s *State) releaseChannel(c ReleaseChannel) Result {
 
 func (s *State) purgeNode(c PurgeNode) Result {
 	delete(s.Nodes, c.Node)
+	var res Result
 	for id, ch := range s.Channels {
 		if ch.NodeInCharge == c.Node {
 			delete(s.Channels, id)
+			if ch.SessionID != "" {
+				res.Ended = append(res.Ended, ch)
+			}
 		}
 	}
-	return Result{}
+	slices.SortFunc(res.Ended, func(a, b Channel) int { return strings.Compare(a.ID, b.ID) })
+	return res
+}
+
+func (s *State) setChannelSession(c SetChannelSession) Result {
+	cur, exists := s.Channels[c.Channel]
+	switch {
+	case !exists:
+		return Result{Err: domainErr(CodeConflict, "set channel session %q: the channel is unassigned", c.Channel)}
+	case cur.NodeInCharge != c.Node || cur.NodeInChargeEpoch != c.Epoch:
+		return Result{Channel: &cur, Err: domainErr(CodeConflict, "set channel session %q: held by %q at epoch %d", c.Channel, cur.NodeInCharge, cur.NodeInChargeEpoch)}
+	case c.ExpectedSessionID != "" && cur.SessionID != c.ExpectedSessionID:
+		return Result{Channel: &cur, Err: domainErr(CodeConflict, "set channel session %q: session %q is not recorded", c.Channel, c.ExpectedSessionID)}
+	}
+	cur.SessionID, cur.SessionCreatedMicros = c.SessionID, c.CreatedMicros
+	if c.SessionID == "" {
+		cur.SessionCreatedMicros = 0
+	}
+	s.Channels[c.Channel] = cur
+	return Result{Channel: &cur}
 }

@@ -323,7 +323,7 @@ func randomCommand(r *rand.Rand) Command {
 	modes := []Mode{ModeNormal, ModeBlockNewSession, ModeBlockNewConnection, "bogus"}
 	node := nodes[r.IntN(len(nodes))]
 	ch := chans[r.IntN(len(chans))]
-	switch r.IntN(6) {
+	switch r.IntN(7) {
 	case 0:
 		return register(node, fmt.Sprintf("p%d", r.IntN(3)), r.Int64N(1e12))
 	case 1:
@@ -337,6 +337,10 @@ func randomCommand(r *rand.Rand) Command {
 		return c
 	case 4:
 		return ReleaseChannel{Channel: ch, Node: node, Epoch: uint64(r.IntN(3))}
+	case 5:
+		sessions := []string{"", "s1", "s2"}
+		return SetChannelSession{Channel: ch, Node: node, Epoch: uint64(r.IntN(3)), SessionID: sessions[r.IntN(3)],
+			CreatedMicros: r.Int64N(1e12), ExpectedSessionID: sessions[r.IntN(3)]}
 	default:
 		return PurgeNode{Node: node}
 	}
@@ -552,5 +556,54 @@ func TestChannelsHeldBy(t *testing.T) {
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("ChannelsHeldBy(%s, %d) = %v, want %v", tt.node, tt.epoch, got, tt.want)
 		}
+	}
+}
+
+// A recorded session is reported as ended by the command that ends it
+// without its node (a takeover, a purge), once; its node forgets it when
+// it ends there, and a late forget cannot erase the next session.
+func TestChannelSessions(t *testing.T) {
+	a, b := "a@h", "b@h"
+	rec := func(session, expected string) SetChannelSession {
+		return SetChannelSession{Channel: "c", Node: a, Epoch: 1, SessionID: session, CreatedMicros: 7, ExpectedSessionID: expected}
+	}
+	base := []Command{register(a, "p1", 1), register(b, "p1", 1), AssignChannel{Channel: "c", Node: a}}
+	tests := []struct {
+		name      string
+		cmds      []Command
+		wantErr   *Error
+		session   string   // recorded for c afterwards ("" none, or c gone)
+		lastEnded []string // sessions the last command reports ended
+	}{
+		{"recorded", []Command{rec("s1", "")}, nil, "s1", nil},
+		{"only by the node in charge", []Command{SetChannelSession{Channel: "c", Node: b, Epoch: 1, SessionID: "s1"}}, ErrConflict, "", nil},
+		{"forgotten by its node", []Command{rec("s1", ""), rec("", "s1")}, nil, "", nil},
+		{"a late forget keeps the next session", []Command{rec("s1", ""), rec("s2", ""), rec("", "s1")}, ErrConflict, "s2", nil},
+		{"a takeover ends it", []Command{rec("s1", ""), AssignChannel{Channel: "c", Node: b, ExpectedNode: a, ExpectedEpoch: 1}}, nil, "", []string{"s1"}},
+		{"the holder's restart and a new assignment end it", []Command{rec("s1", ""), register(a, "p2", 2), AssignChannel{Channel: "c", Node: a, ExpectedNode: a, ExpectedEpoch: 1}}, nil, "", []string{"s1"}},
+		{"a purge ends it", []Command{rec("s1", ""), PurgeNode{Node: a}}, nil, "", []string{"s1"}},
+		{"a release by its node reports nothing", []Command{rec("s1", ""), ReleaseChannel{Channel: "c", Node: a, Epoch: 1}}, nil, "", nil},
+		{"a forgotten session is not reported", []Command{rec("s1", ""), rec("", "s1"), AssignChannel{Channel: "c", Node: b, ExpectedNode: a, ExpectedEpoch: 1}}, nil, "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, last := applyAll(t, append(slices.Clone(base), tt.cmds...)...)
+			if (tt.wantErr == nil) != (last.Err == nil) || tt.wantErr != nil && !errors.Is(last.Err, tt.wantErr) {
+				t.Fatalf("error %v, want %v", last.Err, tt.wantErr)
+			}
+			if ch := f.State().Channels["c"]; ch.SessionID != tt.session {
+				t.Errorf("recorded session %q, want %q", ch.SessionID, tt.session)
+			}
+			var ended []string
+			for _, ch := range last.Ended {
+				ended = append(ended, ch.SessionID)
+				if ch.SessionCreatedMicros != 7 || ch.NodeInCharge != a {
+					t.Errorf("ended record %+v", ch)
+				}
+			}
+			if !slices.Equal(ended, tt.lastEnded) {
+				t.Errorf("ended %v, want %v", ended, tt.lastEnded)
+			}
+		})
 	}
 }

@@ -84,6 +84,10 @@ type Channel struct {
 	AssignedIndex uint64 `json:"assigned_index"`
 	Multistream   bool   `json:"multistream"`
 	Spotlight     bool   `json:"spotlight"`
+	// SessionID is the session the node in charge runs, when it records
+	// it (SetChannelSession), and SessionCreatedMicros when it started.
+	SessionID            string `json:"session_id,omitempty"`
+	SessionCreatedMicros int64  `json:"session_created_us,omitempty"`
 }
 
 // State is the whole replicated state. The zero value is not usable; call

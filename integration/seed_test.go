@@ -294,7 +294,16 @@ func TestSeedClusterAndModeAPIs(t *testing.T) {
 
 	t.Run("GetStatsReport", func(t *testing.T) {
 		got := call(nodes[0], 200, targetGetStatsReport, nil)
-		checkShape(t, "GetStatsReport", seed(t, "GetStatsReport.response.json"), got, "cluster")
+		// Beyond the seed: the cluster's state, and the webhook counters
+		// of Sora's full report (sora-protocol.md section 8).
+		extra := []string{"cluster"}
+		for _, kind := range []string{"session", "event", "stats"} {
+			for _, outcome := range []string{"successful", "failed", "ignored"} {
+				extra = append(extra, "total_"+outcome+"_"+kind+"_webhook")
+			}
+		}
+		extra = append(extra, "total_auth_webhook_allowed", "total_auth_webhook_denied", "total_successful_auth_webhook", "total_failed_auth_webhook")
+		checkShape(t, "GetStatsReport", seed(t, "GetStatsReport.response.json"), got, extra...)
 		cl, _ := got.(map[string]any)["cluster"].(map[string]any)
 		for key, typ := range map[string]string{"raft_state": "string", "raft_term": "number", "raft_commit_index": "number"} {
 			if s, _ := shape(cl[key]); s != typ {

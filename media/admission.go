@@ -318,7 +318,7 @@ func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.Co
 	pubs := s.join(c)
 	m.mu.Unlock()
 	if created {
-		m.announceSessionCreated(s)
+		m.sessionStarted(s)
 	}
 	m.stats.connectionsCreated.Add(1)
 	m.stats.connectionsOngoing.Add(1)

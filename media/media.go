@@ -70,6 +70,11 @@ type Cluster interface {
 	ChannelsHeld() []string
 	// Assigned reports whether a channel is assigned to some node.
 	Assigned(channelID string) bool
+	// RecordSession and ForgetSession record in the cluster the session
+	// this node runs for a channel it holds, so that the cluster reports
+	// the end of a session that dies with its node.
+	RecordSession(ctx context.Context, channelID, sessionID string, created time.Time) error
+	ForgetSession(ctx context.Context, channelID, sessionID string) error
 }
 
 // Config configures the media plane.
@@ -121,6 +126,11 @@ type Config struct {
 	// WebhookUpdateInterval is how often session.updated and
 	// connection.updated go out.
 	WebhookUpdateInterval time.Duration
+	// RecordSessions records every session in the cluster (a Raft write
+	// at its start and its end), so that the end of a session that dies
+	// with its node is reported, once, by the cluster: on when session
+	// webhooks are.
+	RecordSessions bool
 	// RTPForwardNetworks are the addresses StartForwardingRtp may send to.
 	RTPForwardNetworks []netip.Prefix
 	// Tokens, when set, admits only connects whose metadata.access_token
@@ -417,6 +427,9 @@ func (m *Media) fence() {
 		}
 		members := s.snapshot()
 		m.log.Warn("no longer in charge of a channel; closing its connections", "channel_id", s.channelID, "reason", reason, "connections", len(members))
+		// The cluster moved the channel, and reported the end of the
+		// session it recorded here.
+		s.fenced.Store(true)
 		for _, c := range members {
 			c.close(signaling.CloseUnavailable, reason)
 		}
@@ -500,7 +513,7 @@ func (m *Media) leave(c *connection) {
 	}
 	m.mu.Unlock()
 	if destroyed {
-		m.announceSessionDestroyed(c.session)
+		m.sessionEnded(c.session)
 	}
 	for _, p := range gone {
 		for _, r := range c.session.snapshot() {

@@ -113,6 +113,20 @@ func (f *fakeCluster) Assigned(id string) bool {
 	return elsewhere || slices.Contains(f.held, id)
 }
 
+func (f *fakeCluster) RecordSession(_ context.Context, ch, session string, _ time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("record-session " + ch + " " + session)
+	return nil
+}
+
+func (f *fakeCluster) ForgetSession(_ context.Context, ch, session string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("forget-session " + ch + " " + session)
+	return nil
+}
+
 func (f *fakeCluster) Purged() bool                   { return false }
 func (f *fakeCluster) Changes() <-chan struct{}       { return f.changes }
 func (f *fakeCluster) Drain(context.Context) []string { return nil }

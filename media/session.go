@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sorad/sorad/media/channel"
@@ -27,6 +28,9 @@ type session struct {
 	members map[string]*connection // by connection ID, admitted (offer sent or about to be)
 	tracks  map[string]*published  // by track ID
 	record  sessionRecord          // for the session webhooks
+
+	fenced   atomic.Bool   // ended because the cluster moved the channel
+	recorded chan struct{} // closed once RecordSession is over (RecordSessions)
 }
 
 // newSession starts the session of the channel req connects to.
@@ -47,8 +51,9 @@ func (m *Media) newSession(req signaling.ConnectRequest) *session {
 			UnfocusRID:      m.cfg.SpotlightUnfocusRID,
 			FocusHold:       m.cfg.SpotlightFocusHold,
 		}),
-		members: map[string]*connection{},
-		tracks:  map[string]*published{},
+		members:  map[string]*connection{},
+		tracks:   map[string]*published{},
+		recorded: make(chan struct{}),
 	}
 }
 

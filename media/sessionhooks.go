@@ -1,9 +1,11 @@
 package media
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
+	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/media/channel"
 	"github.com/sorad/sorad/media/signaling"
 )
@@ -196,5 +198,91 @@ func (m *Media) webhookLoop() {
 				}
 			}
 		}
+	}
+}
+
+// sessionStarted announces a new session and, with RecordSessions, records
+// it in the cluster.
+func (m *Media) sessionStarted(s *session) {
+	m.announceSessionCreated(s)
+	if !m.cfg.RecordSessions {
+		return
+	}
+	m.goOwned(func() {
+		defer close(s.recorded)
+		ctx, cancel := context.WithTimeout(m.ctx, recordTimeout)
+		defer cancel()
+		if err := m.cluster.RecordSession(ctx, s.channelID, s.id, s.created); err != nil {
+			m.log.Warn("session not recorded in the cluster: its end is not reported if this node dies with it", "session_id", s.id, "error", err)
+		}
+	})
+}
+
+// recordTimeout bounds recording a session in the cluster.
+const recordTimeout = 10 * time.Second
+
+// sessionEnded reports the end of a session: its record in the cluster is
+// removed first (so that the cluster does not report it again), then
+// session.destroyed goes. A session fenced off with RecordSessions was
+// reported by the node that took its channel over.
+func (m *Media) sessionEnded(s *session) {
+	if !m.cfg.RecordSessions {
+		m.announceSessionDestroyed(s)
+		return
+	}
+	if s.fenced.Load() {
+		m.log.Info("session ended by fencing; the cluster reports its end", "session_id", s.id)
+		return
+	}
+	m.goOwned(func() {
+		<-s.recorded
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), recordTimeout)
+		defer cancel()
+		if err := m.cluster.ForgetSession(ctx, s.channelID, s.id); err != nil {
+			m.log.Warn("session record not removed from the cluster", "session_id", s.id, "error", err)
+		}
+		m.announceSessionDestroyed(s)
+	})
+}
+
+// goOwned runs f in a goroutine the media plane waits for on Close.
+func (m *Media) goOwned(f func()) {
+	m.serving.Add(1)
+	go func() {
+		defer m.serving.Done()
+		f()
+	}()
+}
+
+// vanishedSession is the session webhook about a session that ended with
+// its node, sent once by the node whose cluster change ended it.
+type vanishedSession struct {
+	Type               string `json:"type"` // session.vanished
+	ChannelID          string `json:"channel_id"`
+	SessionID          string `json:"session_id"`
+	Multistream        bool   `json:"multistream"`
+	Spotlight          bool   `json:"spotlight"`
+	CreatedTime        int64  `json:"created_time"`
+	CreatedTimestamp   string `json:"created_timestamp"`
+	DestroyedTime      int64  `json:"destroyed_time"`
+	DestroyedTimestamp string `json:"destroyed_timestamp"`
+	NodeInCharge       string `json:"node_in_charge"` // the node it died with
+}
+
+// SessionsEnded reports sessions that ended with their node (the cluster's
+// records of them): session.vanished for each. It never blocks.
+func (m *Media) SessionsEnded(chs []fsm.Channel) {
+	h := m.hooks()
+	if h == nil {
+		return
+	}
+	now := time.Now()
+	for _, ch := range chs {
+		created := time.UnixMicro(ch.SessionCreatedMicros)
+		h.Session(vanishedSession{
+			Type: "session.vanished", ChannelID: ch.ID, SessionID: ch.SessionID, Multistream: ch.Multistream, Spotlight: ch.Spotlight,
+			CreatedTime: created.Unix(), CreatedTimestamp: signaling.Timestamp(created),
+			DestroyedTime: now.Unix(), DestroyedTimestamp: signaling.Timestamp(now), NodeInCharge: ch.NodeInCharge,
+		})
 	}
 }

@@ -163,6 +163,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MessagingBurst:          cfg.MessagingMessageBurst,
 		Webhooks:                hooks,
 		WebhookUpdateInterval:   cfg.WebhookUpdateInterval,
+		RecordSessions:          cfg.SessionWebhookURL != "",
 		DefaultVideoCodec:       cfg.DefaultVideoCodecType,
 		DefaultVideoBitRate:     cfg.DefaultVideoBitRate,
 		SimulcastEncodings:      cfg.SimulcastEncodings,
@@ -175,6 +176,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return errors.Join(err, cl.Close())
 	}
+	// The end of a session that died with its node is reported by the
+	// node that committed the change that ended it.
+	cl.OnSessionsEnded(med.SessionsEnded)
 	api := httpapi.New(httpapi.Config{
 		CORSOrigin:     cfg.APICORSOrigin,
 		BearerToken:    cfg.APIBearerToken,
