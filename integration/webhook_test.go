@@ -165,3 +165,58 @@ func TestWebhooksInACluster(t *testing.T) {
 		t.Errorf("session.vanished %v", v)
 	}
 }
+
+// TestWebhooksRollingUpgrade: a node drained for an upgrade
+// (block_new_session, its clients leave, restart, normal) ends its session
+// with one session.destroyed; the channel's next session, wherever it
+// starts, is created once; nothing is reported twice or as vanished.
+func TestWebhooksRollingUpgrade(t *testing.T) {
+	sink := newWebhookSink(t)
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 3, append(sink.args(), "--channel_release_delay=500ms")...)
+	up, others := nodes[0], nodes[1:]
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	for _, n := range others {
+		setMode(t, nodes, n, "block_new_session")
+	}
+	pub, sub, err := pair(ctx, []string{signalingURL(up)}, "roll")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range others {
+		setMode(t, nodes, n, "normal")
+	}
+	harness.Eventually(t, 5*time.Second, "roll on the node to upgrade", func() bool { return ownerOf(others[0], "roll") == up.Name })
+	time.Sleep(time.Second) // the session's record reaches the cluster
+
+	setMode(t, nodes, up, "block_new_session")
+	_ = pub.Close()
+	_ = sub.Close()
+	harness.Eventually(t, 10*time.Second, "session.destroyed of the drained session", func() bool {
+		return len(sink.calls("/session", func(b map[string]any) bool { return b["type"] == "session.destroyed" && b["channel_id"] == "roll" })) == 1
+	})
+	up.Restart()
+	harness.Eventually(t, 15*time.Second, "the upgraded node back", func() bool { return formed(up, names(nodes)) })
+	setMode(t, nodes, up, "normal")
+	pub2, sub2, err := pair(ctx, urlsOf(nodes), "roll")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub2.Close()
+	defer sub2.Close()
+	time.Sleep(2 * time.Second) // anything duplicated would be here by now
+	created := sink.calls("/session", func(b map[string]any) bool { return b["type"] == "session.created" && b["channel_id"] == "roll" })
+	if len(created) != 2 || created[0]["session_id"] == created[1]["session_id"] {
+		t.Fatalf("session.created for roll: %v, want two sessions, each once", created)
+	}
+	first, _ := created[0]["session_id"].(string)
+	for typ, want := range map[string]int{"session.destroyed": 1, "session.vanished": 0, "session.created": 1} {
+		if n := len(sink.calls("/session", sessionEvent(typ, first))); n != want {
+			t.Errorf("%d %s for the drained session, want %d", n, typ, want)
+		}
+	}
+	if n := len(sink.calls("/session", func(b map[string]any) bool { return b["type"] == "session.vanished" })); n != 0 {
+		t.Errorf("%d session.vanished in a rolling upgrade", n)
+	}
+}

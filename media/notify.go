@@ -103,7 +103,9 @@ func (s *session) announceSpotlightLocked(events []channel.Event) {
 		if e.Kind == channel.Unfocused {
 			kind = "spotlight.unfocused"
 		}
-		subject.m.sendEvent(s.spotlightEvent(kind, subject, e.Fixed))
+		if subject.m.hooks() != nil {
+			subject.m.sendEvent(s.spotlightEvent(kind, subject, e.Fixed))
+		}
 		msgs := []signaling.SpotlightNotify{s.spotlightNotify(kind, subject, e.Fixed)}
 		if e.Kind == channel.Focused {
 			changed := s.spotlightNotify("spotlight.changed", subject, e.Fixed)

@@ -286,11 +286,18 @@ type connectionEvent struct {
 // event builds an event webhook about c; members are the channel's
 // connections the counts are of.
 func (c *connection) event(typ string, members []*connection) connectionEvent {
+	e := c.eventHeader(typ)
+	e.Data = c.eventData(members)
+	return e
+}
+
+// eventHeader is an event webhook about c without its data.
+func (c *connection) eventHeader(typ string) connectionEvent {
 	return connectionEvent{
 		Type: typ, Role: c.req.Role, ChannelID: c.req.ChannelID, SessionID: c.session.id,
 		ClientID: c.client, BundleID: c.bundle, ConnectionID: c.id,
 		Multistream: true, Simulcast: c.req.Simulcast, Spotlight: c.req.Spotlight,
-		EventMetadata: c.grant.eventMetadata, Data: c.eventData(members),
+		EventMetadata: c.grant.eventMetadata,
 	}
 }
 
@@ -358,8 +365,7 @@ func (c *connection) eventEnded() {
 // spotlightEvent is spotlight.focused or spotlight.unfocused about subject
 // for the event webhook. s.mu is held.
 func (s *session) spotlightEvent(kind string, subject *connection, fixed bool) connectionEvent {
-	e := subject.event(kind, nil)
-	e.Data = nil
+	e := subject.eventHeader(kind)
 	n := s.model.SpotlightNumber()
 	audio, video := subject.req.Audio.Enabled, subject.req.Video.Enabled
 	e.SpotlightNumber, e.Fixed, e.Audio, e.Video = &n, &fixed, &audio, &video

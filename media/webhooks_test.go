@@ -394,3 +394,80 @@ func TestSpotlightEventWebhooks(t *testing.T) {
 	}
 	r.find("/event", about("spotlight.unfocused", a.ConnectionID()))
 }
+
+// Each connect override of an allowed answer, as the client and the API
+// see it.
+func TestAuthWebhookConnectOverrides(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer string
+		opts   soraclient.Options
+		check  func(t *testing.T, m *Media, c *soraclient.Client)
+	}{
+		{"bundle_id", `{"bundle_id":"b9"}`, soraclient.Options{Role: "recvonly", Audio: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
+			if c.Offer()["bundle_id"] != "b9" {
+				t.Errorf("offer %v", c.Offer())
+			}
+		}},
+		{"audio off", `{"audio":false}`, soraclient.Options{Role: "sendrecv", Audio: true, Video: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
+			if o := c.Offer(); o["audio"] != false || o["video"] != true {
+				t.Errorf("offer %v", o)
+			}
+		}},
+		{"simulcast", `{"simulcast":true}`, soraclient.Options{Role: "sendonly", Video: true, VideoCodec: "VP8"}, func(t *testing.T, _ *Media, c *soraclient.Client) {
+			if o := c.Offer(); o["simulcast"] != true || o["encodings"] == nil {
+				t.Errorf("offer %v", o)
+			}
+		}},
+		{"spotlight", `{"spotlight":true,"spotlight_number":2}`, soraclient.Options{Role: "sendrecv", Audio: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
+			if o := c.Offer(); o["spotlight"] != true {
+				t.Errorf("offer %v", o)
+			}
+		}},
+		{"DataChannel signaling", `{"data_channel_signaling":true,"ignore_disconnect_websocket":true,"data_channels":[{"label":"#x","direction":"sendrecv"}]}`,
+			soraclient.Options{Role: "sendrecv", Audio: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
+				o := c.Offer()
+				if o["data_channel_signaling"] != true || o["ignore_disconnect_websocket"] != true || !strings.Contains(string(mustJSON(o["data_channels"])), `"#x"`) {
+					t.Errorf("offer %v", o)
+				}
+				select {
+				case <-c.Switched():
+				case <-time.After(10 * time.Second):
+					t.Error("no switched")
+				}
+			}},
+		{"signaling_notify_metadata", `{"signaling_notify_metadata":{"seat":3}}`, soraclient.Options{Role: "recvonly", Audio: true}, func(t *testing.T, m *Media, c *soraclient.Client) {
+			if md, err := m.GetSignalingNotifyMetadata("over", c.ConnectionID()); err != nil || string(md) != `{"seat":3}` {
+				t.Errorf("metadata %s %v", md, err)
+			}
+		}},
+		{"user_agent_stats off", `{"user_agent_stats":false}`, soraclient.Options{Role: "recvonly", Audio: true}, func(t *testing.T, m *Media, c *soraclient.Client) {
+			time.Sleep(500 * time.Millisecond) // several pings
+			for _, msg := range c.Messages() {
+				if msg.Type == "ping" && strings.Contains(string(msg.Raw), `"stats":true`) {
+					t.Errorf("asked for statistics: %s", msg.Raw)
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newReceiver(t)
+			r.setAuth(func(map[string]any) (int, string) {
+				return 200, `{"allowed":true,` + strings.TrimPrefix(tt.answer, "{")
+			})
+			m, url := startWithWebhooks(t, r, Config{PingInterval: 50 * time.Millisecond, UserAgentStatsInterval: 50 * time.Millisecond}, 2*time.Second)
+			tt.opts.ChannelID = "over"
+			c, err := connect(t, url, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, m, c)
+		})
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
