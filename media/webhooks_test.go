@@ -1,10 +1,12 @@
 package media
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -12,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/sorad/sorad/integration/soraclient"
 	"github.com/sorad/sorad/media/webhook"
@@ -470,4 +474,69 @@ func TestAuthWebhookConnectOverrides(t *testing.T) {
 func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// A connection that never connects (the client never answers the offer)
+// is told to the event webhook as connection.failed.
+func TestConnectionFailedEvent(t *testing.T) {
+	r := newReceiver(t)
+	_, url := startWithWebhooks(t, r, Config{ConnectTimeout: time.Second}, 2*time.Second)
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteJSON(map[string]any{"type": "connect", "role": "recvonly", "channel_id": "silent", "audio": true, "video": false}); err != nil {
+		t.Fatal(err)
+	}
+	var offer struct {
+		Type         string `json:"type"`
+		ConnectionID string `json:"connection_id"`
+	}
+	if err := ws.ReadJSON(&offer); err != nil || offer.Type != "offer" {
+		t.Fatalf("offer %+v %v", offer, err)
+	}
+	f := r.find("/event", about("connection.failed", offer.ConnectionID))
+	wantKeys(t, "connection.failed", f.body, append(commonKeys, "role", "channel_id", "session_id", "connection_id", "data")...)
+	if d, _ := f.body["data"].(map[string]any); d["message"] != "ICE-CONNECTION-TIMEOUT" {
+		t.Errorf("connection.failed data %v", f.body["data"])
+	}
+	if n := r.count("/event", about("connection.destroyed", offer.ConnectionID)); n != 0 {
+		t.Errorf("a connection that never connected also got %d connection.destroyed", n)
+	}
+}
+
+// An answer field sorad does not support is logged once, however many
+// connects carry it, and changes nothing else.
+func TestUnsupportedOverrideLoggedOnce(t *testing.T) {
+	r := newReceiver(t)
+	r.setAuth(func(map[string]any) (int, string) { return 200, `{"allowed":true,"turn_tcp_only":true}` })
+	var logs syncBuffer
+	_, url := startWithWebhooks(t, r, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, 2*time.Second)
+	for range 3 {
+		if _, err := connect(t, url, soraclient.Options{ChannelID: "unsupported", Role: "recvonly", Audio: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), `"field":"turn_tcp_only"`); n != 1 {
+		t.Errorf("the unsupported field was logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
