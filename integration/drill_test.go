@@ -407,10 +407,12 @@ func (p *partition) heal() {
 // TestFencingAfterPartition: cut the node in charge of a channel off from
 // the cluster (its clients can still reach it), purge it from the majority,
 // serve the channel elsewhere, heal: the old node learns it was purged and
-// drops its clients.
+// drops its clients. The session webhooks report the old session's end
+// once (by the purge), never again from the fenced node.
 func TestFencingAfterPartition(t *testing.T) {
+	sink := newWebhookSink(t)
 	h := harness.New(t, soradBin)
-	nodes := startCluster(t, h, 3)
+	nodes := startCluster(t, h, 3, sink.args()...)
 	isolated, majority := nodes[0], nodes[1:]
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -421,6 +423,7 @@ func TestFencingAfterPartition(t *testing.T) {
 	defer pub.Close()
 	defer sub.Close()
 	harness.Eventually(t, 5*time.Second, "split held by the node to isolate", func() bool { return ownerOf(majority[0], "split") == isolated.Name })
+	time.Sleep(time.Second) // the session's record reaches the cluster
 
 	p := newPartition(t, isolated)
 	harness.Eventually(t, 10*time.Second, "the majority sees the node disconnected", func() bool {
@@ -462,6 +465,16 @@ func TestFencingAfterPartition(t *testing.T) {
 	case errors.As(err, &re) && re.Location != signalingURL(isolated):
 	default:
 		t.Fatalf("a connect to the purged node: %v, want 4503 NODE-PURGED or a redirect to the majority", err)
+	}
+	created := sink.calls("/session", func(b map[string]any) bool { return b["type"] == "session.created" && b["channel_id"] == "split" })
+	if len(created) != 2 {
+		t.Fatalf("session.created for split: %v, want the old node's and the majority's", created)
+	}
+	old, _ := created[0]["session_id"].(string)
+	time.Sleep(time.Second) // a late report would be here by now
+	ends := func(typ string) int { return len(sink.calls("/session", sessionEvent(typ, old))) }
+	if ends("session.vanished") != 1 || ends("session.destroyed") != 0 {
+		t.Errorf("the fenced session's end reported %d times as vanished and %d as destroyed, want once, by the purge", ends("session.vanished"), ends("session.destroyed"))
 	}
 }
 
