@@ -40,11 +40,13 @@ type receiver struct {
 	mu         sync.Mutex
 	got        []hookRequest
 	authAnswer func(body map[string]any) (status int, answer string)
-	changed    chan struct{}
+	// sessionAnswer answers session.created.
+	sessionAnswer string
+	changed       chan struct{}
 }
 
 func newReceiver(t *testing.T) *receiver {
-	r := &receiver{t: t, changed: make(chan struct{}, 1)}
+	r := &receiver{t: t, changed: make(chan struct{}, 1), sessionAnswer: `{"session_metadata":{"room":"blue"}}`}
 	r.authAnswer = func(map[string]any) (int, string) { return 200, `{"allowed":true}` }
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		raw, _ := io.ReadAll(req.Body)
@@ -52,7 +54,7 @@ func newReceiver(t *testing.T) *receiver {
 		_ = json.Unmarshal(raw, &body)
 		r.mu.Lock()
 		r.got = append(r.got, hookRequest{path: req.URL.Path, header: req.Header.Clone(), body: body, raw: raw})
-		answer := r.authAnswer
+		answer, sessionAnswer := r.authAnswer, r.sessionAnswer
 		r.mu.Unlock()
 		select {
 		case r.changed <- struct{}{}:
@@ -65,7 +67,7 @@ func newReceiver(t *testing.T) *receiver {
 			_, _ = io.WriteString(w, a)
 		case "/session":
 			if body["type"] == "session.created" {
-				_, _ = io.WriteString(w, `{"session_metadata":{"room":"blue"}}`)
+				_, _ = io.WriteString(w, sessionAnswer)
 			}
 		}
 	}))
@@ -379,6 +381,7 @@ func TestStalledWebhookReceiver(t *testing.T) {
 // session.created's spotlight_number answer changes the channel's.
 func TestSpotlightEventWebhooks(t *testing.T) {
 	r := newReceiver(t)
+	r.sessionAnswer = `{"spotlight_number":3,"recording":true}`
 	m, url := startWithWebhooks(t, r, Config{}, 2*time.Second)
 	a, err := connect(t, url, soraclient.Options{ChannelID: "spot", Role: "sendrecv", Audio: true, Extra: map[string]any{"spotlight": true}})
 	if err != nil {
@@ -397,6 +400,15 @@ func TestSpotlightEventWebhooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.find("/event", about("spotlight.unfocused", a.ConnectionID()))
+	s, err := m.session("spot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "the spotlight number session.created's answer set", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.model.SpotlightNumber() == 3
+	})
 }
 
 // Each connect override of an allowed answer, as the client and the API
