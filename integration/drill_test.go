@@ -156,13 +156,7 @@ func TestFailoverDrill(t *testing.T) {
 
 	dead.Kill()
 	killed := time.Now()
-	var pub2, sub2 *soraclient.Client
-	harness.Eventually(t, 15*time.Second, "the busy channel served again by a live node", func() bool {
-		attempt, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		pub2, sub2, err = pair(attempt, urlsOf(live), "busy")
-		return err == nil
-	})
+	pub2, sub2 := pairAgain(t, ctx, live, "busy", 15*time.Second)
 	defer pub2.Close()
 	defer sub2.Close()
 	took := time.Since(killed)
@@ -476,6 +470,21 @@ func TestFencingAfterPartition(t *testing.T) {
 	if ends("session.vanished") != 1 || ends("session.destroyed") != 0 {
 		t.Errorf("the fenced session's end reported %d times as vanished and %d as destroyed, want once, by the purge", ends("session.vanished"), ends("session.destroyed"))
 	}
+}
+
+// pairAgain connects a publisher and a subscriber of channel through nodes,
+// trying again (each try bounded) until it works within d: a channel whose
+// node died is served again once a live node takes it over.
+func pairAgain(t *testing.T, ctx context.Context, nodes []*harness.Node, channel string, d time.Duration) (pub, sub *soraclient.Client) {
+	t.Helper()
+	harness.Eventually(t, d, channel+" served again by a live node", func() bool {
+		attempt, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		var err error
+		pub, sub, err = pair(attempt, urlsOf(nodes), channel)
+		return err == nil
+	})
+	return pub, sub
 }
 
 // skipOrFail skips a test whose tool is missing, loudly, unless CI is set.

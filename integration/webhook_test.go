@@ -132,13 +132,7 @@ func TestWebhooksInACluster(t *testing.T) {
 	time.Sleep(time.Second)
 
 	dead.Kill()
-	var pub2, sub2 *soraclient.Client
-	harness.Eventually(t, 20*time.Second, "the busy channel served again by a live node", func() bool {
-		attempt, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		pub2, sub2, err = pair(attempt, urlsOf(live), "busy")
-		return err == nil
-	})
+	pub2, sub2 := pairAgain(t, ctx, live, "busy", 20*time.Second)
 	defer pub2.Close()
 	defer sub2.Close()
 	harness.Eventually(t, 10*time.Second, "the killed busy session reported ended", func() bool {

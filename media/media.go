@@ -316,8 +316,9 @@ type Media struct {
 	zlib      sync.Pool                // *zlib.Writer for compressed DataChannels
 	// unsupported are the webhook answer fields already reported as not
 	// supported (each is logged once).
-	unsupported sync.Map
-	draining    atomic.Bool // stopping: no new channel here
+	unsupported  sync.Map
+	unsupportedN atomic.Int64
+	draining     atomic.Bool // stopping: no new channel here
 }
 
 // New starts the media plane: it opens the UDP port. stats may be shared

@@ -156,7 +156,7 @@ func (m *Media) applySessionAnswer(s *session, fields map[string]json.RawMessage
 				m.log.Warn("session.created answer: spotlight_number refused", "session_id", s.id, "error", err)
 			}
 		default:
-			if _, seen := m.unsupported.LoadOrStore("session."+k, true); !seen {
+			if m.firstUnsupported("session." + k) {
 				m.log.Warn("session.created answer field not supported by sorad; ignored (logged once)", "field", k)
 			}
 		}

@@ -106,11 +106,28 @@ func (m *Media) grantField(g *grant, key string, v json.RawMessage) error {
 		}
 		g.lifetime = time.Duration(secs) * time.Second
 	default:
-		if _, seen := m.unsupported.LoadOrStore(key, true); !seen {
+		if m.firstUnsupported("auth." + key) {
 			m.log.Warn("auth webhook answer field not supported by sorad; ignored (logged once)", "field", key)
 		}
 	}
 	return nil
+}
+
+// maxUnsupported bounds the unsupported answer fields remembered (a
+// receiver could send endless new names); beyond it they are not logged.
+const maxUnsupported = 256
+
+// firstUnsupported reports whether an unsupported answer field is seen for
+// the first time (and there is room to remember it).
+func (m *Media) firstUnsupported(key string) bool {
+	if _, seen := m.unsupported.Load(key); seen || m.unsupportedN.Load() >= maxUnsupported {
+		return false
+	}
+	if _, seen := m.unsupported.LoadOrStore(key, true); seen {
+		return false
+	}
+	m.unsupportedN.Add(1)
+	return true
 }
 
 // soraClientPattern splits a sora_client string: "<type> <version> (<commit>)".
@@ -261,19 +278,32 @@ type eventData struct {
 	Message              string          `json:"message,omitempty"` // connection.failed
 }
 
+// connectionFields say which connection a webhook is about.
+type connectionFields struct {
+	Role         signaling.Role `json:"role"`
+	ChannelID    string         `json:"channel_id"`
+	SessionID    string         `json:"session_id"`
+	ClientID     string         `json:"client_id"`
+	BundleID     string         `json:"bundle_id"`
+	ConnectionID string         `json:"connection_id"`
+	Multistream  bool           `json:"multistream"`
+	Simulcast    bool           `json:"simulcast"`
+	Spotlight    bool           `json:"spotlight"`
+}
+
+func (c *connection) fields() connectionFields {
+	return connectionFields{
+		Role: c.req.Role, ChannelID: c.req.ChannelID, SessionID: c.session.id,
+		ClientID: c.client, BundleID: c.bundle, ConnectionID: c.id,
+		Multistream: true, Simulcast: c.req.Simulcast, Spotlight: c.req.Spotlight,
+	}
+}
+
 // connectionEvent is a connection.* or spotlight.* event webhook.
 type connectionEvent struct {
-	Type          string          `json:"type"`
-	LogWritten    bool            `json:"log_written"`
-	Role          signaling.Role  `json:"role"`
-	ChannelID     string          `json:"channel_id"`
-	SessionID     string          `json:"session_id"`
-	ClientID      string          `json:"client_id"`
-	BundleID      string          `json:"bundle_id"`
-	ConnectionID  string          `json:"connection_id"`
-	Multistream   bool            `json:"multistream"`
-	Simulcast     bool            `json:"simulcast"`
-	Spotlight     bool            `json:"spotlight"`
+	Type       string `json:"type"`
+	LogWritten bool   `json:"log_written"`
+	connectionFields
 	EventMetadata json.RawMessage `json:"event_metadata,omitempty"`
 	Data          *eventData      `json:"data,omitempty"`
 	// spotlight.* only
@@ -293,12 +323,7 @@ func (c *connection) event(typ string, members []*connection) connectionEvent {
 
 // eventHeader is an event webhook about c without its data.
 func (c *connection) eventHeader(typ string) connectionEvent {
-	return connectionEvent{
-		Type: typ, Role: c.req.Role, ChannelID: c.req.ChannelID, SessionID: c.session.id,
-		ClientID: c.client, BundleID: c.bundle, ConnectionID: c.id,
-		Multistream: true, Simulcast: c.req.Simulcast, Spotlight: c.req.Spotlight,
-		EventMetadata: c.grant.eventMetadata,
-	}
+	return connectionEvent{Type: typ, connectionFields: c.fields(), EventMetadata: c.grant.eventMetadata}
 }
 
 func (c *connection) eventData(members []*connection) *eventData {
@@ -374,17 +399,9 @@ func (s *session) spotlightEvent(kind string, subject *connection, fixed bool) c
 
 // statsWebhook is the stats webhook's body: a client's own statistics.
 type statsWebhook struct {
-	Type         string          `json:"type"` // connection.rtc, as its header
-	Multistream  bool            `json:"multistream"`
-	Simulcast    bool            `json:"simulcast"`
-	Spotlight    bool            `json:"spotlight"`
-	Role         signaling.Role  `json:"role"`
-	ChannelID    string          `json:"channel_id"`
-	SessionID    string          `json:"session_id"`
-	ClientID     string          `json:"client_id"`
-	BundleID     string          `json:"bundle_id"`
-	ConnectionID string          `json:"connection_id"`
-	Stats        json.RawMessage `json:"stats"`
+	Type string `json:"type"` // connection.rtc, as its header
+	connectionFields
+	Stats json.RawMessage `json:"stats"`
 }
 
 // sendStats hands a client's statistics report to the stats webhook.
@@ -393,9 +410,5 @@ func (c *connection) sendStats(report json.RawMessage) {
 	if h == nil {
 		return
 	}
-	h.Stats(statsWebhook{
-		Type: "connection.rtc", Multistream: true, Simulcast: c.req.Simulcast, Spotlight: c.req.Spotlight,
-		Role: c.req.Role, ChannelID: c.req.ChannelID, SessionID: c.session.id,
-		ClientID: c.client, BundleID: c.bundle, ConnectionID: c.id, Stats: report,
-	})
+	h.Stats(statsWebhook{Type: "connection.rtc", connectionFields: c.fields(), Stats: report})
 }
