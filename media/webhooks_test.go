@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -551,4 +552,22 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Unsupported answer fields are remembered up to a bound, each reported
+// once.
+func TestFirstUnsupportedIsBounded(t *testing.T) {
+	m := &Media{}
+	if !m.firstUnsupported("auth.x") || m.firstUnsupported("auth.x") {
+		t.Fatal("a field is not reported exactly once")
+	}
+	n := 1
+	for i := range 2 * maxUnsupported {
+		if m.firstUnsupported("auth.f" + strconv.Itoa(i)) {
+			n++
+		}
+	}
+	if n != maxUnsupported {
+		t.Fatalf("%d fields reported, want at most %d", n, maxUnsupported)
+	}
 }
