@@ -228,7 +228,7 @@ func (c *connection) offerMessage(sdp string) signaling.Offer {
 		o.DataChannelSignaling = true
 		o.IgnoreDisconnectWebSocket = c.req.IgnoreDisconnectWebSocket
 		o.DataChannels = c.dcs.offered()
-		o.RPCMethods = rpcMethodNames()
+		o.RPCMethods = c.rpcMethods()
 	}
 	return o
 }

@@ -3,6 +3,7 @@ package media
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"github.com/sorad/sorad/media/channel"
 	"github.com/sorad/sorad/media/signaling"
@@ -52,6 +53,15 @@ func rpcMethodNames() []string {
 	return out
 }
 
+// rpcMethods are the methods this connection may call: those the auth
+// webhook granted, else every one.
+func (c *connection) rpcMethods() []string {
+	if c.grant.rpcMethods != nil {
+		return c.grant.rpcMethods
+	}
+	return rpcMethodNames()
+}
+
 // serveRPC answers one message of DC rpc. Notifications (no id) are
 // carried out and get no response.
 func (c *connection) serveRPC(b []byte) {
@@ -74,7 +84,7 @@ func (c *connection) serveRPC(b []byte) {
 func (c *connection) callRPC(req signaling.RPCRequest) (any, *signaling.RPCError) {
 	name, ok := cutVersion(req.Method)
 	method := lookupRPC(name)
-	if !ok || method == nil {
+	if !ok || method == nil || !slices.Contains(c.rpcMethods(), req.Method) {
 		return nil, signaling.RPCErrorf(signaling.RPCMethodNotFound, "method not found: %s", clip(req.Method, 64))
 	}
 	return method(c, req.Params)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,9 @@ type grant struct {
 	notifyOff     bool            // signaling_notify: false
 	lifetime      time.Duration   // connection_lifetime; 0 none
 	uaStatsOff    bool            // user_agent_stats: false
+	// rpcMethods are the RPC methods the connection may call (their full
+	// names); nil: every one sorad serves.
+	rpcMethods []string
 }
 
 // hooks is the webhook delivery, nil when none is configured.
@@ -98,6 +102,17 @@ func (m *Media) grantField(g *grant, key string, v json.RawMessage) error {
 			g.notifyOff = !on
 		} else {
 			g.uaStatsOff = !on
+		}
+	case "rpc_methods":
+		var names []string
+		if err := json.Unmarshal(v, &names); err != nil {
+			return errors.New("must be an array of method names")
+		}
+		g.rpcMethods = []string{}
+		for _, name := range rpcMethodNames() {
+			if slices.Contains(names, name) {
+				g.rpcMethods = append(g.rpcMethods, name)
+			}
 		}
 	case "connection_lifetime":
 		var secs int64

@@ -453,6 +453,20 @@ func TestAuthWebhookConnectOverrides(t *testing.T) {
 					t.Error("no switched")
 				}
 			}},
+		{"rpc_methods", `{"data_channel_signaling":true,"rpc_methods":["2025.2.0/ResetSpotlightRid","NotServed"]}`, soraclient.Options{Role: "sendrecv", Audio: true},
+			func(t *testing.T, _ *Media, c *soraclient.Client) {
+				if got := string(mustJSON(c.Offer()["rpc_methods"])); got != `["2025.2.0/ResetSpotlightRid"]` {
+					t.Errorf("offer rpc_methods %s", got)
+				}
+				<-c.Switched()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_, err := c.RPC(ctx, "2025.2.0/PutSignalingNotifyMetadata", map[string]any{"metadata": map[string]any{}})
+				var re *soraclient.RPCError
+				if !errors.As(err, &re) || re.Code != -32601 {
+					t.Errorf("a method the auth webhook did not grant: %v", err)
+				}
+			}},
 		{"signaling_notify_metadata", `{"signaling_notify_metadata":{"seat":3}}`, soraclient.Options{Role: "recvonly", Audio: true}, func(t *testing.T, m *Media, c *soraclient.Client) {
 			if md, err := m.GetSignalingNotifyMetadata("over", c.ConnectionID()); err != nil || string(md) != `{"seat":3}` {
 				t.Errorf("metadata %s %v", md, err)
