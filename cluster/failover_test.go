@@ -77,3 +77,27 @@ func TestDrainingNodeTakesNoNewChannelAndHandsOverAtOnce(t *testing.T) {
 		t.Fatalf("channel of the stopped draining node = %+v, %v; want it moved to %s", a, err, other.NodeName())
 	}
 }
+
+// A holder whose cluster port refuses connections died with its process:
+// its channel moves on the next connect at once, without waiting
+// FailoverTimeout (an hour here), and it is no longer connected.
+func TestRefusedPortIsDeadAtOnce(t *testing.T) {
+	nodes := formCluster(t, 3, func(cfg *Config) { cfg.FailoverTimeout = time.Hour })
+	holder, other := nodes[1], nodes[0]
+	id := acquireOnTie(t, holder, "busy")
+	waitFor(t, 3*time.Second, "assignment replicated", func() bool {
+		owner, ok := other.ChannelOwner(id)
+		return ok && owner == holder.NodeName()
+	})
+	holder.stop()
+	// A holder heard from within redirectFreshness is trusted without a
+	// probe; after that it is probed, and found gone.
+	time.Sleep(redirectFreshness)
+	a, err := other.AcquireChannel(ctxT(t), id, ChannelOptions{})
+	if err != nil || !a.Assigned || a.Owner.Name == holder.NodeName() {
+		t.Fatalf("acquire after the holder's process died = %+v, %v; want a takeover at once", a, err)
+	}
+	if other.Connected(holder.NodeName()) {
+		t.Error("a peer whose port refuses connections is still listed connected")
+	}
+}

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -19,7 +21,16 @@ type liveness struct {
 type peerProbe struct {
 	lastOK time.Time
 	status nodeStatus
+	// refused is when a probe last found the peer's cluster port closed
+	// (connection refused or reset): its process is gone, a stronger sign
+	// than silence. Zero, or before lastOK, when it answered since.
+	refused time.Time
 }
+
+// gone reports whether the peer's port refused a probe since its last
+// answer: the process died, the machine did not (a lost machine or a
+// partition is silent instead).
+func (p peerProbe) gone() bool { return p.refused.After(p.lastOK) }
 
 func newLiveness() *liveness {
 	return &liveness{peers: map[string]peerProbe{}}
@@ -29,6 +40,15 @@ func (l *liveness) record(name string, st nodeStatus, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.peers[name] = peerProbe{lastOK: at, status: st}
+}
+
+// refusedAt notes that a probe found the peer's port closed.
+func (l *liveness) refusedAt(name string, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.peers[name]
+	p.refused = at
+	l.peers[name] = p
 }
 
 func (l *liveness) forget(name string) {
@@ -62,7 +82,7 @@ func (c *Cluster) Connected(name string) bool {
 		return true
 	}
 	p, ok := c.liveness.get(name)
-	return ok && time.Since(p.lastOK) < c.cfg.PeerTimeout
+	return ok && time.Since(p.lastOK) < c.cfg.PeerTimeout && !p.gone()
 }
 
 // redirectFreshness: a channel's holder whose last answer is older than
@@ -79,7 +99,7 @@ func (c *Cluster) reachableNow(ctx context.Context, inst *instance, name string)
 		return true
 	}
 	p, ok := c.liveness.get(name)
-	if !ok || time.Since(p.lastOK) >= c.cfg.PeerTimeout || p.status.Draining {
+	if !ok || time.Since(p.lastOK) >= c.cfg.PeerTimeout || p.status.Draining || p.gone() {
 		return false
 	}
 	if time.Since(p.lastOK) < redirectFreshness {
@@ -158,6 +178,9 @@ func (c *Cluster) probe(ctx context.Context, name, addr string) bool {
 	defer cancel()
 	var st nodeStatus
 	if err := c.client.get(ctx, addr, pathStatus, &st); err != nil || st.NodeName != name {
+		if portClosed(err) {
+			c.liveness.refusedAt(name, time.Now())
+		}
 		return false
 	}
 	c.liveness.record(name, st, time.Now())
@@ -169,6 +192,12 @@ func (c *Cluster) probe(ctx context.Context, name, addr string) bool {
 		}
 	}
 	return true
+}
+
+// portClosed reports whether a probe failed because nothing listens on the
+// peer's port any more: the connection was refused or reset.
+func portClosed(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // peerConnections returns the connection count a peer last reported.
