@@ -140,8 +140,11 @@ type Cluster struct {
 	liveness    *liveness
 	api         atomic.Pointer[http.Handler]        // answers forwarded API calls
 	ended       atomic.Pointer[func([]fsm.Channel)] // see OnSessionsEnded
-	changed     chan struct{}                       // see Changes
-	draining    atomic.Bool                         // see Drain
+	// electionAsked is when this node last stood for election after the
+	// leader's process died (Unix nanoseconds); see standForElection.
+	electionAsked atomic.Int64
+	changed       chan struct{} // see Changes
+	draining      atomic.Bool   // see Drain
 
 	mu      sync.RWMutex
 	inst    *instance // nil while being replaced, and after Close
@@ -243,8 +246,12 @@ func (c *Cluster) startLoop(loop func(ctx context.Context)) {
 
 // Close stops the node. A leader first hands leadership to another voter so
 // the cluster does not wait for an election timeout.
-func (c *Cluster) Close() error {
-	if inst := c.current(); inst != nil && inst.raft.State() == raft.Leader && len(inst.servers()) > 1 {
+func (c *Cluster) Close() error { return c.shutdown(true) }
+
+// shutdown stops the node, handing leadership over first when handOver is
+// set; without it the node stops as a crashing process does.
+func (c *Cluster) shutdown(handOver bool) error {
+	if inst := c.current(); handOver && inst != nil && inst.raft.State() == raft.Leader && len(inst.servers()) > 1 {
 		if err := inst.raft.LeadershipTransfer().Error(); err != nil {
 			c.log.Warn("leadership transfer before shutdown failed", "error", err)
 		}

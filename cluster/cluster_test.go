@@ -113,6 +113,17 @@ func (n *testNode) stop() {
 	}
 }
 
+// crash stops the node as a dying process does: its port closes, and a
+// leader hands nothing over.
+func (n *testNode) crash() {
+	if n.Cluster != nil {
+		if err := n.Cluster.shutdown(false); err != nil {
+			n.t.Errorf("crash %s: %v", n.cfg.NodeName, err)
+		}
+		n.Cluster = nil
+	}
+}
+
 // restart stops the node and opens it again on the same data directory.
 func (n *testNode) restart() {
 	n.t.Helper()

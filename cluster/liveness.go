@@ -180,6 +180,7 @@ func (c *Cluster) probe(ctx context.Context, name, addr string) bool {
 	if err := c.client.get(ctx, addr, pathStatus, &st); err != nil || st.NodeName != name {
 		if portClosed(err) {
 			c.liveness.refusedAt(name, time.Now())
+			c.standForElection(name)
 		}
 		return false
 	}

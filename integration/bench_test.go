@@ -499,16 +499,22 @@ func bareLatencies(b *testing.B, joins, inFlight int) []time.Duration {
 // subscriber of that channel (a new publisher and subscriber pair connecting
 // through the live nodes), p50 over 10 runs. The baseline, in the same runs,
 // is the same pair joining a healthy channel. The killed node is restarted
-// on its data after each run and takes the next channel.
+// on its data after each run. Runs alternate between killing the Raft
+// leader (the cluster must elect another before it can move the channel)
+// and killing a follower; both are reported.
 func BenchmarkFailover(b *testing.B) {
 	const runs = 10
-	var failover, healthy []time.Duration
+	var failover, healthy, leaderKilled, followerKilled []time.Duration
 	for i := 0; i < b.N; i++ {
 		h := harness.New(b, soradBin)
 		nodes := startCluster(b, h, 3, "--log_level=info")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		for r := 0; r < runs; r++ {
-			owner := nodes[r%3]
+			lead := raftLeader(b, nodes)
+			owner := lead
+			if r%2 == 1 {
+				owner = except(nodes, lead)[(r/2)%2]
+			}
 			live := except(nodes, owner)
 			start := time.Now()
 			pub, sub, err := pair(ctx, []string{signalingURL(owner)}, fmt.Sprintf("healthy-%d", r))
@@ -540,7 +546,13 @@ func BenchmarkFailover(b *testing.B) {
 					b.Fatalf("run %d: no failover in 30 s: %v", r, err)
 				}
 			}
-			failover = append(failover, firstPacket(sub2, pub2).Sub(killed))
+			took := firstPacket(sub2, pub2).Sub(killed)
+			failover = append(failover, took)
+			if owner == lead {
+				leaderKilled = append(leaderKilled, took)
+			} else {
+				followerKilled = append(followerKilled, took)
+			}
 			_ = sub2.Close()
 			_ = pub2.Close()
 			owner.Start()
@@ -558,8 +570,33 @@ func BenchmarkFailover(b *testing.B) {
 	fmt.Println("| | p50 ms | max ms |")
 	fmt.Println("|---|---:|---:|")
 	fmt.Printf("| failover: kill -9 to first packet on a live node | %.0f | %.0f |\n", p(failover, 0.5), p(failover, 1))
+	fmt.Printf("| of which the node killed led Raft (%d runs) | %.0f | %.0f |\n", len(leaderKilled), p(leaderKilled, 0.5), p(leaderKilled, 1))
+	fmt.Printf("| of which the node killed followed (%d runs) | %.0f | %.0f |\n", len(followerKilled), p(followerKilled, 0.5), p(followerKilled, 1))
 	fmt.Printf("| baseline: a publisher and subscriber joining a healthy channel, connect to first packet | %.0f | %.0f |\n", p(healthy, 0.5), p(healthy, 1))
 	fmt.Printf("| difference (p50) | %.0f | |\n", p(failover, 0.5)-p(healthy, 0.5))
+}
+
+// raftLeader is the node the others follow, once they agree on one.
+func raftLeader(b *testing.B, nodes []*harness.Node) *harness.Node {
+	var found *harness.Node
+	harness.Eventually(b, 10*time.Second, "a Raft leader", func() bool {
+		found = nil
+		for _, n := range nodes {
+			var st statsReport
+			if r, err := n.Call(targetGetStatsReport, nil); err != nil || r.Status != 200 || r.JSON(&st) != nil || st.Cluster.RaftLeader == "" {
+				return false
+			}
+			for _, c := range nodes {
+				if c.Name == st.Cluster.RaftLeader && (found == nil || found == c) {
+					found = c
+				} else if c.Name == st.Cluster.RaftLeader {
+					return false
+				}
+			}
+		}
+		return found != nil
+	})
+	return found
 }
 
 // firstPacket is when sub first received media from pub.
