@@ -2,6 +2,9 @@ package cluster
 
 import (
 	"fmt"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,5 +146,28 @@ func TestLeaderProcessDeathElectsAtOnce(t *testing.T) {
 	})
 	if _, err := followers[0].AcquireChannel(ctxT(t), "after", ChannelOptions{}); err != nil {
 		t.Fatalf("a write after the election: %v", err)
+	}
+}
+
+// Only a refused connection says a peer's process is gone: a reset may come
+// from a live node's handshake bound, a timeout from a partition.
+func TestPortClosed(t *testing.T) {
+	wrap := func(err error) error {
+		return unavailable(TypeContactNodeUnreachable, "cannot reach", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)})
+	}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"refused", wrap(syscall.ECONNREFUSED), true},
+		{"reset", wrap(syscall.ECONNRESET), false},
+		{"timeout", wrap(os.ErrDeadlineExceeded), false},
+		{"no error", nil, false},
+	}
+	for _, tt := range tests {
+		if got := portClosed(tt.err); got != tt.want {
+			t.Errorf("%s: portClosed = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

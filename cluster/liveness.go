@@ -22,8 +22,8 @@ type peerProbe struct {
 	lastOK time.Time
 	status nodeStatus
 	// refused is when a probe last found the peer's cluster port closed
-	// (connection refused or reset): its process is gone, a stronger sign
-	// than silence. Zero, or before lastOK, when it answered since.
+	// (connection refused): its process is gone, a stronger sign than
+	// silence. Zero, or before lastOK, when it answered since.
 	refused time.Time
 }
 
@@ -196,9 +196,11 @@ func (c *Cluster) probe(ctx context.Context, name, addr string) bool {
 }
 
 // portClosed reports whether a probe failed because nothing listens on the
-// peer's port any more: the connection was refused or reset.
+// peer's port any more: the connection was refused. A reset is not enough:
+// a live node's cluster port resets connections beyond its handshake
+// bound, which anyone who reaches the port can fill.
 func portClosed(err error) bool {
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // peerConnections returns the connection count a peer last reported.
