@@ -346,6 +346,19 @@ func TestSignalingBoundsPerClient(t *testing.T) {
 		if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("a third waiting socket: %v %v", resp, err)
 		}
+		// The node frees the places as it sees the sockets close.
+		for _, ws := range held {
+			ws.Close()
+		}
+		held = nil
+		harness.Eventually(t, 5*time.Second, "the waiting places freed", func() bool {
+			ws, _, err := websocket.DefaultDialer.DialContext(ctx, signalingURL(n), nil)
+			if err != nil {
+				return false
+			}
+			ws.Close()
+			return true
+		})
 	})
 
 	t.Run("metadata", func(t *testing.T) {
