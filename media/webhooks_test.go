@@ -256,8 +256,9 @@ func TestAuthWebhookRefusals(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Code != tt.code || !strings.HasPrefix(ce.Reason, tt.reason) {
 				t.Fatalf("err %v, want %d %s", err, tt.code, tt.reason)
 			}
-			if took := time.Since(start); took > 2*time.Second {
-				t.Errorf("the refusal took %v", took)
+			// A stalled webhook is given up at its timeout, not waited for.
+			if took := time.Since(start); tt.delay > 0 && took >= tt.delay {
+				t.Errorf("the refusal came after %v, when the webhook answered: the timeout was not kept", took)
 			}
 			if m.Connections() != 0 {
 				t.Errorf("%d connections after a refusal", m.Connections())
