@@ -42,6 +42,16 @@ func (l *liveness) record(name string, st nodeStatus, at time.Time) {
 	l.peers[name] = peerProbe{lastOK: at, status: st}
 }
 
+// tried notes that a peer was probed without an answer: it is known, and
+// not connected.
+func (l *liveness) tried(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.peers[name]; !ok {
+		l.peers[name] = peerProbe{}
+	}
+}
+
 // refusedAt notes that a probe found the peer's port closed.
 func (l *liveness) refusedAt(name string, at time.Time) {
 	l.mu.Lock()
@@ -144,20 +154,41 @@ func (c *Cluster) probeLoop(ctx context.Context) {
 	for {
 		targets := c.probeTargets()
 		c.liveness.keepOnly(targets)
-		var wg sync.WaitGroup
-		for name, addr := range targets {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.probe(ctx, name, addr)
-			}()
-		}
-		wg.Wait()
+		c.probeEach(ctx, targets)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// probeEach probes the given peers (name to address) once, in parallel.
+func (c *Cluster) probeEach(ctx context.Context, targets map[string]string) {
+	var wg sync.WaitGroup
+	for name, addr := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.probe(ctx, name, addr)
+		}()
+	}
+	wg.Wait()
+}
+
+// probedOnce probes, before this node places a channel, the peers it has
+// never probed: a node that has just started (or just learnt its peers
+// from the replicated state) knows none of them as connected yet, and
+// would find no node to place on.
+func (c *Cluster) probedOnce(ctx context.Context) {
+	unknown := map[string]string{}
+	for name, addr := range c.probeTargets() {
+		if _, ok := c.liveness.get(name); !ok {
+			unknown[name] = addr
+		}
+	}
+	if len(unknown) > 0 {
+		c.probeEach(ctx, unknown)
 	}
 }
 
@@ -181,6 +212,8 @@ func (c *Cluster) probe(ctx context.Context, name, addr string) bool {
 		if portClosed(err) {
 			c.liveness.refusedAt(name, time.Now())
 			c.standForElection(name)
+		} else {
+			c.liveness.tried(name)
 		}
 		return false
 	}

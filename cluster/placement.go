@@ -101,6 +101,7 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 		if live {
 			return Assignment{Channel: cur, Owner: *holder, Local: holder.Name == c.cfg.NodeName}, nil
 		}
+		c.probedOnce(ctx)
 		target, ok := place(c.candidates(inst), c.cfg.NodeName)
 		if !ok {
 			return Assignment{}, unavailable(TypeNoNodeAvailable, errNoLiveNode.Error(), nil)

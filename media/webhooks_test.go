@@ -367,14 +367,11 @@ func TestStalledWebhookReceiver(t *testing.T) {
 	}
 	t.Cleanup(h.Close)
 	_, url := startMediaWith(t, newFakeCluster(), Config{ReleaseDelay: time.Hour, Webhooks: h})
-	start := time.Now()
+	// The receiver answers nothing until the test ends (its webhook timeout
+	// is a minute): a connect or media that waited on it would never
+	// arrive within publishAndReceive's bounds.
 	for i := range 3 {
-		pub, sub := publishAndReceive(t, url, "stalled-"+string(rune('a'+i)))
-		_ = pub
-		_ = sub
-	}
-	if took := time.Since(start); took > 15*time.Second {
-		t.Errorf("three channels with media took %v behind a stalled receiver", took)
+		publishAndReceive(t, url, "stalled-"+string(rune('a'+i)))
 	}
 	if k := h.Counters(); k.SessionFailed+k.EventFailed == 0 {
 		t.Errorf("no delivery dropped from the full queues: %+v", k)
