@@ -121,6 +121,13 @@ func (s *session) sessionWebhookLocked(typ string) sessionWebhook {
 	return w
 }
 
+// sessionWebhook builds a session.* webhook under s.mu.
+func (s *session) sessionWebhook(typ string) sessionWebhook {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessionWebhookLocked(typ)
+}
+
 // announceSessionCreated sends session.created; its answer may set the
 // session's metadata and spotlight number.
 func (m *Media) announceSessionCreated(s *session) {
@@ -128,10 +135,7 @@ func (m *Media) announceSessionCreated(s *session) {
 	if h == nil {
 		return
 	}
-	s.mu.Lock()
-	w := s.sessionWebhookLocked("session.created")
-	s.mu.Unlock()
-	h.SessionCreated(w, func(fields map[string]json.RawMessage) { m.applySessionAnswer(s, fields) })
+	h.SessionCreated(s.sessionWebhook("session.created"), func(fields map[string]json.RawMessage) { m.applySessionAnswer(s, fields) })
 }
 
 // applySessionAnswer applies what session.created's answer sets.
@@ -169,10 +173,7 @@ func (m *Media) announceSessionDestroyed(s *session) {
 	if h == nil {
 		return
 	}
-	s.mu.Lock()
-	w := s.sessionWebhookLocked("session.destroyed")
-	s.mu.Unlock()
-	h.Session(w)
+	h.Session(s.sessionWebhook("session.destroyed"))
 }
 
 // webhookLoop sends session.updated for every session and connection.updated
@@ -188,10 +189,7 @@ func (m *Media) webhookLoop() {
 		case <-t.C:
 			h := m.hooks()
 			for _, s := range m.sessionList() {
-				s.mu.Lock()
-				w := s.sessionWebhookLocked("session.updated")
-				s.mu.Unlock()
-				h.Session(w)
+				h.Session(s.sessionWebhook("session.updated"))
 				members := s.established()
 				for _, c := range members {
 					m.sendEvent(c.event("connection.updated", members))
