@@ -18,10 +18,19 @@ import (
 // name closed.
 func (c *Cluster) standForElection(name string) {
 	inst := c.current()
-	if inst == nil || inst.raft.State() != raft.Follower {
+	if inst == nil {
 		return
 	}
-	if _, leader := inst.raft.LeaderWithID(); string(leader) != name {
+	// A follower of the dead node stands; so does a candidate whose round
+	// came to nothing (a vote lost to a log ahead of its own), again once
+	// the rate limit below allows, while the old leader's port refuses.
+	switch inst.raft.State() {
+	case raft.Follower:
+		if _, leader := inst.raft.LeaderWithID(); string(leader) != name {
+			return
+		}
+	case raft.Candidate:
+	default:
 		return
 	}
 	voter := false
