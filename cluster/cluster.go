@@ -143,8 +143,11 @@ type Cluster struct {
 	// electionAsked is when this node last stood for election after the
 	// leader's process died (Unix nanoseconds); see standForElection.
 	electionAsked atomic.Int64
-	changed       chan struct{} // see Changes
-	draining      atomic.Bool   // see Drain
+	// deadLeader names the last leader this node found dead; see
+	// standForElection.
+	deadLeader atomic.Pointer[string]
+	changed    chan struct{} // see Changes
+	draining   atomic.Bool   // see Drain
 
 	mu      sync.RWMutex
 	inst    *instance // nil while being replaced, and after Close

@@ -10,26 +10,36 @@ import (
 // died: the port refuses connections) stands for election at once, as a
 // leadership transfer makes a node do, instead of waiting for its heartbeat
 // timeout: writes (a dead node's channels moving, above all) resume within
-// an election round trip. Only one follower does, the live voter whose name
-// sorts first, so that two do not split the vote. An election is always
-// safe in Raft; at worst it costs a term.
+// an election round trip.
+//
+// The first time, only one follower stands, the voter whose name sorts
+// first among those not known to be down, so that two do not split the vote
+// (a split vote would cost an election timeout). Its election can come to
+// nothing: a voter whose log is ahead of the candidate's refuses its vote.
+// Raft would then wait for an election timeout (a candidate does not stand
+// again before it, whatever it is told), so once an election has left the
+// cluster without a leader while the dead leader's port still refuses, every
+// follower stands, each at most once per two election timeouts. The one
+// with the longest log wins. An election is always safe in Raft; at worst
+// it costs a term.
 
 // standForElection is called when a probe finds the port of the node named
 // name closed.
 func (c *Cluster) standForElection(name string) {
 	inst := c.current()
-	if inst == nil {
+	if inst == nil || inst.raft.State() != raft.Follower {
 		return
 	}
-	// A follower of the dead node stands; so does a candidate whose round
-	// came to nothing (a vote lost to a log ahead of its own), again once
-	// the rate limit below allows, while the old leader's port refuses.
-	switch inst.raft.State() {
-	case raft.Follower:
-		if _, leader := inst.raft.LeaderWithID(); string(leader) != name {
+	firstTry := false
+	switch _, leader := inst.raft.LeaderWithID(); string(leader) {
+	case name:
+		c.deadLeader.Store(&name)
+		firstTry = true
+	case "":
+		// An election since the leader died found no winner yet.
+		if dead := c.deadLeader.Load(); dead == nil || *dead != name {
 			return
 		}
-	case raft.Candidate:
 	default:
 		return
 	}
@@ -41,7 +51,7 @@ func (c *Cluster) standForElection(name string) {
 		}
 		if id == c.cfg.NodeName {
 			voter = true
-		} else if id < c.cfg.NodeName && c.Connected(id) {
+		} else if firstTry && id < c.cfg.NodeName && c.mayBeUp(id) {
 			return // that one stands
 		}
 	}
@@ -60,4 +70,15 @@ func (c *Cluster) standForElection(name string) {
 		return
 	}
 	c.log.Info("the leader's process died (its cluster port refuses connections); standing for election", "leader", name)
+}
+
+// mayBeUp reports whether a peer may be up as far as this node knows: it
+// answered within PeerTimeout, or it has not been probed yet (a node just
+// joined knows nobody).
+func (c *Cluster) mayBeUp(name string) bool {
+	p, ok := c.liveness.get(name)
+	if !ok {
+		return true
+	}
+	return !p.gone() && time.Since(p.lastOK) < c.cfg.PeerTimeout
 }

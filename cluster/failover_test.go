@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/sorad/sorad/fsm"
 )
 
@@ -102,6 +104,48 @@ func TestRefusedPortIsDeadAtOnce(t *testing.T) {
 	}
 	if other.Connected(holder.NodeName()) {
 		t.Error("a peer whose port refuses connections is still listed connected")
+	}
+}
+
+// When the Raft leader's process dies (its port refuses connections), a
+// follower stands for election at once. The followers here would otherwise
+// wait an hour: their heartbeat and election timeouts are set to that.
+func TestLeaderProcessDeathElectsAtOnce(t *testing.T) {
+	nodes := formCluster(t, 3)
+	var lead *testNode
+	waitFor(t, 5*time.Second, "a leader", func() bool {
+		for _, n := range nodes {
+			if inst := n.current(); inst != nil && inst.raft.State() == raft.Leader {
+				lead = n
+				return true
+			}
+		}
+		return false
+	})
+	var followers []*testNode
+	for _, n := range nodes {
+		if n == lead {
+			continue
+		}
+		followers = append(followers, n)
+		inst := n.current()
+		rc := inst.raft.ReloadableConfig()
+		rc.HeartbeatTimeout, rc.ElectionTimeout = time.Hour, time.Hour
+		if err := inst.raft.ReloadConfig(rc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lead.crash()
+	waitFor(t, 10*time.Second, "a follower elected leader", func() bool {
+		for _, n := range followers {
+			if n.current().raft.State() == raft.Leader {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := followers[0].AcquireChannel(ctxT(t), "after", ChannelOptions{}); err != nil {
+		t.Fatalf("a write after the election: %v", err)
 	}
 }
 
