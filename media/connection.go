@@ -113,6 +113,7 @@ func newConnection(m *Media, req signaling.ConnectRequest, id string, g grant, w
 // discard drops a connection that was never admitted.
 func (c *connection) discard() {
 	c.cancel()
+	c.endEarlyChecks(false)
 	_ = c.pc.Close()
 }
 
@@ -332,6 +333,7 @@ func (c *connection) teardown() {
 	if err := c.pc.Close(); err != nil {
 		c.log.Debug("close peer connection", "error", err)
 	}
+	c.endEarlyChecks(false)
 	c.wg.Wait()
 	c.stopForwardingRtp()
 	_ = c.ws.Close()

@@ -13,6 +13,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/sorad/sorad/media/icehold"
 )
 
 // Payload types sorad offers. Forwarded tracks keep the publisher's codec;
@@ -75,9 +77,10 @@ type engineConfig struct {
 
 // engine is the WebRTC stack: one pion API with a shared UDP mux.
 type engine struct {
-	api *webrtc.API
-	mux ice.UDPMux
-	udp net.PacketConn
+	api  *webrtc.API
+	mux  ice.UDPMux
+	udp  net.PacketConn
+	hold *icehold.Conn // the UDP socket under the mux, holding early checks
 }
 
 func newEngine(cfg engineConfig) (*engine, error) {
@@ -148,7 +151,8 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	}
 	s := webrtc.SettingEngine{}
 	s.LoggerFactory = quietLoggerFactory()
-	mux := webrtc.NewICEUDPMux(s.LoggerFactory.NewLogger("ice"), udp)
+	hold := icehold.Wrap(udp.(*net.UDPConn), icehold.Limits{})
+	mux := webrtc.NewICEUDPMux(s.LoggerFactory.NewLogger("ice"), hold)
 	s.SetICEUDPMux(mux)
 	s.SetLite(true)
 	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
@@ -167,7 +171,7 @@ func newEngine(cfg engineConfig) (*engine, error) {
 		s.SetIncludeLoopbackCandidate(true)
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s))
-	return &engine{api: api, mux: mux, udp: udp}, nil
+	return &engine{api: api, mux: mux, udp: udp, hold: hold}, nil
 }
 
 // port is the UDP port the engine listens on.

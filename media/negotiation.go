@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/sorad/sorad/media/icehold"
 	"github.com/sorad/sorad/media/signaling"
 )
 
@@ -22,12 +23,22 @@ type negotiation struct {
 	needReoffer  bool              // something changed while an offer was pending
 	mid          map[string]string // the client's upstream m-lines, from the first offer
 	videoBitRate atomic.Int64      // kbps the client may send video at
+	// earlyChecks holds the client's connectivity checks that arrive
+	// before its answer, from the first offer until ICE starts checking.
+	earlyChecks atomic.Pointer[icehold.Wait]
 }
 
 // start sets up the PeerConnection with the upstream m-lines and the
 // tracks to receive, and sends the offer.
 func (c *connection) start(pubs []*published) error {
 	c.pc.OnConnectionStateChange(c.onConnectionState)
+	c.pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		if s != webrtc.ICEConnectionStateNew {
+			// The agent has the answer's credentials: the checks that came
+			// before it can be answered now.
+			c.endEarlyChecks(true)
+		}
+	})
 	c.pc.OnTrack(c.onTrack)
 	// Upstream m-lines first: the SDKs attach their tracks to the first
 	// transceivers of each kind.
@@ -177,6 +188,9 @@ func (c *connection) offerLocked(first bool) {
 		}
 	}
 	sdp := c.pc.LocalDescription().SDP
+	if first {
+		c.holdEarlyChecks(sdp)
+	}
 	if mid, ok := c.mid["video"]; ok {
 		// The client's video bit rate: a bandwidth line on its upstream
 		// video m-line, which browsers and libwebrtc obey as a cap.
@@ -193,6 +207,31 @@ func (c *connection) offerLocked(first bool) {
 		return
 	}
 	c.send(c.offerMessage(sdp))
+}
+
+// holdEarlyChecks starts holding the checks the client sends before its
+// answer arrives (see package icehold), for the credentials of offer.
+func (c *connection) holdEarlyChecks(offer string) {
+	ufrag, pwd := iceCredentials(offer)
+	if ufrag == "" || pwd == "" {
+		return
+	}
+	if old := c.earlyChecks.Swap(c.m.engine.hold.Await(ufrag, pwd)); old != nil {
+		old.Cancel()
+	}
+}
+
+// endEarlyChecks stops holding early checks, handing those held to the ICE
+// agent (replay) or dropping them (the connection ends).
+func (c *connection) endEarlyChecks(replay bool) {
+	w := c.earlyChecks.Swap(nil)
+	switch {
+	case w == nil:
+	case replay:
+		w.Release()
+	default:
+		w.Cancel()
+	}
 }
 
 // offerMessage is the first offer with the connection's settings.

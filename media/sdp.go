@@ -93,3 +93,17 @@ func containsLine(lines []string, want string) bool {
 	}
 	return false
 }
+
+// iceCredentials returns the first ICE username fragment and password of
+// sdp (pion uses one pair for every media section), or empty strings.
+func iceCredentials(sdp string) (ufrag, pwd string) {
+	for l := range strings.Lines(sdp) {
+		l = strings.TrimRight(l, "\r\n")
+		if v, ok := strings.CutPrefix(l, "a=ice-ufrag:"); ok && ufrag == "" {
+			ufrag = v
+		} else if v, ok := strings.CutPrefix(l, "a=ice-pwd:"); ok && pwd == "" {
+			pwd = v
+		}
+	}
+	return ufrag, pwd
+}

@@ -164,6 +164,13 @@ type Options struct {
 	// as soon as "switched" arrives with ignore_disconnect_websocket true,
 	// as the C++ SDK does.
 	CloseWebSocketOnSwitch bool
+	// SingleCheck makes the client send each ICE connectivity check once,
+	// never repeating an unanswered one (pion's default repeats it every
+	// 200 ms): a check the server drops then fails the connection.
+	SingleCheck bool
+	// BeforeAnswer, when set, is called once the client has applied its
+	// answer (its ICE agent is checking) and before it sends the answer.
+	BeforeAnswer func()
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -556,7 +563,7 @@ func (o *offerMessage) rtcConfiguration() (webrtc.Configuration, error) {
 	return cfg, nil
 }
 
-func newAPI() (*webrtc.API, error) {
+func newAPI(singleCheck bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("soraclient: register codecs: %w", err)
@@ -578,6 +585,9 @@ func newAPI() (*webrtc.API, error) {
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true) // tests run on 127.0.x.y
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	if singleCheck {
+		se.SetICEMaxBindingRequests(0)
+	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
@@ -603,7 +613,7 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	if c.api, err = newAPI(); err != nil {
+	if c.api, err = newAPI(c.opts.SingleCheck); err != nil {
 		return err
 	}
 	if c.pc, err = c.api.NewPeerConnection(cfg); err != nil {
@@ -633,6 +643,9 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 
 	if !c.goroutine(c.readLoop) {
 		return ErrClosed
+	}
+	if c.opts.BeforeAnswer != nil {
+		c.opts.BeforeAnswer()
 	}
 	if err := c.sendAnswer(answer.SDP); err != nil {
 		return err

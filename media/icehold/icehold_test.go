@@ -1,0 +1,220 @@
+package icehold
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+const (
+	ufrag = "sorad01"
+	pwd   = "a password of at least twenty-two characters"
+)
+
+func bindingRequest(t *testing.T, username, password string) []byte {
+	t.Helper()
+	m, err := stun.Build(stun.BindingRequest, stun.TransactionID, stun.NewUsername(username), stun.NewShortTermIntegrity(password), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+func TestBindingRequestUfrag(t *testing.T) {
+	req := bindingRequest(t, "local:remote", pwd)
+	resp, err := stun.Build(stun.BindingSuccess, stun.TransactionID, stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noColon := bindingRequest(t, "localonly", pwd)
+	rtp := append([]byte{0x80, 0x60, 0, 1}, make([]byte, 40)...)
+	for _, tc := range []struct {
+		name  string
+		b     []byte
+		ufrag string
+		ok    bool
+	}{
+		{"binding request", req, "local", true},
+		{"truncated request", req[:len(req)-8], "", false},
+		{"header only", req[:20], "", false},
+		{"binding response", resp.Raw, "", false},
+		{"username without a colon", noColon, "", false},
+		{"rtp", rtp, "", false},
+		{"empty", nil, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := bindingRequestUfrag(tc.b)
+			if got != tc.ufrag || ok != tc.ok {
+				t.Fatalf("bindingRequestUfrag = %q, %v; want %q, %v", got, ok, tc.ufrag, tc.ok)
+			}
+		})
+	}
+}
+
+// pair is a wrapped server socket and a client socket on loopback.
+type pair struct {
+	server *Conn
+	client *net.UDPConn
+	to     *net.UDPAddr
+}
+
+func newPair(t *testing.T, limits Limits) *pair {
+	t.Helper()
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pair{server: Wrap(udp, limits), client: client, to: udp.LocalAddr().(*net.UDPAddr)}
+	t.Cleanup(func() { _ = p.server.Close(); _ = client.Close() })
+	return p
+}
+
+func (p *pair) send(t *testing.T, b []byte) {
+	t.Helper()
+	if _, err := p.client.WriteToUDP(b, p.to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// read returns the next packet the server's reader gets, failing the test
+// if none comes within a generous bound (a hang guard, not a timing check).
+func (p *pair) read(t *testing.T) ([]byte, netip.AddrPort) {
+	t.Helper()
+	type result struct {
+		b    []byte
+		from netip.AddrPort
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		n, from, err := p.server.ReadFromAddrPort(buf)
+		got <- result{buf[:n], from, err}
+	}()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("read: %v", r.err)
+		}
+		return r.b, r.from
+	case <-time.After(10 * time.Second):
+		t.Fatal("no packet read")
+		return nil, netip.AddrPort{}
+	}
+}
+
+// UDP on loopback keeps the order of one sender's packets, so a marker sent
+// after a packet shows whether that packet was held: the reader gets the
+// marker first.
+var marker = []byte("marker, not STUN")
+
+func TestEarlyCheckHeldUntilRelease(t *testing.T) {
+	p := newPair(t, Limits{})
+	w := p.server.Await(ufrag, pwd)
+	early := bindingRequest(t, ufrag+":client", pwd)
+	p.send(t, early)
+	p.send(t, marker)
+	if b, _ := p.read(t); !bytes.Equal(b, marker) {
+		t.Fatalf("read %q before the release; want the marker (the check held)", b)
+	}
+	// The reader is blocked on the socket when the release comes: it must
+	// wake and get the held check.
+	type result struct {
+		b    []byte
+		from netip.AddrPort
+	}
+	got := make(chan result, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		n, from, err := p.server.ReadFromAddrPort(buf)
+		if err != nil {
+			t.Errorf("read: %v", err)
+		}
+		got <- result{buf[:n], from}
+	}()
+	w.Release()
+	select {
+	case r := <-got:
+		if !bytes.Equal(r.b, early) {
+			t.Fatalf("read %d bytes after the release; want the held check", len(r.b))
+		}
+		if r.from != p.client.LocalAddr().(*net.UDPAddr).AddrPort() {
+			t.Fatalf("held check from %v; want %v", r.from, p.client.LocalAddr())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the release did not wake the reader")
+	}
+	// After the release, checks pass straight through.
+	p.send(t, early)
+	if b, _ := p.read(t); !bytes.Equal(b, early) {
+		t.Fatal("a check after the release was held")
+	}
+	if c := p.server.Counters(); c.Held != 1 || c.Replayed != 1 || c.Dropped != 0 {
+		t.Fatalf("counters %+v; want 1 held, 1 replayed", c)
+	}
+}
+
+func TestOnlyAuthenticatedChecksForAwaitedUfragsAreHeld(t *testing.T) {
+	p := newPair(t, Limits{})
+	p.server.Await(ufrag, pwd)
+	for _, tc := range []struct {
+		name string
+		b    []byte
+	}{
+		{"wrong password", bindingRequest(t, ufrag+":client", "another password of enough length")},
+		{"another ufrag", bindingRequest(t, "other:client", pwd)},
+		{"not STUN", []byte{0x80, 0x60, 0, 1, 0, 0, 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p.send(t, tc.b)
+			if b, _ := p.read(t); !bytes.Equal(b, tc.b) {
+				t.Fatalf("read %q; want the packet passed through", b)
+			}
+		})
+	}
+	if c := p.server.Counters(); c.Held != 0 {
+		t.Fatalf("held %d packets; want none", c.Held)
+	}
+}
+
+func TestHoldIsBounded(t *testing.T) {
+	p := newPair(t, Limits{PerUfrag: 2, Total: 3})
+	a := p.server.Await("ufragA", pwd)
+	b := p.server.Await("ufragB", pwd)
+	for range 3 {
+		p.send(t, bindingRequest(t, "ufragA:client", pwd)) // the third is over the per-ufrag bound
+	}
+	for range 2 {
+		p.send(t, bindingRequest(t, "ufragB:client", pwd)) // the second is over the total
+	}
+	p.send(t, marker)
+	if got, _ := p.read(t); !bytes.Equal(got, marker) {
+		t.Fatalf("read %q; want the marker, every check held or dropped", got)
+	}
+	if c := p.server.Counters(); c.Held != 3 || c.Dropped != 2 {
+		t.Fatalf("counters %+v; want 3 held, 2 dropped", c)
+	}
+	b.Cancel() // dropped, never replayed
+	a.Release()
+	for range 2 {
+		got, _ := p.read(t)
+		if u, ok := bindingRequestUfrag(got); !ok || u != "ufragA" {
+			t.Fatalf("replayed %q; want a check for ufragA", got)
+		}
+	}
+	p.send(t, marker)
+	if got, _ := p.read(t); !bytes.Equal(got, marker) {
+		t.Fatalf("read %q; want the marker after the two replayed checks", got)
+	}
+	if c := p.server.Counters(); c.Replayed != 2 || c.Dropped != 3 {
+		t.Fatalf("counters %+v; want 2 replayed, 3 dropped", c)
+	}
+}
