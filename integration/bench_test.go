@@ -400,6 +400,10 @@ func parallel(b *testing.B, n, k int, f func() (time.Duration, error)) []time.Du
 func joinLatencies(b *testing.B, joins, inFlight int) []joinPhases {
 	h := harness.New(b, soradBin)
 	node := h.NewNode("bench", "--log_level=info", "--license_max_connections=1000")
+	profileDir := os.Getenv(profileDirEnv)
+	if profileDir != "" {
+		node.Args = append(node.Args, "--pprof_address="+node.Address+":6060")
+	}
 	node.Start()
 	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(node, []string{node.Name}) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -410,6 +414,13 @@ func joinLatencies(b *testing.B, joins, inFlight int) []joinPhases {
 		b.Fatal(err)
 	}
 	defer pub.Close()
+	var profiled sync.WaitGroup
+	defer profiled.Wait()
+	if profileDir != "" {
+		// The joins take about a second: the profile covers them and the
+		// publisher's forwarding around them.
+		profiled.Go(func() { cpuProfile(b, node, 2*time.Second, filepath.Join(profileDir, "join.pprof")) })
+	}
 	phases := make([]joinPhases, joins)
 	var next atomic.Int64
 	parallel(b, joins, inFlight, func() (time.Duration, error) {

@@ -262,7 +262,11 @@ func (m *Media) hasSession(channelID string) bool {
 // that disagrees is refused. It returns the tracks the connection receives
 // from the start.
 func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.ConnectRequest, id string, g grant) (*connection, []*published, error) {
-	pc, err := m.engine.api.NewPeerConnection(webrtc.Configuration{})
+	cert, err := m.engine.certificate()
+	if err != nil {
+		return nil, nil, err
+	}
+	pc, err := m.engine.api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cert}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("new peer connection: %w", err)
 	}

@@ -24,7 +24,9 @@ type negotiation struct {
 	mid          map[string]string // the client's upstream m-lines, from the first offer
 	videoBitRate atomic.Int64      // kbps the client may send video at
 	// earlyChecks holds the client's connectivity checks that arrive
-	// before its answer, from the first offer until ICE starts checking.
+	// before its answer, from the first offer until ICE starts checking,
+	// then nudges the client after its checks are answered until ICE is
+	// connected.
 	earlyChecks atomic.Pointer[icehold.Wait]
 }
 
@@ -33,10 +35,14 @@ type negotiation struct {
 func (c *connection) start(pubs []*published) error {
 	c.pc.OnConnectionStateChange(c.onConnectionState)
 	c.pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
-		if s != webrtc.ICEConnectionStateNew {
+		switch s {
+		case webrtc.ICEConnectionStateNew:
+		case webrtc.ICEConnectionStateChecking:
 			// The agent has the answer's credentials: the checks that came
 			// before it can be answered now.
 			c.endEarlyChecks(true)
+		default:
+			c.endEarlyChecks(false)
 		}
 	})
 	c.pc.OnTrack(c.onTrack)
@@ -222,16 +228,24 @@ func (c *connection) holdEarlyChecks(offer string) {
 }
 
 // endEarlyChecks stops holding early checks, handing those held to the ICE
-// agent (replay) or dropping them (the connection ends).
+// agent with the client's credentials for the nudges (package icehold), or
+// ends the wait (ICE is connected, or the connection ends).
 func (c *connection) endEarlyChecks(replay bool) {
-	w := c.earlyChecks.Swap(nil)
-	switch {
-	case w == nil:
-	case replay:
-		w.Release()
-	default:
-		w.Cancel()
+	if !replay {
+		if w := c.earlyChecks.Swap(nil); w != nil {
+			w.Cancel()
+		}
+		return
 	}
+	w := c.earlyChecks.Load()
+	if w == nil {
+		return
+	}
+	var ufrag, pwd string
+	if d := c.pc.RemoteDescription(); d != nil {
+		ufrag, pwd = iceCredentials(d.SDP)
+	}
+	w.Release(ufrag, pwd)
 }
 
 // offerMessage is the first offer with the connection's settings.

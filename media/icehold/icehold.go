@@ -14,21 +14,38 @@
 // instead of being read; Release puts those packets back at the head of
 // the read stream once the agent has the answer.
 //
+// A second wait follows. sorad is ICE-lite, so the client is the
+// controlling agent and must nominate a pair. libwebrtc nominates at once
+// when its peer is lite; pion nominates a pair whose check succeeded only on
+// its next check tick (200 ms later) unless a check from the peer arrives on
+// that pair first, which a lite agent never sends. So each time sorad has
+// answered a connection's first check from an address, Conn sends the
+// client one binding request of its own on that path (with ICE-CONTROLLED,
+// authenticated with the client's password from the answer), until the
+// connection is established: a pion client nominates its best pair on
+// receiving it there, and any client just answers it. The answer is recognised by
+// its transaction ID and not passed up (the lite agent has no use for it).
+//
 // Holding is bounded per ufrag and in total, only ever for a ufrag sorad
 // registered, and only for packets authenticated with its password, so a
-// stranger can neither fill the hold nor make sorad answer for it.
+// stranger can neither fill the hold nor make sorad answer for it; a nudge
+// goes only to an address that has just sent an authenticated check, once
+// per address and for at most PerUfrag addresses per connection.
 package icehold
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/stun/v4"
 )
 
@@ -43,6 +60,7 @@ type Counters struct {
 	Held     uint64 // early checks held
 	Replayed uint64 // held checks handed to the ICE agent
 	Dropped  uint64 // early checks dropped: over a limit, or their connection ended first
+	Nudged   uint64 // binding requests sent to clients after answering the first check from an address
 }
 
 // Conn is the media UDP socket with early checks held. It implements
@@ -52,12 +70,14 @@ type Conn struct {
 	udp    *net.UDPConn
 	limits Limits
 
-	awaited atomic.Int32 // how many ufrags are awaited: the read path's fast check
+	awaited atomic.Int32 // how many waits are registered: the read path's fast check
+	armed   atomic.Int32 // how many waits have a nudge ready: the write path's fast check
 	queued  atomic.Bool  // replay is not empty
 
 	mu      sync.Mutex
-	waits   map[string]*Wait // by local ufrag
-	held    int              // packets held over all waits
+	waits   map[string]*Wait         // by local ufrag
+	nudgeTo map[netip.AddrPort]*Wait // where armed waits' clients sent checks from
+	held    int                      // packets held over all waits
 	replay  []packet
 	counter Counters
 }
@@ -75,28 +95,34 @@ func Wrap(udp *net.UDPConn, limits Limits) *Conn {
 	if limits.Total <= 0 {
 		limits.Total = 4096
 	}
-	return &Conn{udp: udp, limits: limits, waits: map[string]*Wait{}}
+	return &Conn{udp: udp, limits: limits, waits: map[string]*Wait{}, nudgeTo: map[netip.AddrPort]*Wait{}}
 }
 
-// Wait is one awaited set of credentials.
+// Wait follows one connection's ICE start: its early checks, then the
+// answers to its checks until Cancel.
 type Wait struct {
-	c     *Conn
-	ufrag string
-	pwd   string
-	held  []packet
-	done  bool
+	c        *Conn
+	ufrag    string
+	pwd      string
+	held     []packet
+	released bool
+	// After the release: the client's credentials, and where its checks
+	// came from (each nudged once).
+	remoteUfrag, remotePwd string
+	from                   []netip.AddrPort
+	done                   bool
 }
 
 // Await starts holding the checks addressed to the local ufrag (those
 // whose USERNAME starts with "ufrag:") that carry a valid integrity for
-// pwd. Call Release once the ICE agent has the remote credentials, or
-// Cancel when the connection ends first; either ends the wait.
+// pwd. Call Release once the ICE agent has the remote credentials, and
+// Cancel once ICE is connected or the connection ends.
 func (c *Conn) Await(ufrag, pwd string) *Wait {
 	w := &Wait{c: c, ufrag: ufrag, pwd: pwd}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old, ok := c.waits[ufrag]; ok {
-		c.endLocked(old, false)
+		c.endLocked(old)
 	}
 	c.waits[ufrag] = w
 	c.awaited.Add(1)
@@ -104,16 +130,36 @@ func (c *Conn) Await(ufrag, pwd string) *Wait {
 }
 
 // Release hands the held checks to the reader, in their order of arrival,
-// and stops holding.
-func (w *Wait) Release() { w.end(true) }
-
-// Cancel drops the held checks and stops holding.
-func (w *Wait) Cancel() { w.end(false) }
-
-func (w *Wait) end(replay bool) {
+// and stops holding. With the client's ICE credentials (from its answer)
+// it arms the nudges: the first binding success sorad writes to each
+// address this client's checks come from is followed by one binding request
+// of sorad's own, until Cancel. Without them the wait ends here.
+func (w *Wait) Release(remoteUfrag, remotePwd string) {
 	c := w.c
 	c.mu.Lock()
-	poke := c.endLocked(w, replay)
+	poke := false
+	if !w.done && !w.released {
+		w.released = true
+		c.held -= len(w.held)
+		if len(w.held) > 0 {
+			c.replay = append(c.replay, w.held...)
+			c.counter.Replayed += uint64(len(w.held))
+			c.queued.Store(true)
+			poke = true
+		}
+		held := w.held
+		w.held = nil
+		if remoteUfrag != "" && remotePwd != "" {
+			w.remoteUfrag, w.remotePwd = remoteUfrag, remotePwd
+			c.armed.Add(1)
+			// The replayed checks are answered too: nudge their senders.
+			for _, p := range held {
+				c.noteSenderLocked(w, p.from)
+			}
+		} else {
+			c.endLocked(w)
+		}
+	}
 	c.mu.Unlock()
 	if poke {
 		// Wake the reader, which may be blocked on the socket: its read
@@ -122,27 +168,37 @@ func (w *Wait) end(replay bool) {
 	}
 }
 
-// endLocked ends w and reports whether packets were queued for replay.
-func (c *Conn) endLocked(w *Wait, replay bool) bool {
+// Cancel drops what is held and ends the wait; call it when the
+// connection is established or ends.
+func (w *Wait) Cancel() {
+	c := w.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.endLocked(w)
+}
+
+// endLocked ends w, dropping what it holds.
+func (c *Conn) endLocked(w *Wait) {
 	if w.done {
-		return false
+		return
 	}
 	w.done = true
 	if c.waits[w.ufrag] == w {
 		delete(c.waits, w.ufrag)
 	}
 	c.awaited.Add(-1)
-	c.held -= len(w.held)
-	if !replay || len(w.held) == 0 {
-		c.counter.Dropped += uint64(len(w.held))
-		w.held = nil
-		return false
+	if w.remotePwd != "" {
+		c.armed.Add(-1)
 	}
-	c.replay = append(c.replay, w.held...)
-	c.counter.Replayed += uint64(len(w.held))
+	for _, a := range w.from {
+		if c.nudgeTo[a] == w {
+			delete(c.nudgeTo, a)
+		}
+	}
+	w.from = nil
+	c.held -= len(w.held)
+	c.counter.Dropped += uint64(len(w.held))
 	w.held = nil
-	c.queued.Store(true)
-	return true
 }
 
 // Counters returns the counts so far.
@@ -171,6 +227,9 @@ func (c *Conn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 			return n, from, err
 		}
 		if c.awaited.Load() > 0 && c.hold(b[:n], from) {
+			continue
+		}
+		if isNudgeAnswer(b[:n]) {
 			continue
 		}
 		return n, from, nil
@@ -221,7 +280,11 @@ func (c *Conn) hold(b []byte, from netip.AddrPort) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if w.done {
-		// Released meanwhile: the agent has the answer now.
+		return false
+	}
+	if w.released {
+		// The agent answers it; note where to send the nudge after.
+		c.noteSenderLocked(w, from)
 		return false
 	}
 	if len(w.held) >= c.limits.PerUfrag || c.held >= c.limits.Total {
@@ -232,6 +295,15 @@ func (c *Conn) hold(b []byte, from netip.AddrPort) bool {
 	c.held++
 	c.counter.Held++
 	return true
+}
+
+// noteSenderLocked makes from, where one of w's client's checks came from,
+// get a nudge after sorad's answer to it, unless it had one.
+func (c *Conn) noteSenderLocked(w *Wait, from netip.AddrPort) {
+	if w.remotePwd != "" && len(w.from) < c.limits.PerUfrag && c.nudgeTo[from] == nil && !slices.Contains(w.from, from) {
+		w.from = append(w.from, from)
+		c.nudgeTo[from] = w
+	}
 }
 
 // bindingRequestUfrag returns the local part of a STUN binding request's
@@ -277,11 +349,74 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 
 // WriteToAddrPort writes to the socket.
 func (c *Conn) WriteToAddrPort(b []byte, to netip.AddrPort) (int, error) {
-	return c.udp.WriteToUDPAddrPort(b, to)
+	n, err := c.udp.WriteToUDPAddrPort(b, to)
+	if err == nil && c.armed.Load() > 0 && isBindingSuccess(b) {
+		c.nudge(to)
+	}
+	return n, err
 }
 
 // WriteTo writes to the socket.
-func (c *Conn) WriteTo(b []byte, to net.Addr) (int, error) { return c.udp.WriteTo(b, to) }
+func (c *Conn) WriteTo(b []byte, to net.Addr) (int, error) {
+	n, err := c.udp.WriteTo(b, to)
+	if err == nil && c.armed.Load() > 0 && isBindingSuccess(b) {
+		if a, ok := to.(*net.UDPAddr); ok {
+			c.nudge(a.AddrPort())
+		}
+	}
+	return n, err
+}
+
+// nudge sends the binding request of the wait whose client's check came
+// from to, once sorad has answered that check.
+func (c *Conn) nudge(to netip.AddrPort) {
+	c.mu.Lock()
+	w, ok := c.nudgeTo[to]
+	if !ok {
+		c.mu.Unlock()
+		return
+	}
+	ufrag, remoteUfrag, remotePwd := w.ufrag, w.remoteUfrag, w.remotePwd
+	delete(c.nudgeTo, to) // once per address: w.from keeps it from coming back
+	c.counter.Nudged++
+	c.mu.Unlock()
+	var id [stun.TransactionIDSize]byte
+	copy(id[:], nudgeMark)
+	if _, err := rand.Read(id[len(nudgeMark):]); err != nil {
+		return
+	}
+	var tieBreaker [8]byte
+	_, _ = rand.Read(tieBreaker[:])
+	m, err := stun.Build(stun.BindingRequest, stun.NewTransactionIDSetter(id),
+		stun.NewUsername(remoteUfrag+":"+ufrag),
+		ice.AttrControlled(binary.BigEndian.Uint64(tieBreaker[:])),
+		ice.PriorityAttr(nudgePriority),
+		stun.NewShortTermIntegrity(remotePwd),
+		stun.Fingerprint)
+	if err != nil {
+		return
+	}
+	_, _ = c.udp.WriteToUDPAddrPort(m.Raw, to)
+}
+
+// nudgeMark starts the transaction ID of every nudge, so that the client's
+// answer is known without keeping state.
+const nudgeMark = "sorad"
+
+// nudgePriority is the PRIORITY of a nudge: that of a peer-reflexive
+// candidate of the highest preference (RFC 8445 5.1.2.1), which a client
+// that has not seen sorad's address otherwise learns it with.
+const nudgePriority = 110<<24 | 65535<<8 | 255
+
+// isBindingSuccess reports whether b is a STUN binding success response.
+func isBindingSuccess(b []byte) bool {
+	return len(b) >= 20 && binary.BigEndian.Uint16(b[0:2]) == 0x0101 && binary.BigEndian.Uint32(b[4:8]) == magicCookie
+}
+
+// isNudgeAnswer reports whether b answers a nudge.
+func isNudgeAnswer(b []byte) bool {
+	return isBindingSuccess(b) && string(b[8:8+len(nudgeMark)]) == nudgeMark
+}
 
 // Close closes the socket.
 func (c *Conn) Close() error { return c.udp.Close() }

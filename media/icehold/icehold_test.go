@@ -140,7 +140,7 @@ func TestEarlyCheckHeldUntilRelease(t *testing.T) {
 		}
 		got <- result{buf[:n], from}
 	}()
-	w.Release()
+	w.Release("", "")
 	select {
 	case r := <-got:
 		if !bytes.Equal(r.b, early) {
@@ -203,7 +203,7 @@ func TestHoldIsBounded(t *testing.T) {
 		t.Fatalf("counters %+v; want 3 held, 2 dropped", c)
 	}
 	b.Cancel() // dropped, never replayed
-	a.Release()
+	a.Release("", "")
 	for range 2 {
 		got, _ := p.read(t)
 		if u, ok := bindingRequestUfrag(got); !ok || u != "ufragA" {
@@ -216,5 +216,125 @@ func TestHoldIsBounded(t *testing.T) {
 	}
 	if c := p.server.Counters(); c.Replayed != 2 || c.Dropped != 3 {
 		t.Fatalf("counters %+v; want 2 replayed, 3 dropped", c)
+	}
+}
+
+// clientRead returns the next packet the client socket gets.
+func (p *pair) clientRead(t *testing.T) []byte {
+	t.Helper()
+	if err := p.client.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	n, err := p.client.Read(buf)
+	if err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	return buf[:n]
+}
+
+func TestNudgeAfterTheFirstAnswerToEachAddress(t *testing.T) {
+	const clientUfrag, clientPwd = "client", "the client's password, long enough"
+	p := newPair(t, Limits{})
+	w := p.server.Await(ufrag, pwd)
+	w.Release(clientUfrag, clientPwd)
+	check := bindingRequest(t, ufrag+":"+clientUfrag, pwd)
+	p.send(t, check)
+	if b, _ := p.read(t); !bytes.Equal(b, check) {
+		t.Fatal("a check after the release did not pass through")
+	}
+	success, err := stun.Build(stun.BindingSuccess, stun.TransactionID, stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientAddr := p.client.LocalAddr().(*net.UDPAddr).AddrPort()
+	answer := func() {
+		t.Helper()
+		if _, err := p.server.WriteToAddrPort(success.Raw, clientAddr); err != nil {
+			t.Fatal(err)
+		}
+		if b := p.clientRead(t); !bytes.Equal(b, success.Raw) {
+			t.Fatal("the client did not get sorad's answer first")
+		}
+	}
+	answer()
+	// Then the nudge: a binding request from sorad, as the controlled agent,
+	// authenticated with the client's password.
+	nudge := &stun.Message{Raw: p.clientRead(t)}
+	if err := nudge.Decode(); err != nil {
+		t.Fatalf("nudge: %v", err)
+	}
+	if nudge.Type != stun.BindingRequest {
+		t.Fatalf("nudge is %v; want a binding request", nudge.Type)
+	}
+	var user stun.Username
+	if err := user.GetFrom(nudge); err != nil || user.String() != clientUfrag+":"+ufrag {
+		t.Fatalf("nudge username %q (%v); want %q", user, err, clientUfrag+":"+ufrag)
+	}
+	if err := stun.NewShortTermIntegrity(clientPwd).Check(nudge); err != nil {
+		t.Fatalf("nudge integrity: %v", err)
+	}
+	if !nudge.Contains(stun.AttrICEControlled) || nudge.Contains(stun.AttrUseCandidate) {
+		t.Fatal("nudge must carry ICE-CONTROLLED and no USE-CANDIDATE")
+	}
+	// The client's answer to it is not passed up.
+	reply, err := stun.Build(stun.NewTransactionIDSetter(nudge.TransactionID), stun.BindingSuccess, stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.send(t, reply.Raw)
+	p.send(t, marker)
+	if b, _ := p.read(t); !bytes.Equal(b, marker) {
+		t.Fatalf("read %q; want the marker, the nudge's answer kept back", b)
+	}
+	// Once per address: another answer there goes alone.
+	p.send(t, check)
+	p.read(t)
+	answer()
+	w.Cancel()
+	answer()
+	if _, err := p.server.WriteToAddrPort(marker, clientAddr); err != nil {
+		t.Fatal(err)
+	}
+	if b := p.clientRead(t); !bytes.Equal(b, marker) {
+		t.Fatalf("client read %q; want the marker, no second nudge", b)
+	}
+	if c := p.server.Counters(); c.Nudged != 1 {
+		t.Fatalf("counters %+v; want 1 nudge", c)
+	}
+}
+
+// A check whose answer is replayed gets its nudge too, and a stranger's
+// address never gets one.
+func TestNudgeFollowsReplayedChecksOnly(t *testing.T) {
+	const clientUfrag, clientPwd = "client", "the client's password, long enough"
+	p := newPair(t, Limits{})
+	w := p.server.Await(ufrag, pwd)
+	early := bindingRequest(t, ufrag+":"+clientUfrag, pwd)
+	p.send(t, early)
+	p.send(t, marker)
+	p.read(t) // the marker; the check is held
+	w.Release(clientUfrag, clientPwd)
+	if b, _ := p.read(t); !bytes.Equal(b, early) {
+		t.Fatal("the held check was not replayed")
+	}
+	success, err := stun.Build(stun.BindingSuccess, stun.TransactionID, stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := netip.MustParseAddrPort("127.0.0.1:9") // discard: nothing listens
+	if _, err := p.server.WriteToAddrPort(success.Raw, stranger); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.server.Counters(); c.Nudged != 0 {
+		t.Fatalf("nudged %d for an address that sent no check", c.Nudged)
+	}
+	if _, err := p.server.WriteToAddrPort(success.Raw, p.client.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+		t.Fatal(err)
+	}
+	p.clientRead(t) // the answer
+	m := &stun.Message{Raw: p.clientRead(t)}
+	if err := m.Decode(); err != nil || m.Type != stun.BindingRequest {
+		t.Fatalf("want the nudge after the replayed check's answer: %v %v", m.Type, err)
 	}
 }
