@@ -42,7 +42,7 @@ type browserSetup struct {
 // browserPrereqs finds chromium, node, unshare, ip, the npm packages and
 // the right to make a namespace. When something is missing the test is
 // skipped, loudly, unless CI is set: then it fails.
-func browserPrereqs(t *testing.T) browserSetup {
+func browserPrereqs(t testing.TB) browserSetup {
 	t.Helper()
 	var missing []string
 	dir, err := filepath.Abs("browser")
@@ -114,6 +114,12 @@ type browserRun struct {
 		PlainID      string `json:"plain_id"`
 		WithHeaderID string `json:"with_header_id"`
 	} `json:"messaging"`
+	Joins []struct {
+		ConnectMS        float64 `json:"connect_ms"`
+		TrackMS          float64 `json:"track_ms"`
+		FirstFrameMS     float64 `json:"first_frame_ms"`
+		KeyFrameRequests int     `json:"key_frame_requests"`
+	} `json:"joins"`
 	Redirect *struct {
 		RecvonlyConnectionID  string   `json:"recvonly_connection_id"`
 		GivenSignalingURL     string   `json:"given_signaling_url"`
@@ -273,7 +279,7 @@ func browserNodes(n int) []browserNode {
 // fresh sorad nodes (one, or a cluster of two) and returns the driver's
 // observations. If the test fails, every sorad log, the driver's stderr and
 // a summary of every peer are printed.
-func runBrowserScenario(t *testing.T, s browserSetup, scenario string, nodes []browserNode) *browserRun {
+func runBrowserScenario(t testing.TB, s browserSetup, scenario string, nodes []browserNode) *browserRun {
 	t.Helper()
 	work := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -287,6 +287,7 @@ func (c *connection) onConnectionState(s webrtc.PeerConnectionState) {
 			c.m.stats.connectionsSuccessful.Add(1)
 			c.m.stats.setupMicros.Add(micros(time.Since(c.created)))
 			c.log.Info("connection established", "setup", time.Since(c.created).Round(time.Millisecond))
+			c.requestKeyframes()
 			announceCreated(c)
 			c.eventCreated()
 		}

@@ -93,7 +93,7 @@ type Config struct {
 	WriteTimeout       time.Duration // one WebSocket write
 	CloseGrace         time.Duration // close frame to TCP close
 	ReleaseDelay       time.Duration // last connection gone to channel released in Raft
-	KeyframeThrottle   time.Duration // between key frame requests to one publisher stream
+	KeyframeThrottle   time.Duration // between key frame requests to one publisher stream, and after a key frame
 	NACKBufferSize     uint16        // packets kept per outgoing stream for retransmission
 	MaxConnections     int           // license_max_connections
 	MaxPending         int           // WebSockets open that have not been admitted yet
@@ -179,7 +179,7 @@ func (cfg *Config) setDefaults() {
 	def(&cfg.WriteTimeout, 10*time.Second)
 	def(&cfg.CloseGrace, time.Second)
 	def(&cfg.ReleaseDelay, 5*time.Second)
-	def(&cfg.KeyframeThrottle, 500*time.Millisecond)
+	def(&cfg.KeyframeThrottle, 300*time.Millisecond)
 	def(&cfg.SpotlightFocusHold, 2*time.Second)
 	def(&cfg.WebhookUpdateInterval, time.Minute)
 	if cfg.MaxMessageSize <= 0 {

@@ -215,6 +215,14 @@ func (c *connection) offerLocked(first bool) {
 	c.send(c.offerMessage(sdp))
 }
 
+// requestKeyframes asks the publishers of the video this connection
+// receives for a key frame.
+func (c *connection) requestKeyframes() {
+	for _, d := range c.downTracks() {
+		d.fwd.RequestKeyframe()
+	}
+}
+
 // holdEarlyChecks starts holding the checks the client sends before its
 // answer arrives (see package icehold), for the credentials of offer.
 func (c *connection) holdEarlyChecks(offer string) {
@@ -303,9 +311,11 @@ func (c *connection) onAnswer(a signaling.Answer) error {
 		c.log.Warn("client does not support the codec of a forwarded track", "error", err)
 	}
 	c.offerPending = false
-	// Receivers of video need a key frame to start decoding.
-	for _, d := range c.downTracks() {
-		d.fwd.RequestKeyframe()
+	if c.isEstablished() {
+		// Tracks a re-answer added need a key frame to start decoding;
+		// those of the first answer ask once the connection is up (a key
+		// frame sent before could not reach the receiver).
+		c.requestKeyframes()
 	}
 	if c.needReoffer {
 		c.offerLocked(false)

@@ -87,24 +87,25 @@ func TestRTPForwarding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := connect(t, url, soraclient.Options{ChannelID: "fwd", Role: "recvonly", Audio: true, Video: true}); err != nil {
+	sub, err := connect(t, url, soraclient.Options{ChannelID: "fwd", Role: "recvonly", Audio: true, Video: true})
+	if err != nil {
 		t.Fatal(err)
 	}
 	audio, video := newRTPSink(t), newRTPSink(t)
 	target := RTPForwardTarget{IP: netip.MustParseAddr("127.0.0.1"), AudioPort: audio.port(), VideoPort: video.port()}
 
-	// The sender's tracks appear once its media flows.
-	var sdp string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		sdp, err = m.StartForwardingRtp("fwd", "", target)
-		if err == nil && strings.Count(sdp, "m=") == 2 {
-			break
+	// The sender's tracks are there once its media flows (a second call
+	// would start the forwarding again, with new SSRCs).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, kind := range []string{"audio", "video"} {
+		if err := sub.WaitPackets(ctx, pub.ConnectionID(), kind, 1); err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("StartForwardingRtp: %q %v", sdp, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	}
+	sdp, err := m.StartForwardingRtp("fwd", "", target)
+	if err != nil || strings.Count(sdp, "m=") != 2 {
+		t.Fatalf("StartForwardingRtp: %q %v", sdp, err)
 	}
 	for _, want := range []string{"v=0\r\n", "m=audio " + strconv.Itoa(audio.port()) + " RTP/AVP ", "m=video " + strconv.Itoa(video.port()) + " RTP/AVP ", "c=IN IP4 127.0.0.1\r\n", "opus/48000/2", "VP8/90000"} {
 		if !strings.Contains(sdp, want) {
@@ -161,7 +162,7 @@ func TestRTPForwarding(t *testing.T) {
 	}
 	waitHeaders(t, video, n+10)
 	_ = pub.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for ctx.Err() == nil {
 		if len(m.ListConnections()) == 1 {

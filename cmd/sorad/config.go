@@ -436,8 +436,8 @@ var keySpecs = []keySpec{
 	},
 	{
 		name: "keyframe_request_interval",
-		def:  "500ms",
-		desc: "least time between two key frame requests sent to one publisher track",
+		def:  "300ms",
+		desc: "least time between a key frame request sent to one publisher track and the last request or key frame (a sooner request waits for it)",
 		set:  durationField(func(c *Config) *time.Duration { return &c.KeyframeRequestInterval }),
 	},
 	{

@@ -113,7 +113,7 @@ func TestDefaults(t *testing.T) {
 		SignalingPingInterval:    5 * time.Second,
 		SignalingPongTimeout:     15 * time.Second,
 		ChannelReleaseDelay:      5 * time.Second,
-		KeyframeRequestInterval:  500 * time.Millisecond,
+		KeyframeRequestInterval:  300 * time.Millisecond,
 		NACKBufferSize:           1024,
 
 		SimulcastEncodings:     media.DefaultSimulcastEncodings(),

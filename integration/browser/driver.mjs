@@ -81,6 +81,7 @@ const result = {
   redirect: null, // the redirect scenario's account of the redirect
   rpc: null, // the datachannel-signaling scenario's RPC answers
   messaging: null, // the messaging scenario's connection IDs
+  joins: null, // the join-latency scenario's {connect_ms, first_frame_ms}
   peers: {}, // name -> peer page state, with "stats" samples
 };
 const step = (what) => {
@@ -288,6 +289,26 @@ const destroyed = (st, id) => st.notifies.some((n) => n.message.event_type === "
 // --- scenarios ---
 
 const scenarios = {
+  // Join latency as a browser sees it (BenchmarkBrowserJoin): a sendonly
+  // publishes; a second page joins the channel recvonly 21 times in a row,
+  // each timed from the call of connect() to its resolution and to the
+  // first decoded video frame of the publisher; the first join warms up
+  // and is left out.
+  async "join-latency"() {
+    const ch = "browser-join-latency";
+    const pub = await openPeer("sendonly");
+    const joiner = await openPeer("joiner");
+    const pubID = await connectPeer(pub, "sendonly", ch);
+    result.joins = [];
+    for (let i = 0; i < 21; i++) {
+      const r = await joiner.page.evaluate((a) => window.timeJoin(a), { signalingUrl: signalingURLs[0], channelId: ch, publisherId: pubID });
+      if (i > 0) result.joins.push(r);
+    }
+    step(`${result.joins.length} timed joins`);
+    // The page then stays connected, as every scenario's peers are.
+    await connectPeer(joiner, "recvonly", ch);
+  },
+
   // A sendonly and a recvonly: the recvonly decodes the sender's media.
   async "sendonly-recvonly"() {
     const ch = "browser-sendonly-recvonly";

@@ -34,8 +34,12 @@ type TrackConfig struct {
 	Kind      webrtc.RTPCodecType
 	Codec     webrtc.RTPCodecParameters // what the publisher sends
 	Simulcast bool                      // up to three Ups, one per rid
-	// KeyframeThrottle is the least time between two key frame requests
-	// (PLI) sent for one Up.
+	// KeyframeThrottle is the least time between a key frame request (PLI)
+	// sent for one Up and both the last request and the last key frame
+	// that arrived: publishers ignore requests sooner than that (libwebrtc
+	// sends at most one key frame per 300 ms). A request that comes
+	// sooner is sent when that time is up, once for all that came
+	// meanwhile, unless a key frame arrives first.
 	KeyframeThrottle time.Duration
 	// LayerTimeout is how long a simulcast layer may go without a packet
 	// before down tracks leave it for another.
@@ -69,7 +73,7 @@ type Track struct {
 // NewTrack returns a track with no Up and no Down yet.
 func NewTrack(cfg TrackConfig) *Track {
 	if cfg.KeyframeThrottle <= 0 {
-		cfg.KeyframeThrottle = 500 * time.Millisecond
+		cfg.KeyframeThrottle = 300 * time.Millisecond
 	}
 	if cfg.LayerTimeout <= 0 {
 		cfg.LayerTimeout = time.Second
@@ -118,7 +122,13 @@ type Up struct {
 
 	lastPacket     atomic.Int64 // Unix nanoseconds
 	lastKeyRequest atomic.Int64 // Unix nanoseconds
+	lastKeyframe   atomic.Int64 // Unix nanoseconds: when a key frame last arrived
 	packets, bytes atomic.Int64
+
+	deferMu    sync.Mutex
+	deferred   *time.Timer // a key frame request waiting for its time; see requestKeyframe
+	deferredAt int64       // when the first request it stands for came
+	ended      bool        // Run returned: nothing is deferred any more
 }
 
 // AddUp adds the stream remote of the layer its rid names. pli sends a key
@@ -149,6 +159,7 @@ func (u *Up) Layer() int { return u.layer }
 // Run forwards the stream's packets until it ends (the PeerConnection
 // closed), then removes the Up from its track.
 func (u *Up) Run() error {
+	defer u.end()
 	defer u.track.ups[u.layer].CompareAndSwap(u, nil)
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
@@ -175,6 +186,9 @@ func (t *Track) forward(u *Up, pkt *rtp.Packet, size int, now int64) {
 		c.Bytes.Add(int64(size))
 	}
 	key := t.cfg.Kind == webrtc.RTPCodecTypeVideo && t.isKey(pkt.Payload)
+	if key {
+		u.lastKeyframe.Store(now)
+	}
 	if t.cfg.OnSpeech != nil && t.cfg.AudioLevelID != 0 {
 		if t.speech.observe(pkt.GetExtension(t.cfg.AudioLevelID), now) {
 			t.cfg.OnSpeech()
@@ -185,17 +199,54 @@ func (t *Track) forward(u *Up, pkt *rtp.Packet, size int, now int64) {
 	}
 }
 
-// requestKeyframe asks the publisher for a key frame of this stream, at
-// most once per KeyframeThrottle.
+// requestKeyframe asks the publisher for a key frame of this stream, now
+// or, within KeyframeThrottle of the last request or key frame, when that
+// time is up (see TrackConfig.KeyframeThrottle).
 func (u *Up) requestKeyframe(now int64) {
 	if u.track.cfg.Kind != webrtc.RTPCodecTypeVideo || u.pli == nil {
 		return
 	}
 	last := u.lastKeyRequest.Load()
-	if now-last < int64(u.track.cfg.KeyframeThrottle) || !u.lastKeyRequest.CompareAndSwap(last, now) {
+	next := max(last, u.lastKeyframe.Load()) + int64(u.track.cfg.KeyframeThrottle)
+	if now < next {
+		u.deferRequest(now, time.Duration(next-now))
 		return
 	}
+	if !u.lastKeyRequest.CompareAndSwap(last, now) {
+		return // another request went just now
+	}
 	u.pli(u.ssrc)
+}
+
+// deferRequest sends a key frame request after wait, unless one is
+// waiting already or a key frame arrives meanwhile.
+func (u *Up) deferRequest(now int64, wait time.Duration) {
+	u.deferMu.Lock()
+	defer u.deferMu.Unlock()
+	if u.deferred != nil || u.ended {
+		return
+	}
+	u.deferredAt = now
+	u.deferred = time.AfterFunc(wait, func() {
+		u.deferMu.Lock()
+		u.deferred = nil
+		ended, asked := u.ended, u.deferredAt
+		u.deferMu.Unlock()
+		if !ended && u.lastKeyframe.Load() < asked {
+			u.requestKeyframe(time.Now().UnixNano())
+		}
+	})
+}
+
+// end stops a deferred key frame request: the stream is gone.
+func (u *Up) end() {
+	u.deferMu.Lock()
+	defer u.deferMu.Unlock()
+	u.ended = true
+	if u.deferred != nil {
+		u.deferred.Stop()
+		u.deferred = nil
+	}
 }
 
 // live reports whether layer l received a packet within LayerTimeout.

@@ -240,6 +240,52 @@ window.soraRPC = async (method, params) => {
   }
 };
 
+// timeJoin connects a fresh recvonly connection to channelId, times it from
+// the call of connect() to its resolution and to the first frame of
+// publisherId's video that the page decodes and presents (the video
+// element's requestVideoFrameCallback), then disconnects. Milliseconds.
+window.timeJoin = async ({ signalingUrl, channelId, publisherId, timeoutMs = 10_000 }) => {
+  const sora = Sora.connection(signalingUrl, false);
+  const c = sora.recvonly(channelId, null, { audio: true, video: true, connectionTimeout: timeoutMs });
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.muted = true;
+  video.playsInline = true;
+  document.getElementById("videos").appendChild(video);
+  let started = 0;
+  let trackAt = 0;
+  const firstFrame = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no frame of ${publisherId} within ${timeoutMs} ms`)), timeoutMs);
+    c.on("track", (ev) => {
+      const stream = ev.streams[0];
+      if (ev.track.kind !== "video" || !stream || stream.id !== publisherId) return;
+      trackAt = performance.now();
+      video.srcObject = stream;
+      video.requestVideoFrameCallback(() => {
+        clearTimeout(timer);
+        resolve(performance.now());
+      });
+      video.play().catch((e) => state.errors.push(`play ${stream.id}: ${e}`));
+    });
+  });
+  try {
+    started = performance.now();
+    await c.connect();
+    const connected = performance.now();
+    const frame = await firstFrame;
+    // What the receiver did to get there: key frame requests it sent.
+    let pli = null;
+    for (const s of (await c.pc.getStats()).values()) {
+      if (s.type === "inbound-rtp" && s.kind === "video") pli = (s.pliCount ?? 0) + (s.firCount ?? 0);
+    }
+    return { connect_ms: connected - started, track_ms: trackAt - started, first_frame_ms: frame - started, key_frame_requests: pli };
+  } finally {
+    await c.disconnect().catch(() => {});
+    video.srcObject = null;
+    video.remove();
+  }
+};
+
 // soraDisconnect leaves the channel as an application does.
 window.soraDisconnect = async () => {
   if (conn) await conn.disconnect();
