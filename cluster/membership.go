@@ -307,8 +307,10 @@ func (c *Cluster) tryAutoJoin(ctx context.Context) {
 }
 
 // Purge removes a node that is down from the cluster: from Raft membership
-// and from the replicated state, freeing its channels. A node this node still
-// sees as connected is refused with NODE-IS-ALIVE.
+// and from the replicated state, freeing its channels. A node that answers
+// is refused with NODE-IS-ALIVE: one this node sees as connected is probed
+// again first (it may have died since its last probe; the leader probes it
+// once more before removing it).
 func (c *Cluster) Purge(ctx context.Context, target string) error {
 	if target == c.cfg.NodeName {
 		return invalid(TypeCannotPurgeSelf, map[string]string{"target_node": target, "message": "a node cannot purge itself; call PurgeClusterNode on another node"})
@@ -320,7 +322,7 @@ func (c *Cluster) Purge(ctx context.Context, target string) error {
 	if _, ok := inst.fsm.Node(target); !ok && !hasServer(inst.servers(), target) {
 		return invalid(TypeNodeNotFound, targetNode{TargetNode: target})
 	}
-	if c.Connected(target) {
+	if c.Connected(target) && c.probeNow(ctx, inst, target) {
 		return invalid(TypeNodeIsAlive, targetNode{TargetNode: target})
 	}
 	body, _ := json.Marshal(purgeRequest{Node: target})

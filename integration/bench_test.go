@@ -328,17 +328,24 @@ func forwardingFloor(b *testing.B) float64 {
 }
 
 // BenchmarkJoinLatency: WebSocket open to the first RTP packet at a new
-// subscriber of a channel with a publisher, p50 and p99 over 100 joins
-// with 10 in flight; beside the same for two bare pion PeerConnections
-// connecting to each other on loopback in this process.
+// subscriber of a channel with a publisher, p50 and p99 over 50 joins one
+// at a time and over 100 joins with 10 in flight; beside the same for two
+// bare pion PeerConnections connecting to each other on loopback in this
+// process.
 func BenchmarkJoinLatency(b *testing.B) {
-	const joins, inFlight = 100, 10
-	var sorad []joinPhases
-	var bare []time.Duration
-	for i := 0; i < b.N; i++ {
-		sorad = joinLatencies(b, joins, inFlight)
-		bare = bareLatencies(b, joins, inFlight)
+	for _, level := range []struct{ joins, inFlight int }{{50, 1}, {100, 10}} {
+		var sorad []joinPhases
+		var bare []time.Duration
+		for i := 0; i < b.N; i++ {
+			sorad = joinLatencies(b, level.joins, level.inFlight)
+			bare = bareLatencies(b, level.joins, level.inFlight)
+		}
+		reportJoins(b, level.joins, level.inFlight, sorad, bare)
 	}
+}
+
+// reportJoins prints one table of BenchmarkJoinLatency.
+func reportJoins(b *testing.B, joins, inFlight int, sorad []joinPhases, bare []time.Duration) {
 	p := func(d []time.Duration, q float64) float64 {
 		d = slices.Clone(d)
 		slices.Sort(d)
@@ -354,9 +361,9 @@ func BenchmarkJoinLatency(b *testing.B) {
 	offer, connected, first := phase(func(j joinPhases) time.Duration { return j.offer }),
 		phase(func(j joinPhases) time.Duration { return j.connected }),
 		phase(func(j joinPhases) time.Duration { return j.firstPacket })
-	b.ReportMetric(p(first, 0.5), "sorad-p50-ms")
-	b.ReportMetric(p(first, 0.99), "sorad-p99-ms")
-	b.ReportMetric(p(bare, 0.5), "bare-p50-ms")
+	b.ReportMetric(p(first, 0.5), fmt.Sprintf("sorad-p50-ms/%d-in-flight", inFlight))
+	b.ReportMetric(p(first, 0.99), fmt.Sprintf("sorad-p99-ms/%d-in-flight", inFlight))
+	b.ReportMetric(p(bare, 0.5), fmt.Sprintf("bare-p50-ms/%d-in-flight", inFlight))
 	fmt.Printf("\nJoin latency, WebSocket open to first RTP packet, %d joins with %d in flight (%s)\n\n", joins, inFlight, machine())
 	fmt.Println("| | p50 ms | p99 ms |")
 	fmt.Println("|---|---:|---:|")
@@ -419,7 +426,7 @@ func joinLatencies(b *testing.B, joins, inFlight int) []joinPhases {
 	if profileDir != "" {
 		// The joins take about a second: the profile covers them and the
 		// publisher's forwarding around them.
-		profiled.Go(func() { cpuProfile(b, node, 2*time.Second, filepath.Join(profileDir, "join.pprof")) })
+		profiled.Go(func() { cpuProfile(b, node, 2*time.Second, filepath.Join(profileDir, fmt.Sprintf("join-%d.pprof", inFlight))) })
 	}
 	phases := make([]joinPhases, joins)
 	var next atomic.Int64
