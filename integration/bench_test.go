@@ -258,23 +258,28 @@ const profileDirEnv = "SORAD_BENCH_PROFILE_DIR"
 // cpuProfile saves a CPU profile of node over d, taken from its
 // pprof_address (node.Address:6060).
 func cpuProfile(b *testing.B, node *harness.Node, d time.Duration, path string) {
-	url := fmt.Sprintf("http://%s:6060/debug/pprof/profile?seconds=%d", node.Address, int(d.Seconds()))
+	saveProfile(b, node, fmt.Sprintf("profile?seconds=%d", int(d.Seconds())), path)
+}
+
+// saveProfile saves node's /debug/pprof/<which> to path.
+func saveProfile(b *testing.B, node *harness.Node, which, path string) {
+	url := fmt.Sprintf("http://%s:6060/debug/pprof/%s", node.Address, which)
 	resp, err := http.Get(url)
 	if err != nil {
-		b.Errorf("cpu profile: %v", err)
+		b.Errorf("profile %s: %v", which, err)
 		return
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		b.Errorf("cpu profile: %s %v", resp.Status, err)
+		b.Errorf("profile %s: %s %v", which, resp.Status, err)
 		return
 	}
 	if err := os.WriteFile(path, data, 0o644); err != nil {
-		b.Errorf("cpu profile: %v", err)
+		b.Errorf("profile %s: %v", which, err)
 		return
 	}
-	b.Logf("sorad CPU profile over %v: %s", d, path)
+	b.Logf("sorad profile %s: %s", which, path)
 }
 
 // forwardingFloor measures, in microseconds, SRTP-encrypting a 1200-byte
@@ -425,8 +430,14 @@ func joinLatencies(b *testing.B, joins, inFlight int) []joinPhases {
 	defer profiled.Wait()
 	if profileDir != "" {
 		// The joins take about a second: the profile covers them and the
-		// publisher's forwarding around them.
-		profiled.Go(func() { cpuProfile(b, node, 2*time.Second, filepath.Join(profileDir, fmt.Sprintf("join-%d.pprof", inFlight))) })
+		// publisher's forwarding around them. Allocations are counted from
+		// the start: the joins' are the difference of the two profiles
+		// (go tool pprof -base join-N-allocs-before.pprof join-N-allocs.pprof).
+		saveProfile(b, node, "allocs", filepath.Join(profileDir, fmt.Sprintf("join-%d-allocs-before.pprof", inFlight)))
+		defer saveProfile(b, node, "allocs", filepath.Join(profileDir, fmt.Sprintf("join-%d-allocs.pprof", inFlight)))
+		profiled.Go(func() {
+			cpuProfile(b, node, 2*time.Second, filepath.Join(profileDir, fmt.Sprintf("join-%d.pprof", inFlight)))
+		})
 	}
 	phases := make([]joinPhases, joins)
 	var next atomic.Int64
