@@ -196,6 +196,11 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	// that answered a check), so sorad skips it and saves a round trip.
 	s.SetDTLSInsecureSkipHelloVerify(true)
 	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	// An ICE-lite server has no use for mDNS: it never checks the client's
+	// candidates (a browser's .local ones included) and learns the client's
+	// address from its checks. Off, a connection opens no multicast socket
+	// and no goroutine to read it.
+	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	if len(cfg.PublicIPs) > 0 {
 		// NAT 1:1: announce the public addresses instead of the local one.
 		rule := webrtc.ICEAddressRewriteRule{External: cfg.PublicIPs, AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteReplace}
