@@ -266,7 +266,11 @@ func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.Co
 	if err != nil {
 		return nil, nil, err
 	}
-	pc, err := m.engine.api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cert}})
+	api := m.engine.api
+	if !req.Role.Sends() {
+		api = m.engine.receiveAPI
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{cert}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("new peer connection: %w", err)
 	}

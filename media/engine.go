@@ -82,10 +82,11 @@ type engineConfig struct {
 
 // engine is the WebRTC stack: one pion API with a shared UDP mux.
 type engine struct {
-	api  *webrtc.API
-	mux  ice.UDPMux
-	udp  net.PacketConn
-	hold *icehold.Conn // the UDP socket under the mux, holding early checks
+	api        *webrtc.API // for connections that send media to sorad
+	receiveAPI *webrtc.API // for those that only receive it (see newEngine)
+	mux        ice.UDPMux
+	udp        net.PacketConn
+	hold       *icehold.Conn // the UDP socket under the mux, holding early checks
 
 	certMu sync.Mutex
 	cert   *webrtc.Certificate // the DTLS certificate of every connection; see certificate
@@ -129,7 +130,11 @@ func newEngine(cfg engineConfig) (*engine, error) {
 			return nil, fmt.Errorf("register %s: %w", name, err)
 		}
 	}
-	reg := &interceptor.Registry{}
+	// Two sets of interceptors: every one for a connection that sends media
+	// to sorad; for one that only receives (recvonly), those that act on
+	// what sorad sends. The others would each run a goroutine and a timer
+	// per connection with nothing to do.
+	reg, receiving := &interceptor.Registry{}, &interceptor.Registry{}
 	// NACK: ask publishers to resend what we lost; answer receivers' NACKs
 	// from a bounded per-stream cache.
 	gen, err := nack.NewGeneratorInterceptor()
@@ -144,6 +149,7 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	reg.Add(gen)
 	reg.Add(resp)
+	receiving.Add(resp)
 	// RTCP sender and receiver reports.
 	recvReports, err := report.NewReceiverInterceptor()
 	if err != nil {
@@ -155,6 +161,7 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	}
 	reg.Add(recvReports)
 	reg.Add(sendReports)
+	receiving.Add(sendReports)
 	// Header extensions: transport-wide congestion control feedback to
 	// publishers, which browsers need to raise their sending bitrate; mid
 	// and rid, by which a simulcast publisher's layers are told apart; and
@@ -216,7 +223,8 @@ func newEngine(cfg engineConfig) (*engine, error) {
 		s.SetIncludeLoopbackCandidate(true)
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s))
-	return &engine{api: api, mux: mux, udp: udp, hold: hold}, nil
+	receiveAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(receiving), webrtc.WithSettingEngine(s))
+	return &engine{api: api, receiveAPI: receiveAPI, mux: mux, udp: udp, hold: hold}, nil
 }
 
 // port is the UDP port the engine listens on.
