@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -28,6 +30,10 @@ func BenchmarkNodeScale(b *testing.B) {
 	rates := []int{25, 50, 100, 200, 400}
 	h := harness.New(b, soradBin)
 	node := h.NewNode("bench", "--log_level=warn", "--license_max_connections=2000", "--signaling_max_pending_connections_per_ip=1000")
+	profileDir := os.Getenv(profileDirEnv)
+	if profileDir != "" {
+		node.Args = append(node.Args, "--pprof_address="+node.Address+":6060")
+	}
 	node.Start()
 	harness.Eventually(b, 10*time.Second, "node ready", func() bool { return formed(node, []string{node.Name}) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -139,6 +145,12 @@ func BenchmarkNodeScale(b *testing.B) {
 		}
 		time.Sleep(2 * time.Second) // settle: packet caches, GC
 		samples = append(samples, sample{target, metric("process_resident_memory_bytes") / (1 << 20), metric("go_memstats_heap_inuse_bytes") / (1 << 20), metric("go_goroutines")})
+	}
+	if profileDir != "" {
+		// What each goroutine runs, at the last step (go tool pprof reads
+		// it; the slope per subscriber is in the table).
+		saveProfile(b, node, "goroutine", filepath.Join(profileDir, "scale-goroutines.pprof"))
+		saveProfile(b, node, "heap", filepath.Join(profileDir, "scale-heap.pprof"))
 	}
 	first, last := samples[0], samples[len(samples)-1]
 	perConnMB := (last.rssMB - first.rssMB) / float64(last.subscribers-first.subscribers)
