@@ -212,7 +212,7 @@ func (n *Node) Start() {
 	if err != nil {
 		n.h.t.Fatalf("start %s: %v", n.Name, err)
 	}
-	fmt.Fprintf(logf, "=== start %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
+	fmt.Fprintf(logf, "=== start %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(redacted(args), " "))
 	cmd := exec.Command(n.h.bin, args...)
 	cmd.Dir = n.WorkDir
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -544,4 +544,19 @@ func (n *Node) InternalPost(path string, header http.Header, body []byte, ts *tr
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
+}
+
+// redacted is args as the node's log shows them: the values of secret and
+// token flags (not of the files that hold them) replaced, since failing
+// tests print the log.
+func redacted(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if hasValue && (strings.Contains(name, "secret") || strings.Contains(name, "token")) && !strings.HasSuffix(name, "_file") {
+			a = "--" + name + "=REDACTED"
+		}
+		out[i] = a
+	}
+	return out
 }
