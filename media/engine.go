@@ -188,13 +188,17 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	}
 	reg.Add(twccGen)
 
-	udp, err := net.ListenPacket("udp", net.JoinHostPort(cfg.ListenAddress, fmt.Sprint(cfg.UDPPort)))
+	addr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(cfg.ListenAddress, fmt.Sprint(cfg.UDPPort)))
+	if err != nil {
+		return nil, fmt.Errorf("media udp address: %w", err)
+	}
+	udp, err := net.ListenUDP("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on media udp port: %w", err)
 	}
 	s := webrtc.SettingEngine{}
 	s.LoggerFactory = quietLoggerFactory()
-	hold := icehold.Wrap(udp.(*net.UDPConn), icehold.Limits{})
+	hold := icehold.Wrap(udp, icehold.Limits{})
 	mux := webrtc.NewICEUDPMux(s.LoggerFactory.NewLogger("ice"), hold)
 	s.SetICEUDPMux(mux)
 	s.SetLite(true)
