@@ -307,8 +307,8 @@ func (c *Conn) noteSenderLocked(w *Wait, from netip.AddrPort) {
 }
 
 // bindingRequestUfrag returns the local part of a STUN binding request's
-// USERNAME ("local:remote"), without allocating; ok is false for anything
-// else (media, DTLS, responses).
+// USERNAME ("local:remote") without decoding the message; ok is false for
+// anything else (media, DTLS and RTCP stop at the first two bytes).
 func bindingRequestUfrag(b []byte) (string, bool) {
 	const header = 20
 	if len(b) < header || binary.BigEndian.Uint16(b[0:2]) != 0x0001 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
