@@ -300,10 +300,17 @@ func (c *Conn) hold(b []byte, from netip.AddrPort) bool {
 // noteSenderLocked makes from, where one of w's client's checks came from,
 // get a nudge after sorad's answer to it, unless it had one.
 func (c *Conn) noteSenderLocked(w *Wait, from netip.AddrPort) {
+	from = canonical(from)
 	if w.remotePwd != "" && len(w.from) < c.limits.PerUfrag && c.nudgeTo[from] == nil && !slices.Contains(w.from, from) {
 		w.from = append(w.from, from)
 		c.nudgeTo[from] = w
 	}
+}
+
+// canonical is a in the one form the nudge bookkeeping compares: an IPv4
+// address never in its IPv4-in-IPv6 form (a net.UDPAddr may carry either).
+func canonical(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 // bindingRequestUfrag returns the local part of a STUN binding request's
@@ -370,6 +377,7 @@ func (c *Conn) WriteTo(b []byte, to net.Addr) (int, error) {
 // nudge sends the binding request of the wait whose client's check came
 // from to, once sorad has answered that check.
 func (c *Conn) nudge(to netip.AddrPort) {
+	to = canonical(to)
 	c.mu.Lock()
 	w, ok := c.nudgeTo[to]
 	if !ok {

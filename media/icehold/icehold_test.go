@@ -338,3 +338,27 @@ func TestNudgeFollowsReplayedChecksOnly(t *testing.T) {
 		t.Fatalf("want the nudge after the replayed check's answer: %v %v", m.Type, err)
 	}
 }
+
+// An answer written through net.PacketConn's WriteTo, to an IPv4 address
+// in its 16-byte form, still gets its nudge.
+func TestNudgeAfterWriteToWithAMappedAddress(t *testing.T) {
+	const clientUfrag, clientPwd = "client", "the client's password, long enough"
+	p := newPair(t, Limits{})
+	p.server.Await(ufrag, pwd).Release(clientUfrag, clientPwd)
+	p.send(t, bindingRequest(t, ufrag+":"+clientUfrag, pwd))
+	p.read(t)
+	success, err := stun.Build(stun.BindingSuccess, stun.TransactionID, stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := p.client.LocalAddr().(*net.UDPAddr)
+	mapped := &net.UDPAddr{IP: client.IP.To16(), Port: client.Port}
+	if _, err := p.server.WriteTo(success.Raw, mapped); err != nil {
+		t.Fatal(err)
+	}
+	p.clientRead(t) // the answer
+	m := &stun.Message{Raw: p.clientRead(t)}
+	if err := m.Decode(); err != nil || m.Type != stun.BindingRequest {
+		t.Fatalf("want the nudge after the answer: %v %v", m.Type, err)
+	}
+}
