@@ -34,8 +34,11 @@ func BenchmarkAuthWebhookJoin(b *testing.B) {
 	defer srv.Close()
 
 	h := harness.New(b, soradBin)
-	plain := h.NewNode("plain", "--log_level=warn")
-	hooked := h.NewNode("hooked", "--log_level=warn", "--auth_webhook_url=http://"+ln.Addr().String()+"/auth")
+	// Each join opens a channel of its own: the per-address limit on new
+	// channels (5 a second by default) is lifted, or it would pace the joins.
+	limits := []string{"--log_level=warn", "--signaling_new_channel_rate=1000", "--signaling_new_channel_burst=1000"}
+	plain := h.NewNode("plain", limits...)
+	hooked := h.NewNode("hooked", append(limits, "--auth_webhook_url=http://"+ln.Addr().String()+"/auth")...)
 	for _, n := range []*harness.Node{plain, hooked} {
 		n.Start()
 		harness.Eventually(b, 10*time.Second, n.Name+" ready", func() bool { return formed(n, []string{n.Name}) })
