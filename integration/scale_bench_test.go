@@ -29,7 +29,7 @@ func BenchmarkNodeScale(b *testing.B) {
 	steps := []int{0, 100, 200, 300, 400}
 	rates := []int{25, 50, 100, 200, 400}
 	h := harness.New(b, soradBin)
-	node := h.NewNode("bench", "--log_level=warn", "--license_max_connections=2000", "--signaling_max_pending_connections_per_ip=1000")
+	node := h.NewNode("bench", "--log_level=warn", "--license_max_connections=2000", "--signaling_max_pending_connections_per_ip=1000", "--signaling_new_channel_burst=100")
 	profileDir := os.Getenv(profileDirEnv)
 	if profileDir != "" {
 		node.Args = append(node.Args, "--pprof_address="+node.Address+":6060")
