@@ -110,6 +110,7 @@ var (
 	descFwdPackets  = prometheus.NewDesc("sorad_forwarded_packets_total", "RTP packets received from publishers and forwarded.", nil, nil)
 	descFwdBytes    = prometheus.NewDesc("sorad_forwarded_bytes_total", "RTP bytes received from publishers and forwarded.", nil, nil)
 	descNACKs       = prometheus.NewDesc("sorad_nacks_received_total", "NACK feedback messages from receivers.", nil, nil)
+	descResent      = prometheus.NewDesc("sorad_retransmitted_packets_total", "RTP packets sent again to receivers that reported them lost (NACK).", nil, nil)
 	descPLIs        = prometheus.NewDesc("sorad_plis_received_total", "PLI and FIR from receivers.", nil, nil)
 	descPLIsSent    = prometheus.NewDesc("sorad_keyframe_requests_sent_total", "Key frame requests (PLI) sent to publishers.", nil, nil)
 	descUAStatsDrop = prometheus.NewDesc("sorad_user_agent_stats_dropped_total", "Client statistics reports dropped: larger than user_agent_stats_max_size, or not a JSON array.", nil, nil)
@@ -122,7 +123,7 @@ var (
 type mediaCollector struct{ med Media }
 
 func (c *mediaCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descPLIs, descPLIsSent, descUAStatsDrop, descMessages, descMsgDropped, descWebhooks} {
+	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descResent, descPLIs, descPLIsSent, descUAStatsDrop, descMessages, descMsgDropped, descWebhooks} {
 		ch <- d
 	}
 }
@@ -146,6 +147,7 @@ func (c *mediaCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFwdPackets, k.ForwardedPackets)
 	counter(descFwdBytes, k.ForwardedBytes)
 	counter(descNACKs, k.NACKsReceived)
+	counter(descResent, k.RetransmittedPackets)
 	counter(descPLIs, k.PLIsReceived)
 	counter(descPLIsSent, k.PLIsSent)
 	counter(descUAStatsDrop, k.UserAgentStatsDropped)

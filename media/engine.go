@@ -20,6 +20,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/sorad/sorad/media/icehold"
+	"github.com/sorad/sorad/media/udpbatch"
 )
 
 // Payload types sorad offers. Forwarded tracks keep the publisher's codec;
@@ -76,7 +77,6 @@ type engineConfig struct {
 	ListenAddress      string   // IP the UDP port binds
 	UDPPort            int      // the one UDP port for all peers (ICE UDP mux)
 	PublicIPs          []string // addresses to announce instead (NAT 1:1, containers)
-	NACKBufferSize     uint16   // packets kept per outgoing stream to answer NACKs
 	SCTPMaxMessageSize int      // largest DataChannel message accepted, bytes
 }
 
@@ -86,7 +86,8 @@ type engine struct {
 	receiveAPI *webrtc.API // for those that only receive it (see newEngine)
 	mux        ice.UDPMux
 	udp        net.PacketConn
-	hold       *icehold.Conn // the UDP socket under the mux, holding early checks
+	hold       *icehold.Conn  // the UDP socket under the mux, holding early checks
+	batch      *udpbatch.Conn // under that: batches the packets of one forwarded packet
 
 	certMu sync.Mutex
 	cert   *webrtc.Certificate // the DTLS certificate of every connection; see certificate
@@ -135,21 +136,17 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	// what sorad sends. The others would each run a goroutine and a timer
 	// per connection with nothing to do.
 	reg, receiving := &interceptor.Registry{}, &interceptor.Registry{}
-	// NACK: ask publishers to resend what we lost; answer receivers' NACKs
-	// from a bounded per-stream cache.
+	// NACK: ask publishers to resend what we lost. Receivers' NACKs are
+	// answered by the forwarding code (media/forward) from one history per
+	// published stream, not by pion's responder, which would keep a copy of
+	// every packet per receiver.
 	gen, err := nack.NewGeneratorInterceptor()
 	if err != nil {
 		return nil, fmt.Errorf("nack generator: %w", err)
 	}
-	resp, err := nack.NewResponderInterceptor(nack.ResponderSize(cfg.NACKBufferSize))
-	if err != nil {
-		return nil, fmt.Errorf("nack responder: %w", err)
-	}
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	reg.Add(gen)
-	reg.Add(resp)
-	receiving.Add(resp)
 	// RTCP sender and receiver reports.
 	recvReports, err := report.NewReceiverInterceptor()
 	if err != nil {
@@ -198,7 +195,8 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	}
 	s := webrtc.SettingEngine{}
 	s.LoggerFactory = quietLoggerFactory()
-	hold := icehold.Wrap(udp, icehold.Limits{})
+	batch := udpbatch.Wrap(udp)
+	hold := icehold.Wrap(batch, icehold.Limits{})
 	mux := webrtc.NewICEUDPMux(s.LoggerFactory.NewLogger("ice"), hold)
 	s.SetICEUDPMux(mux)
 	s.SetLite(true)
@@ -228,7 +226,7 @@ func newEngine(cfg engineConfig) (*engine, error) {
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s))
 	receiveAPI := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(receiving), webrtc.WithSettingEngine(s))
-	return &engine{api: api, receiveAPI: receiveAPI, mux: mux, udp: udp, hold: hold}, nil
+	return &engine{api: api, receiveAPI: receiveAPI, mux: mux, udp: udp, hold: hold, batch: batch}, nil
 }
 
 // port is the UDP port the engine listens on.

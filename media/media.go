@@ -94,7 +94,7 @@ type Config struct {
 	CloseGrace         time.Duration // close frame to TCP close
 	ReleaseDelay       time.Duration // last connection gone to channel released in Raft
 	KeyframeThrottle   time.Duration // between key frame requests to one publisher stream, and after a key frame
-	NACKBufferSize     uint16        // packets kept per outgoing stream for retransmission
+	NACKBufferSize     uint16        // packets kept per published video stream to answer receivers' NACKs
 	MaxConnections     int           // license_max_connections
 	MaxPending         int           // WebSockets open that have not been admitted yet
 	MaxPendingPerIP    int           // of those, from one client address
@@ -329,7 +329,7 @@ func New(cfg Config, cl Cluster, stats *Stats) (*Media, error) {
 		return nil, fmt.Errorf("media: %w", err)
 	}
 	e, err := newEngine(engineConfig{
-		ListenAddress: cfg.ListenAddress, UDPPort: cfg.UDPPort, PublicIPs: cfg.PublicIPs, NACKBufferSize: cfg.NACKBufferSize,
+		ListenAddress: cfg.ListenAddress, UDPPort: cfg.UDPPort, PublicIPs: cfg.PublicIPs,
 		// The largest DataChannel message a client may send (the SDP's
 		// max-message-size): signaling, or messaging (larger messaging
 		// ones up to this are dropped and counted).

@@ -107,6 +107,8 @@ func (c *connection) trackConfig(remote *webrtc.TrackRemote, receiver *webrtc.RT
 		Codec:            remote.Codec(),
 		Simulcast:        remote.Kind() == webrtc.RTPCodecTypeVideo && c.simulcastSender(),
 		KeyframeThrottle: c.m.cfg.KeyframeThrottle,
+		History:          c.m.cfg.NACKBufferSize,
+		Sends:            c.m.engine.batch,
 		Counters:         &c.m.stats.forwarded,
 	}
 	if remote.Kind() == webrtc.RTPCodecTypeAudio {
@@ -207,25 +209,47 @@ func (d *downTrack) apply(rt channel.Route, ok bool) {
 }
 
 // readReceiverRTCP relays this receiver's key frame requests to the
-// publisher (throttled) and counts its NACKs, which the NACK interceptor
-// answers from its cache.
+// publisher (throttled) and answers its NACKs from the published stream's
+// history.
 func (c *connection) readReceiverRTCP(d *downTrack) {
+	var seqs []uint16
 	for {
 		pkts, _, err := d.sender.ReadRTCP()
 		if err != nil {
 			return
 		}
 		for _, p := range pkts {
-			switch p.(type) {
+			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				c.m.stats.plisReceived.Add(1)
 				d.fwd.RequestKeyframe()
 			case *rtcp.TransportLayerNack:
 				c.m.stats.nacksReceived.Add(1)
+				seqs = nackedSequences(p, seqs[:0])
+				d.fwd.Resend(seqs)
 			}
 		}
 	}
 }
+
+// nackedSequences appends the sequence numbers a NACK names to dst, at most
+// maxNACKed: a NACK can name 17 per pair and carry many pairs, and a
+// receiver asking for more than a history holds gains nothing.
+func nackedSequences(n *rtcp.TransportLayerNack, dst []uint16) []uint16 {
+	for _, pair := range n.Nacks {
+		pair.Range(func(seq uint16) bool {
+			dst = append(dst, seq)
+			return len(dst) < maxNACKed
+		})
+		if len(dst) >= maxNACKed {
+			break
+		}
+	}
+	return dst
+}
+
+// maxNACKed bounds the packets one NACK makes sorad resend.
+const maxNACKed = 256
 
 // simulcastSwitched tells this receiver that the layer it gets from sender
 // changed.

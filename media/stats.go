@@ -83,8 +83,10 @@ type Counters struct {
 	ForwardedPackets int64
 	ForwardedBytes   int64
 	NACKsReceived    int64
-	PLIsReceived     int64
-	PLIsSent         int64
+	// RetransmittedPackets counts the packets answering receivers' NACKs.
+	RetransmittedPackets int64
+	PLIsReceived         int64
+	PLIsSent             int64
 	// UserAgentStatsDropped counts client statistics reports that were
 	// too large or not a JSON array.
 	UserAgentStatsDropped int64
@@ -102,6 +104,7 @@ func (s *Stats) counters() Counters {
 		ForwardedPackets:      s.forwarded.Packets.Load(),
 		ForwardedBytes:        s.forwarded.Bytes.Load(),
 		NACKsReceived:         s.nacksReceived.Load(),
+		RetransmittedPackets:  s.forwarded.Retransmitted.Load(),
 		PLIsReceived:          s.plisReceived.Load(),
 		PLIsSent:              s.plisSent.Load(),
 		UserAgentStatsDropped: s.userAgentStatsDropped.Load(),

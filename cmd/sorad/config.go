@@ -473,7 +473,7 @@ var keySpecs = []keySpec{
 	{
 		name: "nack_buffer_size",
 		def:  "1024",
-		desc: "RTP packets kept per forwarded stream to answer NACKs; a power of two, 1 to 32768",
+		desc: "RTP packets kept per published video stream, shared by its receivers, to answer NACKs; a power of two, 1 to 32768",
 		set:  setNACKBufferSize,
 	},
 	{
@@ -1166,8 +1166,8 @@ func setSimulcastEncodings(c *Config, v string) error {
 	return nil
 }
 
-// setNACKBufferSize takes what pion's NACK responder accepts: a power of
-// two up to 32768.
+// setNACKBufferSize takes a power of two (sequence numbers index the
+// history) up to 32768.
 func setNACKBufferSize(c *Config, v string) error {
 	n, err := parseInt(v)
 	if err != nil {

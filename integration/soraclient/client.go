@@ -168,6 +168,9 @@ type Options struct {
 	// never repeating an unanswered one (pion's default repeats it every
 	// 200 ms): a check the server drops then fails the connection.
 	SingleCheck bool
+	// AcceptReplays turns off SRTP replay protection, so that a packet the
+	// server sends again (see RequestResend) reaches the track's reader.
+	AcceptReplays bool
 	// BeforeAnswer, when set, is called once the client has applied its
 	// answer (its ICE agent is checking) and before it sends the answer.
 	BeforeAnswer func()
@@ -230,6 +233,7 @@ type TrackStats struct {
 }
 
 type trackCounter struct {
+	ssrc      atomic.Uint32 // the remote track's, as the server sends it
 	packets   atomic.Int64
 	bytes     atomic.Int64
 	firstNano atomic.Int64
@@ -563,7 +567,7 @@ func (o *offerMessage) rtcConfiguration() (webrtc.Configuration, error) {
 	return cfg, nil
 }
 
-func newAPI(singleCheck bool) (*webrtc.API, error) {
+func newAPI(singleCheck, acceptReplays bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("soraclient: register codecs: %w", err)
@@ -588,6 +592,7 @@ func newAPI(singleCheck bool) (*webrtc.API, error) {
 	if singleCheck {
 		se.SetICEMaxBindingRequests(0)
 	}
+	se.DisableSRTPReplayProtection(acceptReplays)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
@@ -613,7 +618,7 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	if c.api, err = newAPI(c.opts.SingleCheck); err != nil {
+	if c.api, err = newAPI(c.opts.SingleCheck, c.opts.AcceptReplays); err != nil {
 		return err
 	}
 	if c.pc, err = c.api.NewPeerConnection(cfg); err != nil {
@@ -859,6 +864,7 @@ func (c *Client) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		c.tracks[key] = tc
 	}
 	c.tracksMu.Unlock()
+	tc.ssrc.Store(uint32(track.SSRC()))
 	c.log.Debug("soraclient: remote track", "key", key, "codec", track.Codec().MimeType)
 	c.goroutine(func(context.Context) {
 		for {

@@ -197,6 +197,21 @@ func (c *Client) Packets(streamID, kind string) []PacketInfo {
 	return append([]PacketInfo(nil), tc.log...)
 }
 
+// RequestResend sends the server a NACK for the packets with the given
+// sequence numbers of a remote track, as a receiver that lost them would.
+func (c *Client) RequestResend(streamID, kind string, seqs []uint16) error {
+	c.tracksMu.Lock()
+	tc := c.tracks[streamID+"/"+kind]
+	c.tracksMu.Unlock()
+	if tc == nil {
+		return fmt.Errorf("soraclient: no remote %s track of %s", kind, streamID)
+	}
+	return c.pc.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{
+		MediaSSRC: tc.ssrc.Load(),
+		Nacks:     rtcp.NackPairsFromSequenceNumbers(seqs),
+	}})
+}
+
 // vp8LayerFrame is vp8Frame of the given dimensions with every body byte
 // set to mark.
 func vp8LayerFrame(key bool, size, width, height int, mark byte) []byte {

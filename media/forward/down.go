@@ -193,6 +193,25 @@ func (d *Down) write(u *Up, pkt *rtp.Packet, key bool, now int64) {
 		d.mu.Unlock()
 		return // sent before the current run began: not ours any more
 	}
+	hdr := d.rewrite(pkt)
+	if !d.started || int16(hdr.SequenceNumber-d.lastSeq) > 0 {
+		d.lastSeq, d.lastTS = hdr.SequenceNumber, hdr.Timestamp
+	}
+	d.lastAt, d.started = now, true
+	_, err := d.writer.WriteRTP(hdr, pkt.Payload)
+	d.mu.Unlock()
+	if err == nil {
+		d.packets.Add(1)
+		d.bytes.Add(int64(len(pkt.Payload)))
+	}
+	if switched && d.onSwitch != nil {
+		d.onSwitch(from, to, byRequest)
+	}
+}
+
+// rewrite fills d's outgoing header for pkt: the receiver's SSRC, payload
+// type, sequence number and timestamp. d.mu is held.
+func (d *Down) rewrite(pkt *rtp.Packet) *rtp.Header {
 	hdr := &d.hdr
 	*hdr = pkt.Header
 	hdr.SSRC = d.ssrc
@@ -210,19 +229,48 @@ func (d *Down) write(u *Up, pkt *rtp.Packet, key bool, now int64) {
 			_ = hdr.SetExtension(d.audioLevelID, level)
 		}
 	}
-	if !d.started || int16(hdr.SequenceNumber-d.lastSeq) > 0 {
-		d.lastSeq, d.lastTS = hdr.SequenceNumber, hdr.Timestamp
+	return hdr
+}
+
+// Resend sends the receiver again the packets it lost, by the sequence
+// numbers it sees (a NACK's), from the history of the stream it gets, and
+// returns how many it sent. It sends only packets of the run forwarded now:
+// those sent before a layer switch or a pause carry sequence numbers of
+// another mapping, and the decoder waits for the key frame that began this
+// run anyway.
+func (d *Down) Resend(seqs []uint16) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.writer == nil || !d.started || d.current < 0 || d.want < 0 || d.paused {
+		return 0
 	}
-	d.lastAt, d.started = now, true
-	_, err := d.writer.WriteRTP(hdr, pkt.Payload)
-	d.mu.Unlock()
-	if err == nil {
-		d.packets.Add(1)
-		d.bytes.Add(int64(len(pkt.Payload)))
+	u := d.track.ups[d.current].Load()
+	if u == nil || u.history == nil {
+		return 0
 	}
-	if switched && d.onSwitch != nil {
-		d.onSwitch(from, to, byRequest)
+	var buf []byte
+	var pkt rtp.Packet
+	sent := 0
+	for _, seq := range seqs {
+		if int16(seq-d.lastSeq) > 0 {
+			continue // not sent yet
+		}
+		in := seq + d.seqOffset
+		if int16(in-d.entrySeq) < 0 {
+			continue // before this run
+		}
+		var ok bool
+		if buf, ok = u.history.get(in, buf[:0]); !ok || pkt.Unmarshal(buf) != nil {
+			continue
+		}
+		if _, err := d.writer.WriteRTP(d.rewrite(&pkt), pkt.Payload); err == nil {
+			sent++
+		}
 	}
+	if c := d.track.cfg.Counters; c != nil {
+		c.Retransmitted.Add(int64(sent))
+	}
+	return sent
 }
 
 // enter decides whether pkt, of a layer d does not forward now (or after a

@@ -92,7 +92,11 @@ func (p *publisher) send(l int, key bool) *rtp.Packet {
 	_ = pkt.SetExtension(3, []byte{0x42}) // a publisher extension (say, its transport sequence number)
 	p.seq[l]++
 	p.ts[l] += 3000
-	p.tr.forward(p.ups[l], pkt, 12+len(payload), p.now)
+	raw, err := pkt.Marshal()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.ups[l].receive(pkt, raw, p.now)
 	return pkt
 }
 

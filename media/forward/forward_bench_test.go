@@ -63,7 +63,8 @@ func BenchmarkForwardHop(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/forwarded-pkt")
 		})
 		b.Run(fmt.Sprintf("sorad-Down/receivers=%d", n), func(b *testing.B) {
-			tr := NewTrack(TrackConfig{Kind: webrtc.RTPCodecTypeVideo, Codec: vp8})
+			// With the packet history sorad keeps for retransmission.
+			tr := NewTrack(TrackConfig{Kind: webrtc.RTPCodecTypeVideo, Codec: vp8, History: 1024})
 			up, err := tr.addUp(0, 5, nil, nil)
 			if err != nil {
 				b.Fatal(err)
@@ -76,11 +77,15 @@ func BenchmarkForwardHop(b *testing.B) {
 				tr.Add(d)
 			}
 			pkt := benchPacket()
+			raw, err := pkt.Marshal()
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				pkt.SequenceNumber++
-				tr.forward(up, pkt, 1112, time.Now().UnixNano())
+				up.receive(pkt, raw, time.Now().UnixNano())
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/forwarded-pkt")
 		})

@@ -49,13 +49,30 @@ type TrackConfig struct {
 	// set, is called as the publisher starts speaking (spotlight).
 	AudioLevelID uint8
 	OnSpeech     func()
+	// History is how many packets of each video stream are kept to answer
+	// receivers' NACKs, one copy shared by all receivers (a power of two;
+	// 0 keeps none). Audio is not retransmitted.
+	History uint16
+	// Sends, when set, is held while one packet is handed to the down
+	// tracks, so that the packets to its receivers go out together
+	// (media/udpbatch).
+	Sends Batcher
 	// Counters, when set, count every packet and byte received (node-wide).
 	Counters *Counters
+}
+
+// Batcher gathers the packets written between Hold and Release.
+type Batcher interface {
+	Hold()
+	Release()
 }
 
 // Counters are totals shared by many tracks.
 type Counters struct {
 	Packets, Bytes atomic.Int64
+	// Retransmitted counts the packets sent again to receivers that asked
+	// (NACK).
+	Retransmitted atomic.Int64
 }
 
 // Track is one published track.
@@ -119,6 +136,9 @@ type Up struct {
 	ssrc  uint32
 	read  func([]byte) (int, error)
 	pli   func(mediaSSRC uint32)
+	// history keeps the last packets for retransmission (video; nil
+	// without TrackConfig.History).
+	history *history
 
 	lastPacket     atomic.Int64 // Unix nanoseconds
 	lastKeyRequest atomic.Int64 // Unix nanoseconds
@@ -147,6 +167,9 @@ func (t *Track) AddUp(remote *webrtc.TrackRemote, pli func(mediaSSRC uint32)) (*
 
 func (t *Track) addUp(layer int, ssrc uint32, read func([]byte) (int, error), pli func(uint32)) (*Up, error) {
 	u := &Up{track: t, layer: layer, ssrc: ssrc, read: read, pli: pli}
+	if t.cfg.Kind == webrtc.RTPCodecTypeVideo && t.cfg.History > 0 {
+		u.history = newHistory(t.cfg.History)
+	}
 	if !t.ups[layer].CompareAndSwap(nil, u) {
 		return nil, ErrLayerTaken
 	}
@@ -171,8 +194,17 @@ func (u *Up) Run() error {
 		if pkt.Unmarshal(buf[:n]) != nil {
 			continue
 		}
-		u.track.forward(u, &pkt, n, time.Now().UnixNano())
+		u.receive(&pkt, buf[:n], time.Now().UnixNano())
 	}
+}
+
+// receive keeps a packet of u (raw, as it arrived) for retransmission and
+// forwards it.
+func (u *Up) receive(pkt *rtp.Packet, raw []byte, now int64) {
+	if u.history != nil {
+		u.history.put(pkt.SequenceNumber, raw)
+	}
+	u.track.forward(u, pkt, len(raw), now)
 }
 
 // forward hands one packet of u to every down track. pkt and its payload
@@ -194,7 +226,12 @@ func (t *Track) forward(u *Up, pkt *rtp.Packet, size int, now int64) {
 			t.cfg.OnSpeech()
 		}
 	}
-	for _, d := range *t.downs.Load() {
+	downs := *t.downs.Load()
+	if b := t.cfg.Sends; b != nil && len(downs) > 1 {
+		b.Hold()
+		defer b.Release()
+	}
+	for _, d := range downs {
 		d.write(u, pkt, key, now)
 	}
 }

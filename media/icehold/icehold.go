@@ -67,7 +67,7 @@ type Counters struct {
 // net.PacketConn and the allocation-free ReadFromAddrPort/WriteToAddrPort
 // pair pion's UDP mux prefers.
 type Conn struct {
-	udp    *net.UDPConn
+	udp    Socket
 	limits Limits
 
 	awaited atomic.Int32 // how many waits are registered: the read path's fast check
@@ -88,7 +88,7 @@ type packet struct {
 }
 
 // Wrap returns udp with early checks held within limits.
-func Wrap(udp *net.UDPConn, limits Limits) *Conn {
+func Wrap(udp Socket, limits Limits) *Conn {
 	if limits.PerUfrag <= 0 {
 		limits.PerUfrag = 16
 	}
@@ -96,6 +96,18 @@ func Wrap(udp *net.UDPConn, limits Limits) *Conn {
 		limits.Total = 4096
 	}
 	return &Conn{udp: udp, limits: limits, waits: map[string]*Wait{}, nudgeTo: map[netip.AddrPort]*Wait{}}
+}
+
+// Socket is the UDP socket a Conn wraps: a *net.UDPConn, or a wrapper of
+// one that changes how packets go out (media/udpbatch).
+type Socket interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	WriteTo(b []byte, addr net.Addr) (int, error)
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+	LocalAddr() net.Addr
+	Close() error
 }
 
 // Wait follows one connection's ICE start: its early checks, then the
