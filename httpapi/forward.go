@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/sorad/sorad/cluster"
 )
 
 // Routing of API calls in a cluster. A call that names a channel_id is
@@ -18,15 +21,27 @@ import (
 
 type forwardedKey struct{}
 
-// ForwardedHandler answers API calls other nodes forward here (mounted on
-// the cluster port with cluster.ServeAPI). It is ServeHTTP marked so that
-// nothing is forwarded again, and so that no bearer token is asked for:
-// the cluster port admits only members, and the operator's token never
+// AnswerForwarded answers an API call another node forwarded here (given to
+// cluster.ServeAPI), with the dispatch of a call made here. The call is
+// marked so that nothing is forwarded again, and no bearer token is asked
+// for: the cluster port admits only members, and the operator's token never
 // travels between nodes.
-func (s *Server) ForwardedHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true)))
-	})
+func (s *Server) AnswerForwarded(ctx context.Context, call cluster.APICall) cluster.APIAnswer {
+	start := time.Now()
+	status, b := s.answerForwarded(context.WithValue(ctx, forwardedKey{}, true), call)
+	s.observe(call.Target, status, start)
+	return cluster.APIAnswer{Status: status, ContentType: "application/json", Body: b}
+}
+
+func (s *Server) answerForwarded(ctx context.Context, call cluster.APICall) (int, []byte) {
+	op, err := s.lookup(call.Target)
+	if err != nil {
+		return s.errorAnswer(call.Target, err)
+	}
+	if int64(len(call.Body)) > s.cfg.MaxBodySize {
+		return s.errorAnswer(call.Target, apiErr(http.StatusBadRequest, "REQUEST-BODY-TOO-LARGE", map[string]int64{"max_body_size": s.cfg.MaxBodySize}))
+	}
+	return s.run(ctx, call.Target, op, call.Body)
 }
 
 func forwarded(ctx context.Context) bool {
@@ -60,21 +75,17 @@ func (s *Server) routeToOwner(c echo.Context, name string, body []byte) (int, bo
 	if !ok {
 		return 0, false, nil
 	}
-	ans, err := s.cluster.ForwardAPI(c.Request().Context(), owner, c.Request().Header, body)
+	r := c.Request()
+	ans, err := s.cluster.ForwardAPI(r.Context(), owner, cluster.APICall{Target: name, ContentType: r.Header.Get("Content-Type"), Body: body})
 	if err != nil {
 		status, err := s.writeError(c, err)
 		return status, true, err
 	}
 	s.metrics.forwarded.WithLabelValues(name).Inc()
-	h := c.Response().Header()
-	for _, k := range []string{"Content-Type", "WWW-Authenticate"} {
-		if v := ans.Header.Get(k); v != "" {
-			h.Set(k, v)
-		}
+	if ans.WWWAuthenticate != "" {
+		c.Response().Header().Set("WWW-Authenticate", ans.WWWAuthenticate)
 	}
-	c.Response().WriteHeader(ans.Status)
-	_, err = c.Response().Write(ans.Body)
-	return ans.Status, true, err
+	return ans.Status, true, s.writeAnswer(c, ans.Status, ans.ContentType, ans.Body)
 }
 
 // fanOut asks every connected peer for the same listing with
@@ -84,15 +95,13 @@ func fanOut[T any](ctx context.Context, s *Server, target string) []T {
 	peers := s.cluster.ConnectedPeers()
 	out := make([]T, len(peers))
 	ok := make([]bool, len(peers))
-	header := http.Header{}
-	header.Set("X-Sora-Target", target)
-	header.Set("Content-Type", "application/json")
+	call := cluster.APICall{Target: target, ContentType: "application/json", Body: []byte(`{"local":true}`)}
 	var wg sync.WaitGroup
 	for i, peer := range peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ans, err := s.cluster.ForwardAPI(ctx, peer, header, []byte(`{"local":true}`))
+			ans, err := s.cluster.ForwardAPI(ctx, peer, call)
 			if err != nil || ans.Status != http.StatusOK {
 				s.cfg.Logger.Warn("cluster listing: a node did not answer", "target", target, "node", peer, "error", err, "status", ans.Status)
 				return
