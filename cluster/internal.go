@@ -392,11 +392,14 @@ func (c *Cluster) ServeAPI(h APIHandler) { c.api.Store(&h) }
 // NODE-IN-CHARGE-UNREACHABLE error; so does one that does not answer within
 // RequestTimeout.
 func (c *Cluster) ForwardAPI(ctx context.Context, node string, call APICall) (APIAnswer, error) {
-	addr := c.addressOf(node)
+	addr := ""
 	if inst := c.current(); inst != nil {
 		if n, ok := inst.fsm.Node(node); ok {
 			addr = n.RaftAddress
 		}
+	}
+	if addr == "" {
+		addr = c.addressOf(node)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()

@@ -1,11 +1,14 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -50,15 +53,108 @@ func forwarded(ctx context.Context) bool {
 }
 
 // channelIDOf reads the channel_id of a request body, if it has a string
-// one. A body that does not decode is answered locally (with its 400).
+// one. A body that does not decode is answered locally (with its 400). The
+// body is read as decodeBody reads it on the node in charge (the key
+// matched exactly, the last of duplicates winning), in one pass over it
+// that allocates nothing unless the value holds an escape.
 func channelIDOf(body []byte) (string, bool) {
-	var v struct {
-		ChannelID *string `json:"channel_id"`
-	}
-	if json.Unmarshal(body, &v) != nil || v.ChannelID == nil || *v.ChannelID == "" {
+	if !json.Valid(body) {
 		return "", false
 	}
-	return *v.ChannelID, true
+	raw, ok := topLevelString(body, "channel_id")
+	if !ok {
+		return "", false
+	}
+	var id string
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		id = string(raw[1 : len(raw)-1])
+	} else if json.Unmarshal(raw, &id) != nil {
+		return "", false
+	}
+	return id, id != ""
+}
+
+// topLevelString returns the raw value (quotes included) of the last
+// member named key of the JSON object in body, which must be valid JSON,
+// if that value is a string. A body that is not an object has no members.
+func topLevelString(body []byte, key string) ([]byte, bool) {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return nil, false
+	}
+	i++
+	var found []byte
+	for {
+		i = skipSpace(body, i)
+		if i >= len(body) || body[i] == '}' {
+			return found, found != nil
+		}
+		if body[i] == ',' {
+			i++
+			continue
+		}
+		end := skipValue(body, i)
+		name := body[i:end]
+		matches := string(name[1:len(name)-1]) == key
+		if !matches && bytes.IndexByte(name, '\\') >= 0 {
+			var n string
+			matches = json.Unmarshal(name, &n) == nil && n == key
+		}
+		i = skipSpace(body, end)
+		i = skipSpace(body, i+1) // past ':'
+		end = skipValue(body, i)
+		if matches {
+			found = nil // a value that is not a string is no channel_id
+			if body[i] == '"' {
+				found = body[i:end]
+			}
+		}
+		i = end
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && strings.IndexByte(jsonWhitespace, b[i]) >= 0 {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value at b[i:], which
+// must be valid.
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		j := i + 1
+		for b[j] != '"' {
+			if b[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		return j + 1
+	case '{', '[':
+		depth := 0
+		for j := i; ; j++ {
+			switch b[j] {
+			case '"':
+				j = skipValue(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+	default: // a number, true, false or null
+		j := i
+		for j < len(b) && strings.IndexByte(",}] \t\r\n", b[j]) < 0 {
+			j++
+		}
+		return j
+	}
 }
 
 // routeToOwner forwards a channel-scoped call to the node in charge of its

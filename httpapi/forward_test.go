@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -71,4 +73,71 @@ func TestAnswerForwarded(t *testing.T) {
 	if len(fc.calls) != 0 {
 		t.Fatalf("a forwarded call was forwarded again: %+v", fc.calls)
 	}
+}
+
+// channelIDReference is channelIDOf as decodeBody reads a body: members by
+// exact name, the last of duplicates winning.
+func channelIDReference(body []byte) (string, bool) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		return "", false
+	}
+	var id string
+	if json.Unmarshal(fields["channel_id"], &id) != nil || id == "" {
+		return "", false
+	}
+	raw := bytes.TrimSpace(fields["channel_id"])
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	return id, true
+}
+
+var channelIDBodies = []string{
+	`{"channel_id":"c"}`,
+	` { "channel_id" : "c" } `,
+	`{"a":{"channel_id":"nested"},"b":["channel_id","x"],"channel_id":"top"}`,
+	`{"channel_id":"first","channel_id":"last"}`,
+	`{"channel_id":"first","channel_id":null}`,
+	`{"channel_id":"first","channel_id":1}`,
+	`{"channel_id":""}`,
+	`{"channel_id":"a\"b\\c\u00e9"}`,
+	`{"channel\u005fid":"escaped name"}`,
+	`{"Channel_Id":"other case"}`,
+	`{"x":"}\"{","channel_id":"after a tricky string"}`,
+	`{"n":-1.5e3,"t":true,"f":false,"z":null,"channel_id":"c"}`,
+	`["channel_id","c"]`,
+	`"channel_id"`,
+	`{"channel_id":"c"`,
+	`{"channel_id":"c"} trailing`,
+	`{}`,
+	``,
+	"{\"channel_id\":\"\xff\"}",
+}
+
+func TestChannelIDOf(t *testing.T) {
+	for _, body := range channelIDBodies {
+		id, ok := channelIDOf([]byte(body))
+		wantID, wantOK := channelIDReference([]byte(body))
+		if id != wantID || ok != wantOK {
+			t.Errorf("%s: %q %v, want %q %v", body, id, ok, wantID, wantOK)
+		}
+	}
+	body := []byte(`{"channel_id":"c","connection_id":"x"}`)
+	if n := testing.AllocsPerRun(100, func() { channelIDOf(body) }); n > 1 {
+		t.Errorf("%v allocations to read a channel_id, want at most 1 (the string)", n)
+	}
+}
+
+func FuzzChannelIDOf(f *testing.F) {
+	for _, body := range channelIDBodies {
+		f.Add([]byte(body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		id, ok := channelIDOf(body)
+		wantID, wantOK := channelIDReference(body)
+		if id != wantID || ok != wantOK {
+			t.Fatalf("%q: %q %v, want %q %v", body, id, ok, wantID, wantOK)
+		}
+	})
 }
