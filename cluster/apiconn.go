@@ -21,8 +21,9 @@ import (
 //   - one connection per peer, dialled by the first call, kept open, dialled
 //     again after it breaks, closed when the node stops;
 //   - many calls in flight at once on it (at most maxCallsInFlight), each
-//     tagged with an id its answer repeats; one goroutine writes a
-//     connection's frames, batching those that wait, one reads them;
+//     tagged with an id its answer repeats; one goroutine per connection
+//     reads its frames; the goroutines that make frames write them (see
+//     frameWriter), frames made during a write sharing the next one;
 //   - frames are length-prefixed and bounded (maxFrame); a peer that sends a
 //     frame that does not parse, or is too large, has its connection closed,
 //     with the reason logged, and every call in flight on it fails with
@@ -99,26 +100,15 @@ type APIHandler func(ctx context.Context, call APICall) APIAnswer
 // errFrame is wrapped by every error about a frame a peer sent.
 var errFrame = errors.New("bad frame")
 
-// frameBuf is one encoded frame on its way to a connection's writer.
-type frameBuf struct{ b []byte }
-
-var framePool = sync.Pool{New: func() any { return &frameBuf{b: make([]byte, 0, 2048)} }}
-
-func getFrame(kind byte, id uint64) *frameBuf {
-	f := framePool.Get().(*frameBuf)
-	f.b = append(f.b[:0], 0, 0, 0, 0, kind)
-	f.b = binary.BigEndian.AppendUint64(f.b, id)
-	return f
+func appendHeader(b []byte, kind byte, id uint64) []byte {
+	b = append(b, 0, 0, 0, 0, kind)
+	return binary.BigEndian.AppendUint64(b, id)
 }
 
-// done writes the length prefix.
-func (f *frameBuf) done() { binary.BigEndian.PutUint32(f.b, uint32(len(f.b)-4)) }
-
-func putFrame(f *frameBuf) {
-	if cap(f.b) > 64<<10 {
-		return // let a large one go rather than keep it
-	}
-	framePool.Put(f)
+// endFrame writes the length prefix of the frame that starts at start.
+func endFrame(b []byte, start int) []byte {
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
+	return b
 }
 
 func appendField(b []byte, s string) []byte {
@@ -144,23 +134,96 @@ func checkFields(fields ...string) error {
 	return nil
 }
 
-func encodeCall(id uint64, call APICall) *frameBuf {
-	f := getFrame(frameCall, id)
-	f.b = appendField(f.b, call.Target)
-	f.b = appendField(f.b, call.ContentType)
-	f.b = append(f.b, call.Body...)
-	f.done()
-	return f
+func appendHello(b []byte) []byte {
+	start := len(b)
+	return endFrame(appendHeader(b, frameHello, 0), start)
 }
 
-func encodeAnswer(id uint64, ans APIAnswer) *frameBuf {
-	f := getFrame(frameAnswer, id)
-	f.b = binary.BigEndian.AppendUint16(f.b, uint16(ans.Status))
-	f.b = appendField(f.b, ans.ContentType)
-	f.b = appendField(f.b, ans.WWWAuthenticate)
-	f.b = append(f.b, ans.Body...)
-	f.done()
-	return f
+func appendCall(b []byte, id uint64, call APICall) []byte {
+	start := len(b)
+	b = appendHeader(b, frameCall, id)
+	b = appendField(b, call.Target)
+	b = appendField(b, call.ContentType)
+	b = append(b, call.Body...)
+	return endFrame(b, start)
+}
+
+func appendAnswer(b []byte, id uint64, ans APIAnswer) []byte {
+	start := len(b)
+	b = appendHeader(b, frameAnswer, id)
+	b = binary.BigEndian.AppendUint16(b, uint16(ans.Status))
+	b = appendField(b, ans.ContentType)
+	b = appendField(b, ans.WWWAuthenticate)
+	b = append(b, ans.Body...)
+	return endFrame(b, start)
+}
+
+// frameWriter writes a connection's frames from the goroutines that make
+// them, without a goroutine of its own: a goroutine appends its frame to
+// the buffer and, unless another is writing already (which then writes
+// this frame too), writes the buffer until it is empty. Frames made while
+// a write is under way thus share the next one.
+type frameWriter struct {
+	conn    net.Conn
+	timeout time.Duration // bounds each write
+
+	mu       sync.Mutex
+	buf      []byte // frames to write
+	spare    []byte // the buffer being written, reused
+	flushing bool
+	err      error // the first write error: every later write fails with it
+}
+
+// maxKeptBuffer is the largest write buffer kept for reuse.
+const maxKeptBuffer = 64 << 10
+
+func (w *frameWriter) writeHello() error {
+	w.mu.Lock()
+	w.buf = appendHello(w.buf)
+	return w.flushLocked()
+}
+
+func (w *frameWriter) writeCall(id uint64, call APICall) error {
+	w.mu.Lock()
+	w.buf = appendCall(w.buf, id, call)
+	return w.flushLocked()
+}
+
+func (w *frameWriter) writeAnswer(id uint64, ans APIAnswer) error {
+	w.mu.Lock()
+	w.buf = appendAnswer(w.buf, id, ans)
+	return w.flushLocked()
+}
+
+// flushLocked writes the buffer, unless another goroutine is writing, and
+// unlocks w.
+func (w *frameWriter) flushLocked() error {
+	if w.err != nil || w.flushing {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.flushing = true
+	for len(w.buf) > 0 && w.err == nil {
+		b := w.buf
+		w.buf = w.spare[:0]
+		w.mu.Unlock()
+		_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+		_, err := w.conn.Write(b)
+		w.mu.Lock()
+		if cap(b) <= maxKeptBuffer {
+			w.spare = b[:0]
+		} else {
+			w.spare = nil
+		}
+		if err != nil {
+			w.err = err
+		}
+	}
+	w.flushing = false
+	err := w.err
+	w.mu.Unlock()
+	return err
 }
 
 // frameReader reads one connection's frames. It is used by one goroutine.
@@ -250,33 +313,6 @@ func (r *frameReader) decodeAnswer(payload []byte) (APIAnswer, error) {
 	}
 	ans.Body = payload
 	return ans, nil
-}
-
-// writeFrames is a connection's one writer: it writes the frames sent on
-// out, flushing when none is waiting, until done is closed or a write
-// fails. Each flush must finish within timeout.
-func writeFrames(conn net.Conn, out <-chan *frameBuf, done <-chan struct{}, timeout time.Duration) error {
-	bw := bufio.NewWriterSize(conn, frameBufferSize)
-	for {
-		select {
-		case f := <-out:
-			if bw.Buffered() == 0 {
-				_ = conn.SetWriteDeadline(time.Now().Add(timeout))
-			}
-			_, err := bw.Write(f.b)
-			putFrame(f)
-			if err != nil {
-				return err
-			}
-			if len(out) == 0 {
-				if err := bw.Flush(); err != nil {
-					return err
-				}
-			}
-		case <-done:
-			return nil
-		}
-	}
 }
 
 // apiClient holds this node's connections for forwarding API calls, one per
@@ -402,14 +438,9 @@ func (p *apiClient) connect(ac *apiConn) {
 		return
 	}
 	ac.conn = conn
+	ac.w = &frameWriter{conn: conn, timeout: p.timeout}
 	ac.mu.Unlock()
-	p.wg.Add(2)
-	go func() {
-		defer p.wg.Done()
-		if err := writeFrames(conn, ac.out, ac.done, p.timeout); err != nil {
-			ac.fail(fmt.Errorf("write to %s: %w", ac.address, err))
-		}
-	}()
+	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		ac.read(fr)
@@ -441,10 +472,10 @@ type apiConn struct {
 	ready   chan struct{}
 	dialErr error
 	legacy  bool
+	w       *frameWriter // set before ready is closed, if the connection is up
 
-	out   chan *frameBuf // to the writer
-	slots chan struct{}  // one per call in flight
-	done  chan struct{}  // closed when the connection broke
+	slots chan struct{} // one per call in flight
+	done  chan struct{} // closed when the connection broke
 
 	mu      sync.Mutex
 	conn    net.Conn                // nil while dialling
@@ -465,8 +496,8 @@ var pendingPool = sync.Pool{New: func() any { return &pendingCall{answer: make(c
 func newAPIConn(p *apiClient, address string) *apiConn {
 	return &apiConn{
 		client: p, address: address, ready: make(chan struct{}),
-		out: make(chan *frameBuf, maxCallsInFlight), slots: make(chan struct{}, maxCallsInFlight),
-		done: make(chan struct{}), pending: map[uint64]*pendingCall{},
+		slots: make(chan struct{}, maxCallsInFlight),
+		done:  make(chan struct{}), pending: map[uint64]*pendingCall{},
 	}
 }
 
@@ -496,14 +527,8 @@ func (ac *apiConn) call(ctx context.Context, call APICall) (APIAnswer, error) {
 	id := ac.nextID
 	ac.pending[id] = pc
 	ac.mu.Unlock()
-	f := encodeCall(id, call)
-	select {
-	case ac.out <- f:
-	case <-ac.done:
-		putFrame(f) // the answer channel gets the error
-	case <-ctx.Done():
-		putFrame(f)
-		return APIAnswer{}, ac.abandon(id, pc, ctx.Err())
+	if err := ac.w.writeCall(id, call); err != nil {
+		ac.fail(fmt.Errorf("write to %s: %w", ac.address, err)) // the answer channel gets the error
 	}
 	select {
 	case r := <-pc.answer:
@@ -644,20 +669,13 @@ func (s *apiServer) serveConn(conn net.Conn) {
 	}
 	log := s.c.log.With("peer", conn.RemoteAddr().String(), "peer_name", from)
 	ctx, cancel := context.WithCancel(context.Background())
-	out := make(chan *frameBuf, maxCallsInFlight+1) // the hello, then one answer per slot
 	slots := make(chan struct{}, maxCallsInFlight)
-	done := make(chan struct{})       // tells the writer to stop
-	writerDone := make(chan struct{}) // the writer stopped: answers are dropped
 	var calls sync.WaitGroup
-	go func() {
-		defer close(writerDone)
-		if err := writeFrames(conn, out, done, s.c.cfg.RequestTimeout); err != nil {
-			conn.Close() // the reader stops
-		}
-	}()
-	hello := getFrame(frameHello, 0)
-	hello.done()
-	out <- hello
+	w := &frameWriter{conn: conn, timeout: s.c.cfg.RequestTimeout}
+	if err := w.writeHello(); err != nil {
+		cancel()
+		return
+	}
 	fr := newFrameReader(conn)
 	for {
 		kind, id, payload, err := fr.next()
@@ -678,11 +696,8 @@ func (s *apiServer) serveConn(conn net.Conn) {
 		calls.Add(1)
 		go func() {
 			defer calls.Done()
-			f := encodeAnswer(id, s.c.answerForwarded(ctx, from, call))
-			select {
-			case out <- f:
-			case <-writerDone:
-				putFrame(f)
+			if err := w.writeAnswer(id, s.c.answerForwarded(ctx, from, call)); err != nil {
+				conn.Close() // the reader stops
 			}
 			<-slots
 		}()
@@ -690,11 +705,6 @@ func (s *apiServer) serveConn(conn net.Conn) {
 	conn.Close()
 	cancel()
 	calls.Wait()
-	close(done)
-	<-writerDone
-	for len(out) > 0 {
-		putFrame(<-out)
-	}
 }
 
 // answerForwarded answers one forwarded call from the member named from

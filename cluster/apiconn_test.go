@@ -161,8 +161,7 @@ func TestBadAnswerFramesCloseTheConnection(t *testing.T) {
 						_, _ = conn.Write(tc.frame)
 						continue
 					}
-					f := encodeAnswer(id, APIAnswer{Status: 200, ContentType: "application/json", Body: call.Body})
-					_, _ = conn.Write(f.b)
+					_, _ = conn.Write(appendAnswer(nil, id, APIAnswer{Status: 200, ContentType: "application/json", Body: call.Body}))
 				}
 			})
 			p := testAPIClient(t, nil, 2*time.Second)
@@ -413,7 +412,7 @@ func TestNonMembersCannotForwardAPICalls(t *testing.T) {
 		}
 		defer conn.Close()
 		_, _ = conn.Write([]byte{protoAPI.b})
-		_, _ = conn.Write(encodeCall(1, testCall).b)
+		_, _ = conn.Write(appendCall(nil, 1, testCall))
 		// The node's TLS handshake fails on it: at most an alert comes
 		// back before the node closes the connection.
 		_ = conn.SetReadDeadline(time.Now().Add(7 * time.Second))
@@ -429,7 +428,7 @@ func TestNonMembersCannotForwardAPICalls(t *testing.T) {
 		conn, err := tls.Dial("tcp", addr, cfg)
 		if err == nil {
 			defer conn.Close()
-			_, _ = conn.Write(encodeCall(1, testCall).b)
+			_, _ = conn.Write(appendCall(nil, 1, testCall))
 			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			_, err = io.ReadAll(conn)
 		}
