@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -291,33 +292,33 @@ func peerAnswers(t *testing.T, from, to *testNode) bool {
 	return p.get(ctxT(t), to.selfAddress(), pathStatus, &st) == nil && st.NodeName == to.NodeName()
 }
 
-func TestForwardedAPICallsCarryNoCredentials(t *testing.T) {
+// TestForwardedAPICallsArriveAsSent: the node in charge gets a forwarded
+// call's target, content type and body, and nothing else (APICall has no
+// place for a credential), over the framed protocol and over HTTP (a body
+// larger than a frame).
+func TestForwardedAPICallsArriveAsSent(t *testing.T) {
 	nodes := formCluster(t, 2)
 	var mu sync.Mutex
-	var got http.Header
-	nodes[1].ServeAPI(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var got []APICall
+	nodes[1].ServeAPI(func(_ context.Context, call APICall) APIAnswer {
 		mu.Lock()
-		got = r.Header.Clone()
+		got = append(got, call)
 		mu.Unlock()
-		w.WriteHeader(http.StatusOK)
-	}))
-	h := http.Header{}
-	h.Set("X-Sora-Target", "Sora_20201013.ListChannelConnections")
-	h.Set("Authorization", "Bearer operator-token")
-	h.Set("Cookie", "session=x")
-	ans, err := nodes[0].ForwardAPI(ctxT(t), nodes[1].NodeName(), h, []byte(`{}`))
-	if err != nil || ans.Status != http.StatusOK {
-		t.Fatalf("forward: %+v %v", ans, err)
+		return APIAnswer{Status: http.StatusOK, ContentType: "application/json", Body: []byte(`{"ok":true}`)}
+	})
+	large := append(append([]byte(`{"pad":"`), bytes.Repeat([]byte("x"), maxInternalBody)...), '"', '}')
+	for _, body := range [][]byte{[]byte(`{"channel_id":"c"}`), large} {
+		call := APICall{Target: "Sora_20201013.ListChannelConnections", ContentType: "application/json", Body: body}
+		ans, err := nodes[0].ForwardAPI(ctxT(t), nodes[1].NodeName(), call)
+		if err != nil || ans.Status != http.StatusOK || string(ans.Body) != `{"ok":true}` || ans.ContentType != "application/json" {
+			t.Fatalf("forward a body of %d bytes: %+v %v", len(body), ans, err)
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if got.Get("X-Sora-Target") == "" {
-		t.Fatalf("the target was not forwarded: %v", got)
-	}
-	for _, k := range []string{"Authorization", "Cookie"} {
-		if got.Get(k) != "" {
-			t.Fatalf("%s was forwarded: %v", k, got)
-		}
+	if len(got) != 2 || got[0].Target != "Sora_20201013.ListChannelConnections" || got[0].ContentType != "application/json" ||
+		string(got[0].Body) != `{"channel_id":"c"}` || !bytes.Equal(got[1].Body, large) {
+		t.Fatalf("the node in charge got %d calls, %+v", len(got), got[0])
 	}
 }
 
@@ -388,7 +389,7 @@ func TestSilentPeersOfAnUnauthenticatedPortAreDropped(t *testing.T) {
 // FuzzClusterHandshake feeds arbitrary bytes to the cluster port's
 // handshake, as a peer on the network could: with authentication on,
 // nothing but a member's TLS handshake gets through, and nothing panics or
-// hangs; without, only the two protocol bytes name a protocol.
+// hangs; without, only the protocol bytes name a protocol.
 func FuzzClusterHandshake(f *testing.F) {
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00})
 	f.Add([]byte{0x01})

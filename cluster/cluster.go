@@ -137,8 +137,10 @@ type Cluster struct {
 	dialer      *dialer
 	internal    *http.Server
 	client      *peerClient
+	apiClient   *apiClient // forwards API calls to peers
+	apiServer   *apiServer // answers API calls peers forward here
 	liveness    *liveness
-	api         atomic.Pointer[http.Handler]        // answers forwarded API calls
+	api         atomic.Pointer[APIHandler]          // answers forwarded API calls
 	ended       atomic.Pointer[func([]fsm.Channel)] // see OnSessionsEnded
 	// electionAsked is when this node last stood for election after the
 	// leader's process died (Unix nanoseconds); see standForElection.
@@ -195,6 +197,7 @@ func Open(cfg Config) (*Cluster, error) {
 		mux:         newMux(ln, cfg.Logger, cfg.Trust, cfg.IdleTimeout),
 		dialer:      d,
 		client:      newPeerClient(d, cfg.RequestTimeout),
+		apiClient:   newAPIClient(d, cfg.Logger.With("node_name", cfg.NodeName), cfg.RequestTimeout),
 		liveness:    newLiveness(),
 		membership:  make(chan struct{}, 1),
 		changed:     make(chan struct{}, 1),
@@ -210,10 +213,15 @@ func Open(cfg Config) (*Cluster, error) {
 		ConnContext:       withCaller,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
-	c.serving.Add(2)
+	c.apiServer = &apiServer{c: c, conns: map[net.Conn]struct{}{}}
+	c.serving.Add(3)
 	go func() {
 		defer c.serving.Done()
 		c.mux.serve()
+	}()
+	go func() {
+		defer c.serving.Done()
+		c.apiServer.serve(c.mux.api)
 	}()
 	go func() {
 		defer c.serving.Done()
@@ -278,8 +286,10 @@ func (c *Cluster) stopServing() {
 	defer cancel()
 	_ = c.internal.Shutdown(ctx)
 	_ = c.mux.close()
+	c.apiServer.close()
 	c.serving.Wait()
 	c.client.close()
+	c.apiClient.close()
 }
 
 // NodeName returns this node's name.

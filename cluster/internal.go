@@ -28,8 +28,12 @@ const (
 	pathJoin     = "/internal/v1/join"
 	pathPurge    = "/internal/v1/purge"
 	pathTakeover = "/internal/v1/takeover"
-	// pathAPI carries Sora API calls another node forwards here.
+	// pathAPI carries Sora API calls another node forwards here, from a
+	// node older than protoAPI (see apiconn.go) or with a large body.
 	pathAPI = "/internal/v1/api"
+	// maxForwardedHTTPBody bounds the body of a call forwarded over HTTP:
+	// the largest api_max_body_size.
+	maxForwardedHTTPBody = 64 << 20
 
 	headerForwarded = "Sorad-Forwarded"
 
@@ -130,17 +134,9 @@ func (c *Cluster) internalHandler() http.Handler {
 			return nil
 		})
 	}))
-	mux.HandleFunc("POST "+pathAPI, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
-		h := c.api.Load()
-		if h == nil {
-			writeError(w, unavailable(TypeNodeNotReady, c.cfg.NodeName+" serves no API yet", nil))
-			return
-		}
-		// The API sees the call as it arrived at the first node; the
-		// handler given to ServeAPI answers it here, never forwarding again.
-		r.URL.Path = "/"
-		(*h).ServeHTTP(w, r)
-	}))
+	// Nodes that do not speak protoAPI forward API calls here; so does
+	// every node for a body larger than a frame carries.
+	mux.HandleFunc("POST "+pathAPI, c.serveForwardedHTTP)
 	mux.HandleFunc("POST "+pathPurge, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
 		var req purgeRequest
 		c.serveOnLeader(w, r, pathPurge, func(ctx context.Context, inst *instance, body []byte) (any, error) {
@@ -388,45 +384,95 @@ func ProposeTo(ctx context.Context, address string, cmd fsm.Command, ts *trust.S
 // ServeAPI sets the handler that answers API calls other nodes forward to
 // this one over the cluster port. It must answer them itself: one hop at
 // most.
-func (c *Cluster) ServeAPI(h http.Handler) { c.api.Store(&h) }
+func (c *Cluster) ServeAPI(h APIHandler) { c.api.Store(&h) }
 
-// APIAnswer is another node's answer to a forwarded API call, as it was.
-type APIAnswer struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-// ForwardAPI sends an API call (its x-sora-target and Content-Type headers
-// and its body, never its credentials) to the named node over the cluster port and returns that
-// node's answer unchanged. A node that cannot be reached gives a 503
-// NODE-IN-CHARGE-UNREACHABLE error.
-func (c *Cluster) ForwardAPI(ctx context.Context, node string, header http.Header, body []byte) (APIAnswer, error) {
-	addr := c.addressOf(node)
+// ForwardAPI sends an API call to the named node over the cluster port and
+// returns that node's answer unchanged. A node that cannot be reached, or
+// whose connection breaks before it answers, gives a 503
+// NODE-IN-CHARGE-UNREACHABLE error; so does one that does not answer within
+// RequestTimeout.
+func (c *Cluster) ForwardAPI(ctx context.Context, node string, call APICall) (APIAnswer, error) {
+	addr := ""
 	if inst := c.current(); inst != nil {
 		if n, ok := inst.fsm.Node(node); ok {
 			addr = n.RaftAddress
 		}
 	}
+	if addr == "" {
+		addr = c.addressOf(node)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+pathAPI, bytes.NewReader(body))
+	ans, err := c.forwardTo(ctx, addr, call)
+	if err != nil {
+		return APIAnswer{}, unavailable(TypeNodeUnreachable, map[string]string{"node_in_charge": node}, err)
+	}
+	return ans, nil
+}
+
+// forwardTo sends call to the cluster port at addr: framed (apiconn.go), or
+// over HTTP to a peer that does not speak protoAPI and for a body larger
+// than a frame carries.
+func (c *Cluster) forwardTo(ctx context.Context, addr string, call APICall) (APIAnswer, error) {
+	if checkCall(call) == nil {
+		ac, legacy, err := c.apiClient.conn(ctx, addr)
+		if ac != nil {
+			return ac.call(ctx, call)
+		}
+		if !legacy {
+			return APIAnswer{}, err
+		}
+	}
+	return c.forwardHTTP(ctx, addr, call)
+}
+
+// forwardHTTP forwards a call over HTTP (pathAPI), as nodes did before
+// protoAPI, to a node that does not speak it.
+func (c *Cluster) forwardHTTP(ctx context.Context, addr string, call APICall) (APIAnswer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+pathAPI, bytes.NewReader(call.Body))
 	if err != nil {
 		return APIAnswer{}, fmt.Errorf("build forwarded request: %w", err)
 	}
-	for _, h := range []string{"X-Sora-Target", "Content-Type"} {
-		if v := header.Get(h); v != "" {
-			req.Header.Set(h, v)
-		}
+	req.Header.Set("X-Sora-Target", call.Target)
+	if call.ContentType != "" {
+		req.Header.Set("Content-Type", call.ContentType)
 	}
 	resp, err := c.client.http.Do(req)
 	if err != nil {
-		return APIAnswer{}, unavailable(TypeNodeUnreachable, map[string]string{"node_in_charge": node}, err)
+		return APIAnswer{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxInternalBody))
 	if err != nil {
-		return APIAnswer{}, unavailable(TypeNodeUnreachable, map[string]string{"node_in_charge": node}, err)
+		return APIAnswer{}, err
 	}
-	return APIAnswer{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	return APIAnswer{
+		Status:          resp.StatusCode,
+		ContentType:     resp.Header.Get("Content-Type"),
+		WWWAuthenticate: resp.Header.Get("WWW-Authenticate"),
+		Body:            b,
+	}, nil
+}
+
+// serveForwardedHTTP answers a call forwarded over HTTP by a node that
+// does not speak protoAPI, or whose body is larger than a frame carries.
+func (c *Cluster) serveForwardedHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardedHTTPBody+1))
+	if err != nil || len(body) > maxForwardedHTTPBody {
+		writeError(w, invalid(TypeInvalidCommand, "forwarded call: the body cannot be read or is too large"))
+		return
+	}
+	ans := c.answerForwarded(r.Context(), caller(r), APICall{
+		Target:      r.Header.Get("X-Sora-Target"),
+		ContentType: r.Header.Get("Content-Type"),
+		Body:        body,
+	})
+	if ans.ContentType != "" {
+		w.Header().Set("Content-Type", ans.ContentType)
+	}
+	if ans.WWWAuthenticate != "" {
+		w.Header().Set("WWW-Authenticate", ans.WWWAuthenticate)
+	}
+	w.WriteHeader(ans.Status)
+	_, _ = w.Write(ans.Body)
 }

@@ -17,11 +17,12 @@ import (
 	"github.com/sorad/sorad/cluster/trust"
 )
 
-// protocol is one of the two protocols the cluster port carries. With
+// protocol is one of the three protocols the cluster port carries. With
 // cluster authentication on, a dialler names it with ALPN in the TLS
 // handshake; without (cluster_insecure, or a loopback-only node), it writes
-// the protocol's byte first. The multiplexer hands each connection to Raft
-// or to the internal HTTP server accordingly.
+// the protocol's byte first. The multiplexer hands each connection to Raft,
+// to the internal HTTP server or to the forwarded API's server (apiconn.go)
+// accordingly.
 type protocol struct {
 	b    byte
 	alpn string
@@ -31,6 +32,7 @@ type protocol struct {
 var (
 	protoRaft = protocol{b: 0x01, alpn: trust.ProtoRaft, name: "raft"}
 	protoHTTP = protocol{b: 0x02, alpn: trust.ProtoHTTP, name: "internal http"}
+	protoAPI  = protocol{b: 0x03, alpn: trust.ProtoAPI, name: "forwarded api"}
 )
 
 const (
@@ -49,6 +51,7 @@ type mux struct {
 	log     *slog.Logger
 	trust   *trust.Store // nil: no authentication (see protocol)
 	http    *chanListener
+	api     *chanListener
 	raft    atomic.Pointer[chanListener] // the current Raft instance's listener; nil between instances
 	pending chan struct{}                // one token per connection still in its handshake
 	// idle closes a Raft connection that carried nothing for this long;
@@ -63,7 +66,7 @@ type mux struct {
 
 func newMux(ln net.Listener, log *slog.Logger, ts *trust.Store, idle time.Duration) *mux {
 	return &mux{
-		ln: ln, log: log, trust: ts, http: newChanListener(ln.Addr()),
+		ln: ln, log: log, trust: ts, http: newChanListener(ln.Addr()), api: newChanListener(ln.Addr()),
 		pending: make(chan struct{}, maxPendingHandshakes), idle: idle,
 		refusals: rate.NewLimiter(rate.Every(time.Second), 20),
 	}
@@ -121,6 +124,12 @@ func (m *mux) dispatch(conn net.Conn) {
 			cs := tc.ConnectionState()
 			conn = &memberConn{Conn: tc, name: trust.PeerName(&cs)}
 		}
+	case protoAPI:
+		target = m.api
+		if tc, ok := conn.(*tls.Conn); ok {
+			cs := tc.ConnectionState()
+			conn = &memberConn{Conn: tc, name: trust.PeerName(&cs)}
+		}
 	}
 	if target == nil || !target.deliver(conn) {
 		conn.Close()
@@ -141,7 +150,9 @@ func (m *mux) handshake(conn net.Conn) (protocol, net.Conn, error) {
 	_ = conn.SetDeadline(time.Now().Add(muxHandshakeTimeout))
 	defer func() { _ = conn.SetDeadline(time.Time{}) }()
 	if m.trust != nil {
-		tc := tls.Server(conn, m.trust.ServerConfig(protoRaft.alpn, protoHTTP.alpn))
+		// The order is the preference: a dialler that offers the API
+		// protocol and HTTP gets the API protocol (see dialer.dialAPI).
+		tc := tls.Server(conn, m.trust.ServerConfig(protoRaft.alpn, protoAPI.alpn, protoHTTP.alpn))
 		if err := tc.Handshake(); err != nil {
 			return protocol{}, conn, fmt.Errorf("tls handshake: %w", err)
 		}
@@ -150,6 +161,8 @@ func (m *mux) handshake(conn net.Conn) (protocol, net.Conn, error) {
 			return protoRaft, tc, nil
 		case protoHTTP.alpn:
 			return protoHTTP, tc, nil
+		case protoAPI.alpn:
+			return protoAPI, tc, nil
 		default:
 			return protocol{}, tc, fmt.Errorf("no protocol negotiated (%q)", p)
 		}
@@ -163,6 +176,8 @@ func (m *mux) handshake(conn net.Conn) (protocol, net.Conn, error) {
 		return protoRaft, conn, nil
 	case protoHTTP.b:
 		return protoHTTP, conn, nil
+	case protoAPI.b:
+		return protoAPI, conn, nil
 	default:
 		return protocol{}, conn, fmt.Errorf("unknown protocol byte %#x (is this peer's cluster authentication on?)", b[0])
 	}
@@ -186,11 +201,12 @@ func (c *idleConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// close stops accepting and closes the HTTP listener. Raft listeners are closed
-// by their transports.
+// close stops accepting and closes the HTTP and API listeners. Raft
+// listeners are closed by their transports.
 func (m *mux) close() error {
 	err := m.ln.Close()
 	m.http.Close()
+	m.api.Close()
 	return err
 }
 
@@ -337,31 +353,43 @@ type dialer struct {
 // to its peers from the address it listens on), proves membership and
 // checks the peer's (with trust on), and announces the protocol.
 func (d *dialer) dial(ctx context.Context, address string, proto protocol) (net.Conn, error) {
+	conn, _, err := d.dialOffering(ctx, address, proto)
+	return conn, err
+}
+
+// dialOffering is dial that, with trust on, also offers the fallback
+// protocols and returns the ALPN name the peer chose (without trust, it
+// announces proto and returns proto.alpn: the peer's answer tells).
+func (d *dialer) dialOffering(ctx context.Context, address string, proto protocol, fallback ...protocol) (net.Conn, string, error) {
 	var nd net.Dialer
 	if d.localIP != nil {
 		nd.LocalAddr = &net.TCPAddr{IP: d.localIP}
 	}
 	conn, err := nd.DialContext(ctx, "tcp", address)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if d.trust != nil {
-		tc := tls.Client(conn, d.trust.ClientConfig(proto.alpn))
+		also := make([]string, len(fallback))
+		for i, p := range fallback {
+			also[i] = p.alpn
+		}
+		tc := tls.Client(conn, d.trust.ClientConfig(proto.alpn, also...))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("cluster handshake with %s: %w", address, err)
+			return nil, "", fmt.Errorf("cluster handshake with %s: %w", address, err)
 		}
-		return tc, nil
+		return tc, tc.ConnectionState().NegotiatedProtocol, nil
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetWriteDeadline(deadline)
 	}
 	if _, err := conn.Write([]byte{proto.b}); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("announce protocol to %s: %w", address, err)
+		return nil, "", fmt.Errorf("announce protocol to %s: %w", address, err)
 	}
 	_ = conn.SetWriteDeadline(time.Time{})
-	return conn, nil
+	return conn, proto.alpn, nil
 }
 
 // advertiseAddr is a net.Addr for an address given as host:port, which may

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 
 	"github.com/sorad/sorad/cluster"
 	"github.com/sorad/sorad/fsm"
@@ -27,7 +26,7 @@ type Cluster interface {
 	// another node.
 	ChannelOwner(channelID string) (string, bool)
 	ConnectedPeers() []string
-	ForwardAPI(ctx context.Context, node string, header http.Header, body []byte) (cluster.APIAnswer, error)
+	ForwardAPI(ctx context.Context, node string, call cluster.APICall) (cluster.APIAnswer, error)
 }
 
 // Media is the media plane as the API uses it.

@@ -1,12 +1,18 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync"
+	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/sorad/sorad/cluster"
 )
 
 // Routing of API calls in a cluster. A call that names a channel_id is
@@ -18,15 +24,27 @@ import (
 
 type forwardedKey struct{}
 
-// ForwardedHandler answers API calls other nodes forward here (mounted on
-// the cluster port with cluster.ServeAPI). It is ServeHTTP marked so that
-// nothing is forwarded again, and so that no bearer token is asked for:
-// the cluster port admits only members, and the operator's token never
+// AnswerForwarded answers an API call another node forwarded here (given to
+// cluster.ServeAPI), with the dispatch of a call made here. The call is
+// marked so that nothing is forwarded again, and no bearer token is asked
+// for: the cluster port admits only members, and the operator's token never
 // travels between nodes.
-func (s *Server) ForwardedHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true)))
-	})
+func (s *Server) AnswerForwarded(ctx context.Context, call cluster.APICall) cluster.APIAnswer {
+	start := time.Now()
+	status, b := s.answerForwarded(context.WithValue(ctx, forwardedKey{}, true), call)
+	s.observe(call.Target, status, start)
+	return cluster.APIAnswer{Status: status, ContentType: "application/json", Body: b}
+}
+
+func (s *Server) answerForwarded(ctx context.Context, call cluster.APICall) (int, []byte) {
+	op, err := s.lookup(call.Target)
+	if err != nil {
+		return s.errorAnswer(call.Target, err)
+	}
+	if int64(len(call.Body)) > s.cfg.MaxBodySize {
+		return s.errorAnswer(call.Target, apiErr(http.StatusBadRequest, "REQUEST-BODY-TOO-LARGE", map[string]int64{"max_body_size": s.cfg.MaxBodySize}))
+	}
+	return s.run(ctx, call.Target, op, call.Body)
 }
 
 func forwarded(ctx context.Context) bool {
@@ -35,15 +53,108 @@ func forwarded(ctx context.Context) bool {
 }
 
 // channelIDOf reads the channel_id of a request body, if it has a string
-// one. A body that does not decode is answered locally (with its 400).
+// one. A body that does not decode is answered locally (with its 400). The
+// body is read as decodeBody reads it on the node in charge (the key
+// matched exactly, the last of duplicates winning), in one pass over it
+// that allocates nothing unless the value holds an escape.
 func channelIDOf(body []byte) (string, bool) {
-	var v struct {
-		ChannelID *string `json:"channel_id"`
-	}
-	if json.Unmarshal(body, &v) != nil || v.ChannelID == nil || *v.ChannelID == "" {
+	if !json.Valid(body) {
 		return "", false
 	}
-	return *v.ChannelID, true
+	raw, ok := topLevelString(body, "channel_id")
+	if !ok {
+		return "", false
+	}
+	var id string
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		id = string(raw[1 : len(raw)-1])
+	} else if json.Unmarshal(raw, &id) != nil {
+		return "", false
+	}
+	return id, id != ""
+}
+
+// topLevelString returns the raw value (quotes included) of the last
+// member named key of the JSON object in body, which must be valid JSON,
+// if that value is a string. A body that is not an object has no members.
+func topLevelString(body []byte, key string) ([]byte, bool) {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return nil, false
+	}
+	i++
+	var found []byte
+	for {
+		i = skipSpace(body, i)
+		if i >= len(body) || body[i] == '}' {
+			return found, found != nil
+		}
+		if body[i] == ',' {
+			i++
+			continue
+		}
+		end := skipValue(body, i)
+		name := body[i:end]
+		matches := string(name[1:len(name)-1]) == key
+		if !matches && bytes.IndexByte(name, '\\') >= 0 {
+			var n string
+			matches = json.Unmarshal(name, &n) == nil && n == key
+		}
+		i = skipSpace(body, end)
+		i = skipSpace(body, i+1) // past ':'
+		end = skipValue(body, i)
+		if matches {
+			found = nil // a value that is not a string is no channel_id
+			if body[i] == '"' {
+				found = body[i:end]
+			}
+		}
+		i = end
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && strings.IndexByte(jsonWhitespace, b[i]) >= 0 {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value at b[i:], which
+// must be valid.
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		j := i + 1
+		for b[j] != '"' {
+			if b[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		return j + 1
+	case '{', '[':
+		depth := 0
+		for j := i; ; j++ {
+			switch b[j] {
+			case '"':
+				j = skipValue(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+	default: // a number, true, false or null
+		j := i
+		for j < len(b) && strings.IndexByte(",}] \t\r\n", b[j]) < 0 {
+			j++
+		}
+		return j
+	}
 }
 
 // routeToOwner forwards a channel-scoped call to the node in charge of its
@@ -60,21 +171,17 @@ func (s *Server) routeToOwner(c echo.Context, name string, body []byte) (int, bo
 	if !ok {
 		return 0, false, nil
 	}
-	ans, err := s.cluster.ForwardAPI(c.Request().Context(), owner, c.Request().Header, body)
+	r := c.Request()
+	ans, err := s.cluster.ForwardAPI(r.Context(), owner, cluster.APICall{Target: name, ContentType: r.Header.Get("Content-Type"), Body: body})
 	if err != nil {
 		status, err := s.writeError(c, err)
 		return status, true, err
 	}
 	s.metrics.forwarded.WithLabelValues(name).Inc()
-	h := c.Response().Header()
-	for _, k := range []string{"Content-Type", "WWW-Authenticate"} {
-		if v := ans.Header.Get(k); v != "" {
-			h.Set(k, v)
-		}
+	if ans.WWWAuthenticate != "" {
+		c.Response().Header().Set("WWW-Authenticate", ans.WWWAuthenticate)
 	}
-	c.Response().WriteHeader(ans.Status)
-	_, err = c.Response().Write(ans.Body)
-	return ans.Status, true, err
+	return ans.Status, true, s.writeAnswer(c, ans.Status, ans.ContentType, ans.Body)
 }
 
 // fanOut asks every connected peer for the same listing with
@@ -84,15 +191,13 @@ func fanOut[T any](ctx context.Context, s *Server, target string) []T {
 	peers := s.cluster.ConnectedPeers()
 	out := make([]T, len(peers))
 	ok := make([]bool, len(peers))
-	header := http.Header{}
-	header.Set("X-Sora-Target", target)
-	header.Set("Content-Type", "application/json")
+	call := cluster.APICall{Target: target, ContentType: "application/json", Body: []byte(`{"local":true}`)}
 	var wg sync.WaitGroup
 	for i, peer := range peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ans, err := s.cluster.ForwardAPI(ctx, peer, header, []byte(`{"local":true}`))
+			ans, err := s.cluster.ForwardAPI(ctx, peer, call)
 			if err != nil || ans.Status != http.StatusOK {
 				s.cfg.Logger.Warn("cluster listing: a node did not answer", "target", target, "node", peer, "error", err, "status", ans.Status)
 				return

@@ -20,13 +20,15 @@ type fakeCluster struct {
 	Cluster
 	owner     string
 	forwarded []string
+	calls     []cluster.APICall
 }
 
 func (f *fakeCluster) ChannelOwner(string) (string, bool) { return f.owner, f.owner != "" }
 
-func (f *fakeCluster) ForwardAPI(_ context.Context, node string, h http.Header, body []byte) (cluster.APIAnswer, error) {
-	f.forwarded = append(f.forwarded, node+" "+h.Get("x-sora-target")+" "+string(body))
-	return cluster.APIAnswer{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{"from":"owner"}`)}, nil
+func (f *fakeCluster) ForwardAPI(_ context.Context, node string, call cluster.APICall) (cluster.APIAnswer, error) {
+	f.forwarded = append(f.forwarded, node+" "+call.Target+" "+string(call.Body))
+	f.calls = append(f.calls, call)
+	return cluster.APIAnswer{Status: 200, ContentType: "application/json", Body: []byte(`{"from":"owner"}`)}, nil
 }
 
 // fakeMedia records the layer calls it gets and answers each with err.

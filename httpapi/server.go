@@ -171,15 +171,18 @@ func (s *Server) dispatch(c echo.Context) (err error) {
 	start := time.Now()
 	name := c.Request().Header.Get("x-sora-target")
 	status := http.StatusInternalServerError // unless call returns
-	defer func() {
-		label := name
-		if _, known := s.targets[name]; !known {
-			label = "unknown" // bound the label set
-		}
-		s.metrics.observe(label, status, time.Since(start))
-	}()
+	defer func() { s.observe(name, status, start) }()
 	status, err = s.call(c, name)
 	return err
+}
+
+// observe counts a call in the metrics.
+func (s *Server) observe(name string, status int, start time.Time) {
+	label := name
+	if _, known := s.targets[name]; !known {
+		label = "unknown" // bound the label set
+	}
+	s.metrics.observe(label, status, time.Since(start))
 }
 
 // call runs one API call and writes its answer; it returns the status sent.
@@ -189,12 +192,9 @@ func (s *Server) call(c echo.Context, name string) (int, error) {
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="sorad"`)
 		return s.writeError(c, apiErr(http.StatusUnauthorized, "UNAUTHORIZED", "a valid Authorization: Bearer token is required"))
 	}
-	if name == "" {
-		return s.writeError(c, apiErr(http.StatusBadRequest, "MISSING-TARGET", "the x-sora-target header is required"))
-	}
-	op, ok := s.targets[name]
-	if !ok {
-		return s.writeError(c, apiErr(http.StatusBadRequest, "UNKNOWN-TARGET", map[string]string{"target": clip(name)}))
+	op, err := s.lookup(name)
+	if err != nil {
+		return s.writeError(c, err)
 	}
 	body, err := s.readBody(c.Request())
 	if err != nil {
@@ -203,11 +203,34 @@ func (s *Server) call(c echo.Context, name string) (int, error) {
 	if status, done, err := s.routeToOwner(c, name, body); done {
 		return status, err
 	}
-	out, err := op(c.Request().Context(), body)
-	if err != nil {
-		return s.writeError(c, err)
+	status, answer := s.run(c.Request().Context(), name, op, body)
+	return status, s.writeAnswer(c, status, "application/json", answer)
+}
+
+// lookup finds the target a call names.
+func (s *Server) lookup(name string) (target, error) {
+	if name == "" {
+		return nil, apiErr(http.StatusBadRequest, "MISSING-TARGET", "the x-sora-target header is required")
 	}
-	return http.StatusOK, s.writeJSON(c, http.StatusOK, out)
+	op, ok := s.targets[name]
+	if !ok {
+		return nil, apiErr(http.StatusBadRequest, "UNKNOWN-TARGET", map[string]string{"target": clip(name)})
+	}
+	return op, nil
+}
+
+// run runs a call answered here and returns its status and encoded answer:
+// the dispatch shared by calls made at this node and calls forwarded here.
+func (s *Server) run(ctx context.Context, name string, op target, body []byte) (int, []byte) {
+	out, err := op(ctx, body)
+	if err != nil {
+		return s.errorAnswer(name, err)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return s.errorAnswer(name, fmt.Errorf("encode answer: %w", err))
+	}
+	return http.StatusOK, b
 }
 
 // readBody reads the request body up to MaxBodySize.
@@ -247,11 +270,35 @@ type errorBody struct {
 }
 
 func (s *Server) writeError(c echo.Context, err error) (int, error) {
+	status, b := s.errorAnswer(c.Request().Header.Get("x-sora-target"), err)
+	return status, s.writeAnswer(c, status, "application/json", b)
+}
+
+// errorAnswer is the status and encoded body of an error answer to a call
+// of target.
+func (s *Server) errorAnswer(target string, err error) (int, []byte) {
 	ae := toAPIError(err)
 	if ae.Status >= 500 {
-		s.cfg.Logger.Error("api call failed", "target", c.Request().Header.Get("x-sora-target"), "error", err)
+		s.cfg.Logger.Error("api call failed", "target", target, "error", err)
 	}
-	return ae.Status, s.writeJSON(c, ae.Status, errorBody{ErrorType: ae.Type, ErrorReason: ae.Reason})
+	b, merr := json.Marshal(errorBody{ErrorType: ae.Type, ErrorReason: ae.Reason})
+	if merr != nil {
+		s.cfg.Logger.Error("api error answer cannot be encoded", "target", target, "error", merr)
+		return http.StatusInternalServerError, []byte(`{"error_type":"INTERNAL-ERROR","error_reason":"unexpected error; see the server log"}`)
+	}
+	return ae.Status, b
+}
+
+// writeAnswer writes an encoded answer with its content type.
+func (s *Server) writeAnswer(c echo.Context, status int, contentType string, b []byte) error {
+	h := c.Response().Header()
+	if contentType != "" {
+		h.Set("Content-Type", contentType)
+	}
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	c.Response().WriteHeader(status)
+	_, err := c.Response().Write(b)
+	return err
 }
 
 // writeJSON writes v with content-type application/json (no charset, as in
@@ -261,12 +308,7 @@ func (s *Server) writeJSON(c echo.Context, status int, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode answer: %w", err)
 	}
-	h := c.Response().Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	c.Response().WriteHeader(status)
-	_, err = c.Response().Write(b)
-	return err
+	return s.writeAnswer(c, status, "application/json", b)
 }
 
 // handleEchoError answers routing errors (unknown path, wrong method) in the

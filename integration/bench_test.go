@@ -764,13 +764,25 @@ func firstPacket(sub, pub *soraclient.Client) time.Time {
 
 // BenchmarkAPIForwarding: ListChannelConnections of a channel with two
 // connections, answered by the node in charge (the baseline) and by a node
-// that forwards it there, in the same run: latency p50/p99 and throughput
-// with 8 concurrent callers for 3 s each.
+// that forwards it there, in the same run: latency p50/p99, throughput with
+// 8 concurrent callers for 3 s each, and the CPU the sorad processes spent
+// per call (and the part of it the nodes spend idle: the publisher's media,
+// Raft, probes). With SORAD_BENCH_PROFILE_DIR set, the last pass of each saves
+// 2 s CPU profiles: apifwd-direct-owner.pprof, and apifwd-forwarded-edge.pprof
+// and apifwd-forwarded-owner.pprof.
 func BenchmarkAPIForwarding(b *testing.B) {
 	var owner, other result
+	profileDir := os.Getenv(profileDirEnv)
 	for i := 0; i < b.N; i++ {
 		h := harness.New(b, soradBin)
-		nodes := startCluster(b, h, 3, "--log_level=info")
+		nodes := clusterNodes(h, 3, "--log_level=info")
+		for _, n := range nodes {
+			if profileDir != "" {
+				n.Args = append(n.Args, "--pprof_address="+n.Address+":6060")
+			}
+			n.Start()
+		}
+		waitFormed(b, nodes, 20*time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		pub, sub, err := pair(ctx, []string{signalingURL(nodes[0])}, "fwd")
 		if err != nil {
@@ -783,11 +795,37 @@ func BenchmarkAPIForwarding(b *testing.B) {
 				return err == nil && r.Status == 200 && strings.Count(string(r.Body), "connection_id") == 2
 			})
 		}
+		// What the nodes spend with no call (media, Raft, probes), to
+		// tell it from what the calls cost.
+		idle0, t0 := clusterCPU(b, nodes), time.Now()
+		time.Sleep(2 * time.Second)
+		idle := (clusterCPU(b, nodes) - idle0) / time.Since(t0).Seconds()
 		for _, run := range []struct {
-			n   *harness.Node
-			out *result
-		}{{nodes[0], &owner}, {nodes[1], &other}, {nodes[0], &owner}, {nodes[1], &other}} {
+			n        *harness.Node
+			out      *result
+			profiles map[*harness.Node]string
+		}{
+			{nodes[0], &owner, nil},
+			{nodes[1], &other, nil},
+			{nodes[0], &owner, map[*harness.Node]string{nodes[0]: "apifwd-direct-owner.pprof"}},
+			{nodes[1], &other, map[*harness.Node]string{nodes[1]: "apifwd-forwarded-edge.pprof", nodes[0]: "apifwd-forwarded-owner.pprof"}},
+		} {
+			var profiled sync.WaitGroup
+			if profileDir != "" {
+				for n, name := range run.profiles {
+					profiled.Add(1)
+					go func() {
+						defer profiled.Done()
+						time.Sleep(500 * time.Millisecond)
+						cpuProfile(b, n, 2*time.Second, filepath.Join(profileDir, name))
+					}()
+				}
+			}
+			cpu0 := clusterCPU(b, nodes)
 			*run.out = callLoad(b, run.n, "Sora_20201013.ListChannelConnections", body, 8, 3*time.Second)
+			run.out.cpuPerCallUS = (clusterCPU(b, nodes) - cpu0) / (run.out.rate * 3) * 1e6
+			run.out.idlePerCallUS = idle / run.out.rate * 1e6
+			profiled.Wait()
 		}
 		_ = sub.Close()
 		_ = pub.Close()
@@ -795,11 +833,25 @@ func BenchmarkAPIForwarding(b *testing.B) {
 	}
 	b.ReportMetric(other.rate/owner.rate, "forwarded/direct-throughput")
 	fmt.Printf("\nAPI forwarding, ListChannelConnections with 8 concurrent callers for 3 s (%s)\n\n", machine())
-	fmt.Println("| answered by | calls/s | p50 ms | p99 ms |")
-	fmt.Println("|---|---:|---:|---:|")
-	fmt.Printf("| the node in charge (baseline) | %.0f | %.2f | %.2f |\n", owner.rate, owner.p50, owner.p99)
-	fmt.Printf("| another node, forwarding to it | %.0f | %.2f | %.2f |\n", other.rate, other.p50, other.p99)
-	fmt.Printf("| ratio forwarded / direct | %.2f | %.2f | %.2f |\n", other.rate/owner.rate, other.p50/owner.p50, other.p99/owner.p99)
+	fmt.Println("| answered by | calls/s | p50 ms | p99 ms | sorad CPU us per call (all nodes) | of which idle |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	fmt.Printf("| the node in charge (baseline) | %.0f | %.2f | %.2f | %.0f | %.0f |\n", owner.rate, owner.p50, owner.p99, owner.cpuPerCallUS, owner.idlePerCallUS)
+	fmt.Printf("| another node, forwarding to it | %.0f | %.2f | %.2f | %.0f | %.0f |\n", other.rate, other.p50, other.p99, other.cpuPerCallUS, other.idlePerCallUS)
+	fmt.Printf("| ratio forwarded / direct | %.2f | %.2f | %.2f | %.2f | |\n", other.rate/owner.rate, other.p50/owner.p50, other.p99/owner.p99, other.cpuPerCallUS/owner.cpuPerCallUS)
+	fmt.Printf("| added p50 ms | | %.2f | | | |\n", other.p50-owner.p50)
+}
+
+// clusterCPU is the CPU time, in seconds, the nodes' processes have used.
+func clusterCPU(b *testing.B, nodes []*harness.Node) float64 {
+	var sum float64
+	for _, n := range nodes {
+		s, err := cpuSeconds(n.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sum += s
+	}
+	return sum
 }
 
 // callLoad calls a target on n from k goroutines for d and measures.
@@ -831,7 +883,9 @@ func callLoad(b *testing.B, n *harness.Node, target string, body any, k int, d t
 	return result{rate: float64(len(lat)) / d.Seconds(), p50: q(0.5), p99: q(0.99)}
 }
 
-type result struct{ rate, p50, p99 float64 }
+// result is one pass of callLoad; the CPU figures are filled in by
+// BenchmarkAPIForwarding.
+type result struct{ rate, p50, p99, cpuPerCallUS, idlePerCallUS float64 }
 
 // BenchmarkSimulcastFanout: one simulcast publisher (VP8 r0, r1, r2 at a
 // seventh, two sevenths and four sevenths of 1.5 Mbit/s, and Opus) to N

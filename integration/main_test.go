@@ -156,6 +156,16 @@ func except(nodes []*harness.Node, n *harness.Node) []*harness.Node {
 // contact_node_name_list, and waits until every node sees every other.
 func startCluster(t testing.TB, h *harness.Harness, size int, args ...string) []*harness.Node {
 	t.Helper()
+	nodes := clusterNodes(h, size, args...)
+	for _, n := range nodes {
+		n.Start()
+	}
+	waitFormed(t, nodes, 20*time.Second)
+	return nodes
+}
+
+// clusterNodes makes size nodes that contact each other, not yet started.
+func clusterNodes(h *harness.Harness, size int, args ...string) []*harness.Node {
 	nodes := make([]*harness.Node, size)
 	for i := range nodes {
 		nodes[i] = h.NewNode(fmt.Sprintf("node-%02d", i+1), args...)
@@ -169,10 +179,6 @@ func startCluster(t testing.TB, h *harness.Harness, size int, args ...string) []
 		}
 		n.Args = append(n.Args, "--contact_node_name_list="+strings.Join(contacts, ","))
 	}
-	for _, n := range nodes {
-		n.Start()
-	}
-	waitFormed(t, nodes, 20*time.Second)
 	return nodes
 }
 

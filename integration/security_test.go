@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -55,6 +58,51 @@ func (a attackerStream) Dial(address raft.ServerAddress, timeout time.Duration) 
 func (attackerStream) Accept() (net.Conn, error) { return nil, net.ErrClosed }
 func (attackerStream) Close() error              { return nil }
 func (attackerStream) Addr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// helloFrame is what a node sends first on the forwarded-API protocol of
+// the cluster port (sorad-api/1): length 9, kind 1, call id 0.
+var helloFrame = []byte{0, 0, 0, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0}
+
+// forwardedAPIProtocolCall speaks the forwarded-API protocol to a cluster
+// port as an attacker would: announced by its byte over plain TCP (ts nil)
+// or by ALPN with a certificate the node does not trust, not checking the
+// node's certificate. It sends one call of target and returns all the
+// node sent back until it closed the connection.
+func forwardedAPIProtocolCall(t *testing.T, address string, ts *trust.Store, target string) []byte {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", address, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var conn net.Conn = c
+	if ts == nil {
+		if _, err := c.Write([]byte{0x03}); err != nil {
+			return nil
+		}
+	} else {
+		cfg := ts.ClientConfig(trust.ProtoAPI)
+		cfg.VerifyConnection = nil
+		tc := tls.Client(c, cfg)
+		if tc.Handshake() != nil {
+			return nil
+		}
+		conn = tc
+	}
+	frame := []byte{0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1}
+	frame = binary.BigEndian.AppendUint16(frame, uint16(len(target)))
+	frame = append(frame, target...)
+	frame = binary.BigEndian.AppendUint16(frame, 0)
+	frame = append(frame, "{}"...)
+	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+	_, _ = conn.Write(frame)
+	got, err := io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("%s kept a non-member's forwarded-API connection open", address)
+	}
+	return got
+}
 
 func strangerTrust(t *testing.T, name string) *trust.Store {
 	t.Helper()
@@ -120,6 +168,9 @@ func TestClusterPortAttacks(t *testing.T) {
 			header.Set("x-sora-target", targetListClusterNodes)
 			if r, err := victim.InternalPost("/internal/v1/api", header, []byte(`{}`), creds.ts); err == nil {
 				t.Fatalf("an API call on the cluster port without membership answered: %d %s", r.Status, r.Body)
+			}
+			if got := forwardedAPIProtocolCall(t, victim.ClusterAddress(), creds.ts, targetListClusterNodes); bytes.HasPrefix(got, helloFrame) {
+				t.Fatalf("the forwarded-API protocol greeted a non-member: %q", got)
 			}
 		})
 		t.Run("forged AppendEntries with the highest term over "+creds.name, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,11 @@ import (
 const (
 	ProtoRaft = "sorad-raft/1"
 	ProtoHTTP = "sorad-http/1"
+	// ProtoAPI carries API calls forwarded to the node in charge, framed
+	// (see package cluster). A node older than it offers only the first
+	// two; a dialler that offers ProtoAPI then ProtoHTTP learns which one
+	// the peer speaks from the handshake.
+	ProtoAPI = "sorad-api/1"
 )
 
 // Material is what one node proves itself with and checks others against.
@@ -85,11 +91,15 @@ func (s *Store) ServerConfig(protos ...string) *tls.Config {
 }
 
 // ClientConfig is the configuration for dialling a peer's cluster port to
-// speak proto: the peer must present a member's certificate.
-func (s *Store) ClientConfig(proto string) *tls.Config {
+// speak proto, or, if the peer does not know it, one of also in that order
+// (the listener picks by its own order of preference; the connection
+// state's NegotiatedProtocol says which): the peer must present a member's
+// certificate.
+func (s *Store) ClientConfig(proto string, also ...string) *tls.Config {
+	protos := append([]string{proto}, also...)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		NextProtos: []string{proto},
+		NextProtos: protos,
 		ServerName: "sorad-cluster", // not checked: membership is the chain and the name in it
 		// The chain is verified by VerifyConnection against the current
 		// roots; the host name is not part of a member's identity.
@@ -98,8 +108,8 @@ func (s *Store) ClientConfig(proto string) *tls.Config {
 			return &s.cur.Load().Certificate, nil
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if cs.NegotiatedProtocol != proto {
-				return fmt.Errorf("peer does not speak %s", proto)
+			if !slices.Contains(protos, cs.NegotiatedProtocol) {
+				return fmt.Errorf("peer speaks none of %s", strings.Join(protos, ", "))
 			}
 			_, err := s.verify(cs, x509.ExtKeyUsageServerAuth)
 			return err

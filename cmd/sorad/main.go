@@ -188,7 +188,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Logger:         log.With("component", "api"),
 	}, cl, med)
 	// Other nodes forward calls about channels this node is in charge of.
-	cl.ServeAPI(api.ForwardedHandler())
+	cl.ServeAPI(api.AnswerForwarded)
 	servers := []*namedServer{
 		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, api, log), tls: apiTLS},
 		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, med.Handler(), log), tls: signalingTLS},
