@@ -96,13 +96,49 @@ type SetChannelSession struct {
 	ExpectedSessionID string `json:"expected_session_id"`
 }
 
+func (RegisterNode) Type() CommandType      { return TypeRegisterNode }
+func (SetMode) Type() CommandType           { return TypeSetMode }
+func (AssignChannel) Type() CommandType     { return TypeAssignChannel }
+func (ReleaseChannel) Type() CommandType    { return TypeReleaseChannel }
+func (PurgeNode) Type() CommandType         { return TypePurgeNode }
 func (SetChannelSession) Type() CommandType { return TypeSetChannelSession }
 
-func (RegisterNode) Type() CommandType   { return TypeRegisterNode }
-func (SetMode) Type() CommandType        { return TypeSetMode }
-func (AssignChannel) Type() CommandType  { return TypeAssignChannel }
-func (ReleaseChannel) Type() CommandType { return TypeReleaseChannel }
-func (PurgeNode) Type() CommandType      { return TypePurgeNode }
+// commandKind is what this version knows of one command type: its name,
+// how to decode its payload, and how to apply it. Whether an older version
+// may skip it is in its type byte (IgnorableFlag), which travels with it.
+type commandKind struct {
+	name   string
+	decode func(payload []byte) (Command, error)
+	apply  func(s *State, index uint64, c Command) Result
+}
+
+// commandKinds registers every command type, once. It is built at start and
+// never changed. See doc.go for what a change to it may do.
+var commandKinds = map[CommandType]commandKind{
+	TypeRegisterNode:      kindOf("register_node", func(s *State, _ uint64, c RegisterNode) Result { return s.registerNode(c) }),
+	TypeSetMode:           kindOf("set_mode", func(s *State, _ uint64, c SetMode) Result { return s.setMode(c) }),
+	TypeAssignChannel:     kindOf("assign_channel", (*State).assignChannel),
+	TypeReleaseChannel:    kindOf("release_channel", func(s *State, _ uint64, c ReleaseChannel) Result { return s.releaseChannel(c) }),
+	TypePurgeNode:         kindOf("purge_node", func(s *State, _ uint64, c PurgeNode) Result { return s.purgeNode(c) }),
+	TypeSetChannelSession: kindOf("set_channel_session", func(s *State, _ uint64, c SetChannelSession) Result { return s.setChannelSession(c) }),
+}
+
+// kindOf is the commandKind of the command type C: its payload is C in
+// JSON, in which fields this version does not know are ignored (doc.go
+// says when a new field may be added).
+func kindOf[C Command](name string, apply func(s *State, index uint64, c C) Result) commandKind {
+	return commandKind{
+		name: name,
+		decode: func(payload []byte) (Command, error) {
+			var c C
+			if err := json.Unmarshal(payload, &c); err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+		apply: func(s *State, index uint64, c Command) Result { return apply(s, index, c.(C)) },
+	}
+}
 
 // ErrUnknownCommand is returned by Decode and Apply for a command type this
 // build does not know and may not ignore.
@@ -133,48 +169,16 @@ func Decode(b []byte) (Command, error) {
 		return nil, fmt.Errorf("%w: encoding version %d", ErrCorruptCommand, b[0])
 	}
 	t := CommandType(b[1])
-	var c Command
-	switch t {
-	case TypeRegisterNode:
-		c = &RegisterNode{}
-	case TypeSetMode:
-		c = &SetMode{}
-	case TypeAssignChannel:
-		c = &AssignChannel{}
-	case TypeReleaseChannel:
-		c = &ReleaseChannel{}
-	case TypePurgeNode:
-		c = &PurgeNode{}
-	case TypeSetChannelSession:
-		c = &SetChannelSession{}
-	default:
+	kind, ok := commandKinds[t]
+	if !ok {
 		if t&IgnorableFlag != 0 {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("%w: %d", ErrUnknownCommand, t)
 	}
-	if err := json.Unmarshal(b[2:], c); err != nil {
-		return nil, fmt.Errorf("%w: type %d: %v", ErrCorruptCommand, t, err)
+	c, err := kind.decode(b[2:])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorruptCommand, kind.name, err)
 	}
-	return deref(c), nil
-}
-
-// deref turns the pointer Decode filled into the value type that Encode and
-// Apply use, so a decoded command compares equal to the one encoded.
-func deref(c Command) Command {
-	switch v := c.(type) {
-	case *RegisterNode:
-		return *v
-	case *SetMode:
-		return *v
-	case *AssignChannel:
-		return *v
-	case *ReleaseChannel:
-		return *v
-	case *PurgeNode:
-		return *v
-	case *SetChannelSession:
-		return *v
-	}
-	return c
+	return c, nil
 }

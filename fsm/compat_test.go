@@ -157,3 +157,37 @@ func TestCommandEncodingGolden(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryCommandTypeIsRegisteredOnce: each command type has one entry,
+// named, that decodes its own payload; only the types documented as
+// ignorable carry IgnorableFlag.
+func TestEveryCommandTypeIsRegisteredOnce(t *testing.T) {
+	ignorable := map[CommandType]bool{TypeSetChannelSession: true}
+	names := map[string]CommandType{}
+	for _, c := range goldenCommands() {
+		kind, ok := commandKinds[c.Type()]
+		if !ok || kind.name == "" {
+			t.Fatalf("%T (type %d) is not registered", c, c.Type())
+		}
+		if other, dup := names[kind.name]; dup {
+			t.Fatalf("types %d and %d share the name %q", other, c.Type(), kind.name)
+		}
+		names[kind.name] = c.Type()
+		if got := c.Type()&IgnorableFlag != 0; got != ignorable[c.Type()] {
+			t.Errorf("%s: ignorable %v, want %v", kind.name, got, ignorable[c.Type()])
+		}
+	}
+	if len(commandKinds) != len(goldenCommands()) {
+		t.Fatalf("%d kinds registered, %d golden commands: give every type a golden command", len(commandKinds), len(goldenCommands()))
+	}
+}
+
+// TestCommandsIgnoreFieldsTheyDoNotKnow: a command from a newer version
+// with a field this one does not know applies as if the field were absent
+// (doc.go: a field may be added only where that is right).
+func TestCommandsIgnoreFieldsTheyDoNotKnow(t *testing.T) {
+	got, err := Decode(append([]byte{EncodingVersion, byte(TypeSetMode)}, `{"node":"a","mode":"normal","reason":"upgrade"}`...))
+	if err != nil || !reflect.DeepEqual(got, SetMode{Node: "a", Mode: ModeNormal}) {
+		t.Fatalf("got %#v, %v", got, err)
+	}
+}

@@ -187,22 +187,12 @@ func (f *FSM) Restore(s *State, index uint64) {
 // apply runs one decoded command. It must stay deterministic: no clocks, no
 // randomness, no map iteration whose order leaks into the result.
 func (s *State) apply(index uint64, cmd Command) Result {
-	switch c := cmd.(type) {
-	case RegisterNode:
-		return s.registerNode(c)
-	case SetMode:
-		return s.setMode(c)
-	case AssignChannel:
-		return s.assignChannel(index, c)
-	case ReleaseChannel:
-		return s.releaseChannel(c)
-	case PurgeNode:
-		return s.purgeNode(c)
-	case SetChannelSession:
-		return s.setChannelSession(c)
+	kind, ok := commandKinds[cmd.Type()]
+	if !ok {
+		// Decode only returns the types registered.
+		panic(fmt.Sprintf("fsm: command %T is not registered", cmd))
 	}
-	// Decode only returns the types above.
-	panic(fmt.Sprintf("fsm: command %T has no apply case", cmd))
+	return kind.apply(s, index, cmd)
 }
 
 func (s *State) registerNode(c RegisterNode) Result {

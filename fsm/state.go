@@ -1,9 +1,6 @@
 package fsm
 
 import (
-	"encoding/json"
-	"fmt"
-	"io"
 	"sort"
 	"time"
 )
@@ -143,52 +140,4 @@ func (s *State) SortedChannels() []Channel {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
-}
-
-// snapshotVersion is the version of the snapshot encoding written by Encode.
-const snapshotVersion = 1
-
-type snapshotFile struct {
-	Version  int       `json:"version"`
-	Index    uint64    `json:"index"`
-	Nodes    []Node    `json:"nodes"`
-	Channels []Channel `json:"channels"`
-}
-
-// EncodeSnapshot writes s, applied up to index, in the snapshot format: a
-// versioned JSON document with nodes and channels in sorted order, so equal
-// states encode to equal bytes.
-func EncodeSnapshot(w io.Writer, s *State, index uint64) error {
-	f := snapshotFile{Version: snapshotVersion, Index: index, Nodes: s.SortedNodes(), Channels: s.SortedChannels()}
-	if err := json.NewEncoder(w).Encode(f); err != nil {
-		return fmt.Errorf("encode snapshot: %w", err)
-	}
-	return nil
-}
-
-// DecodeSnapshot reads a snapshot written by EncodeSnapshot.
-func DecodeSnapshot(r io.Reader) (*State, uint64, error) {
-	var f snapshotFile
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return nil, 0, fmt.Errorf("decode snapshot: %w", err)
-	}
-	if f.Version != snapshotVersion {
-		return nil, 0, fmt.Errorf("decode snapshot: unsupported version %d (want %d)", f.Version, snapshotVersion)
-	}
-	s := NewState()
-	for _, n := range f.Nodes {
-		if _, dup := s.Nodes[n.Name]; dup || n.Name == "" {
-			return nil, 0, fmt.Errorf("decode snapshot: bad or duplicate node %q", n.Name)
-		}
-		s.Nodes[n.Name] = n
-	}
-	for _, c := range f.Channels {
-		if _, dup := s.Channels[c.ID]; dup || c.ID == "" {
-			return nil, 0, fmt.Errorf("decode snapshot: bad or duplicate channel %q", c.ID)
-		}
-		s.Channels[c.ID] = c
-	}
-	return s, f.Index, nil
 }
