@@ -69,6 +69,42 @@ func Build(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
+// BuildRevision compiles cmd/sorad as it was at revision rev of the git
+// repository the module lives in, into dir, and returns the binary's path:
+// it checks rev out in a detached git worktree in a temporary directory,
+// builds there (without the race detector: it is another version's code,
+// run as a black box) and removes the worktree.
+func BuildRevision(ctx context.Context, rev, dir string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	src, err := os.MkdirTemp("", "sorad-revision-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(src)
+	git := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", root}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("git %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	tree := filepath.Join(src, "tree")
+	if err := git("worktree", "add", "--detach", tree, rev); err != nil {
+		return "", fmt.Errorf("check out %s (a clone with its history is needed): %w", rev, err)
+	}
+	defer func() { _ = git("worktree", "remove", "--force", tree) }()
+	bin := filepath.Join(dir, "sorad-"+rev[:min(len(rev), 12)])
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/sorad")
+	cmd.Dir = tree
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build sorad at %s: %w\n%s", rev, err, out)
+	}
+	return bin, nil
+}
+
 func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
@@ -144,6 +180,9 @@ func (h *Harness) cleanup() {
 
 // Node is one sorad process (running or not) with its identity and data.
 type Node struct {
+	// Bin is the sorad binary Start runs; empty, the harness's. A node
+	// restarted with another Bin keeps its data directory: an upgrade.
+	Bin     string
 	Name    string // name@address
 	Address string // its loopback IP
 	DataDir string
@@ -213,7 +252,11 @@ func (n *Node) Start() {
 		n.h.t.Fatalf("start %s: %v", n.Name, err)
 	}
 	fmt.Fprintf(logf, "=== start %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(redacted(args), " "))
-	cmd := exec.Command(n.h.bin, args...)
+	bin := n.h.bin
+	if n.Bin != "" {
+		bin = n.Bin
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = n.WorkDir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = cleanEnv()
@@ -262,6 +305,23 @@ func (n *Node) Running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.cmd != nil
+}
+
+// Exited reports whether the node's process ended by itself, and with what
+// status; if it did, the node may be started again.
+func (n *Node) Exited() (bool, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return false, nil
+	}
+	select {
+	case <-n.exited:
+		n.cmd = nil
+		return true, n.waitErr
+	default:
+		return false, nil
+	}
 }
 
 // Kill sends SIGKILL (kill -9) and waits for the process to go.
