@@ -41,6 +41,16 @@ type RaftTiming struct {
 	LeaderLeaseTimeout time.Duration
 }
 
+// RaftSnapshots says when Raft compacts its log into a snapshot: after
+// Threshold entries, checked every Interval, keeping TrailingLogs entries
+// for followers that lag a little. Zero values are hashicorp/raft's
+// defaults.
+type RaftSnapshots struct {
+	Threshold    uint64
+	Interval     time.Duration
+	TrailingLogs uint64
+}
+
 // Config configures a node's control plane.
 type Config struct {
 	// NodeName is the node's Erlang-style name, name@host. host is where
@@ -74,6 +84,7 @@ type Config struct {
 	// for this long (a leader's heartbeats keep its connections busy).
 	IdleTimeout time.Duration
 	Raft        RaftTiming
+	Snapshots   RaftSnapshots
 
 	// Trust authenticates the cluster port: every connection is mutual TLS
 	// and only members are served. Nil leaves the port unauthenticated,

@@ -75,6 +75,15 @@ func (c *Cluster) openInstance(bootstrap bool) (*instance, error) {
 	rc.ElectionTimeout = c.cfg.Raft.ElectionTimeout
 	rc.LeaderLeaseTimeout = c.cfg.Raft.LeaderLeaseTimeout
 	rc.CommitTimeout = 20 * time.Millisecond
+	if sn := c.cfg.Snapshots; sn.Threshold > 0 {
+		rc.SnapshotThreshold = sn.Threshold
+	}
+	if sn := c.cfg.Snapshots; sn.Interval > 0 {
+		rc.SnapshotInterval = sn.Interval
+	}
+	if sn := c.cfg.Snapshots; sn.TrailingLogs > 0 {
+		rc.TrailingLogs = sn.TrailingLogs
+	}
 	rc.Logger = hl
 	rc.ShutdownOnRemove = false // a purged node keeps serving its API and learns it was purged
 

@@ -53,6 +53,9 @@ type Config struct {
 	RaftHeartbeatTimeout   time.Duration `conf:"raft_heartbeat_timeout"`
 	RaftElectionTimeout    time.Duration `conf:"raft_election_timeout"`
 	RaftLeaderLeaseTimeout time.Duration `conf:"raft_leader_lease_timeout"`
+	RaftSnapshotThreshold  int           `conf:"raft_snapshot_threshold"`
+	RaftSnapshotInterval   time.Duration `conf:"raft_snapshot_interval"`
+	RaftTrailingLogs       int           `conf:"raft_trailing_logs"`
 	ClusterRequestTimeout  time.Duration `conf:"cluster_request_timeout"`
 	ClusterIdleTimeout     time.Duration `conf:"cluster_idle_timeout"`
 	ShutdownTimeout        time.Duration `conf:"shutdown_timeout"`
@@ -604,6 +607,24 @@ var keySpecs = []keySpec{
 		set:  durationField(func(c *Config) *time.Duration { return &c.RaftLeaderLeaseTimeout }),
 	},
 	{
+		name: "raft_snapshot_threshold",
+		def:  "8192",
+		desc: "Raft log entries since the last snapshot after which the next check takes one",
+		set:  rangeField(func(c *Config) *int { return &c.RaftSnapshotThreshold }, 1, 1<<30),
+	},
+	{
+		name: "raft_snapshot_interval",
+		def:  "2m",
+		desc: "how often Raft checks whether to take a snapshot (randomly between this and twice this)",
+		set:  durationField(func(c *Config) *time.Duration { return &c.RaftSnapshotInterval }),
+	},
+	{
+		name: "raft_trailing_logs",
+		def:  "10240",
+		desc: "Raft log entries kept after a snapshot: a follower less far behind catches up from the log, one further behind gets the snapshot",
+		set:  rangeField(func(c *Config) *int { return &c.RaftTrailingLogs }, 1, 1<<30),
+	},
+	{
 		name: "cluster_request_timeout",
 		def:  "5s",
 		desc: "bound on internal requests and on Raft writes",
@@ -917,6 +938,9 @@ func crossCheck(c *Config, sources map[string]source) error {
 	if c.RaftElectionTimeout < c.RaftHeartbeatTimeout {
 		return fail("raft_election_timeout", "%s must not be less than %s",
 			c.RaftElectionTimeout, other("raft_heartbeat_timeout", c.RaftHeartbeatTimeout))
+	}
+	if c.RaftSnapshotInterval < minRaftTimeout {
+		return fail("raft_snapshot_interval", "%s is less than %s", c.RaftSnapshotInterval, minRaftTimeout)
 	}
 	if c.RaftLeaderLeaseTimeout > c.RaftHeartbeatTimeout {
 		return fail("raft_leader_lease_timeout", "%s must not be greater than %s",

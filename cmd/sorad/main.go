@@ -124,6 +124,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			ElectionTimeout:    cfg.RaftElectionTimeout,
 			LeaderLeaseTimeout: cfg.RaftLeaderLeaseTimeout,
 		},
+		Snapshots: cluster.RaftSnapshots{
+			Threshold:    uint64(cfg.RaftSnapshotThreshold),
+			Interval:     cfg.RaftSnapshotInterval,
+			TrailingLogs: uint64(cfg.RaftTrailingLogs),
+		},
 		Trust:       memberTrust,
 		Logger:      log,
 		Connections: func() int { return int(stats.Ongoing()) },
