@@ -28,6 +28,9 @@ const (
 	pathJoin     = "/internal/v1/join"
 	pathPurge    = "/internal/v1/purge"
 	pathTakeover = "/internal/v1/takeover"
+	// pathReadIndex answers, on the leader, the index a consistent read
+	// must wait for (see ReadBarrier).
+	pathReadIndex = "/internal/v1/read-index"
 	// pathAPI carries Sora API calls another node forwards here, from a
 	// node older than protoAPI (see apiconn.go) or with a large body.
 	pathAPI = "/internal/v1/api"
@@ -108,6 +111,11 @@ func (c *Cluster) internalHandler() http.Handler {
 			}
 			return c.checkOwnCommand(r, cmd)
 		})
+	}))
+	mux.HandleFunc("POST "+pathReadIndex, c.requireMember(func(w http.ResponseWriter, r *http.Request) {
+		c.serveOnLeader(w, r, pathReadIndex, func(ctx context.Context, inst *instance, _ []byte) (any, error) {
+			return c.readIndexAsLeader(ctx, inst)
+		}, func([]byte) error { return nil })
 	}))
 	mux.HandleFunc("POST "+pathJoin, func(w http.ResponseWriter, r *http.Request) {
 		var req joinRequest

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -169,4 +170,77 @@ func (c *Cluster) markPurged() {
 		c.log.Error("this node was purged from its cluster; it serves nothing until it joins a cluster again (JoinCluster, or contact_node_name_list)")
 		c.signalChange()
 	}
+}
+
+// readIndex is the leader's answer to a consistent read: the index of the
+// last command its state machine applied after a barrier.
+type readIndex struct {
+	Index uint64 `json:"index"`
+}
+
+// ReadBarrier returns once this node's copy of the replicated state holds
+// every write the cluster acknowledged before the call, so that a read
+// after it is linearizable. It asks the leader, which passes a Raft barrier
+// first (it commits only while it leads with a quorum), for the index it
+// has applied, and waits until this node's state machine reaches it. Reads
+// without it are served from this node's copy as it is, which on a
+// follower may lag the leader by a heartbeat or, cut off from the cluster,
+// indefinitely.
+func (c *Cluster) ReadBarrier(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		inst := c.current()
+		idx, err := c.readIndexOnce(ctx, inst)
+		if err == nil {
+			if err := inst.waitApplied(ctx, idx.Index); err != nil {
+				return unavailable(TypeNoQuorum, "this node did not catch up with the leader in time", err)
+			}
+			return nil
+		}
+		if !retryable(err) {
+			return err
+		}
+		lastErr = err
+		if !sleepCtx(ctx, backoff(attempt)) {
+			return unavailable(TypeNoQuorum, "no leader confirmed the read in time", lastErr)
+		}
+	}
+}
+
+func (c *Cluster) readIndexOnce(ctx context.Context, inst *instance) (readIndex, error) {
+	if inst == nil || c.isJoining() {
+		return readIndex{}, unavailable(TypeNodeNotReady, c.cfg.NodeName+" is joining a cluster", nil)
+	}
+	if inst.raft.State() == raft.Leader {
+		return c.readIndexAsLeader(ctx, inst)
+	}
+	leader, _ := inst.raft.LeaderWithID()
+	if leader == "" {
+		return readIndex{}, unavailable(TypeNoQuorum, "no leader elected yet", nil)
+	}
+	raw, _, err := c.client.post(ctx, string(leader), pathReadIndex, nil, false)
+	if err != nil {
+		return readIndex{}, err
+	}
+	var idx readIndex
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		return readIndex{}, unavailable(TypeInternal, "bad read index from "+string(leader), err)
+	}
+	return idx, nil
+}
+
+// readIndexAsLeader passes a Raft barrier, which commits only while this
+// node leads with a quorum and returns once every earlier entry is applied,
+// and returns the index its state machine has applied.
+func (c *Cluster) readIndexAsLeader(ctx context.Context, inst *instance) (readIndex, error) {
+	timeout := c.cfg.RequestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := inst.raft.Barrier(timeout).Error(); err != nil {
+		return readIndex{}, raftWriteError(err)
+	}
+	return readIndex{Index: inst.fsm.AppliedIndex()}, nil
 }

@@ -26,6 +26,9 @@ type Cluster interface {
 	// another node.
 	ChannelOwner(channelID string) (string, bool)
 	ConnectedPeers() []string
+	// ReadBarrier returns once the node's copy of the state holds every
+	// write acknowledged before the call (reads with "consistent": true).
+	ReadBarrier(ctx context.Context) error
 	ForwardAPI(ctx context.Context, node string, call cluster.APICall) (cluster.APIAnswer, error)
 }
 

@@ -54,6 +54,24 @@ func (s *Server) joinCluster(ctx context.Context, body []byte) (any, error) {
 
 type listClusterNodesRequest struct {
 	IncludeAllKnownNodes bool `json:"include_all_known_nodes"`
+	Consistent           bool `json:"consistent"` // see consistentRead
+}
+
+// consistentRead is sorad's option of the cluster reads (ListClusterNodes,
+// ListClusterChannels, GetMode): with "consistent": true the answer
+// reflects every write the cluster acknowledged before the call, at the
+// cost of a Raft round trip; without it the node answers from its own copy
+// of the state, which may lag (see README, "How the cluster behaves").
+type consistentRead struct {
+	Consistent bool `json:"consistent"`
+}
+
+// barrier waits for the read to be consistent, if asked.
+func (s *Server) barrier(ctx context.Context, r consistentRead) error {
+	if !r.Consistent {
+		return nil
+	}
+	return s.cluster.ReadBarrier(ctx)
 }
 
 // clusterNode is a connected node in ListClusterNodes, in the seed's key order.
@@ -82,9 +100,12 @@ type knownNode struct {
 // memberSinceLayout is RFC 3339 in UTC with microseconds, as in the seeds.
 const memberSinceLayout = "2006-01-02T15:04:05.000000Z"
 
-func (s *Server) listClusterNodes(_ context.Context, body []byte) (any, error) {
+func (s *Server) listClusterNodes(ctx context.Context, body []byte) (any, error) {
 	req, err := decodeBody[listClusterNodesRequest](body)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.barrier(ctx, consistentRead{Consistent: req.Consistent}); err != nil {
 		return nil, err
 	}
 	out := []any{}
@@ -128,8 +149,12 @@ type clusterChannel struct {
 	NodeInChargeConnected  bool   `json:"node_in_charge_connected"`
 }
 
-func (s *Server) listClusterChannels(_ context.Context, body []byte) (any, error) {
-	if _, err := decodeBody[struct{}](body); err != nil {
+func (s *Server) listClusterChannels(ctx context.Context, body []byte) (any, error) {
+	req, err := decodeBody[consistentRead](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.barrier(ctx, req); err != nil {
 		return nil, err
 	}
 	out := []clusterChannel{}
@@ -191,8 +216,12 @@ func (s *Server) changeMode(ctx context.Context, body []byte) (any, error) {
 	return modeResponse{Mode: req.Mode}, nil
 }
 
-func (s *Server) getMode(_ context.Context, body []byte) (any, error) {
-	if _, err := decodeBody[struct{}](body); err != nil {
+func (s *Server) getMode(ctx context.Context, body []byte) (any, error) {
+	req, err := decodeBody[consistentRead](body)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.barrier(ctx, req); err != nil {
 		return nil, err
 	}
 	return modeResponse{Mode: string(s.cluster.Mode())}, nil
