@@ -300,23 +300,15 @@ func TestForwardedCallFailures(t *testing.T) {
 				t.Skipf("cannot listen on %s: %v", host, err)
 			}
 			defer ln.Close()
-			go func() {
-				for {
-					conn, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						defer conn.Close()
-						var b [1]byte
-						if _, err := io.ReadFull(conn, b[:]); err != nil || tc.serve == nil {
-							return
-						}
-						_ = sendHello(conn)
-						tc.serve(conn, newFrameReader(bufio.NewReader(conn)))
-					}()
+			go acceptEach(ln, func(conn net.Conn) {
+				defer conn.Close()
+				var b [1]byte
+				if _, err := io.ReadFull(conn, b[:]); err != nil || tc.serve == nil {
+					return
 				}
-			}()
+				_ = sendHello(conn)
+				tc.serve(conn, newFrameReader(bufio.NewReader(conn)))
+			})
 			// The caller would wait far longer than RequestTimeout: the
 			// call must end by the node's own bound, not by the caller's.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -353,32 +345,24 @@ func TestOlderPeersAreCalledOverHTTP(t *testing.T) {
 			go func() { _ = srv.Serve(httpConns) }()
 			defer srv.Close()
 			defer ln.Close()
-			go func() {
-				for {
-					conn, err := ln.Accept()
-					if err != nil {
+			go acceptEach(ln, func(conn net.Conn) {
+				// The multiplexer of a node without protoAPI.
+				if ts != nil {
+					tc := tls.Server(conn, ts.ServerConfig(protoRaft.alpn, protoHTTP.alpn))
+					if tc.Handshake() != nil || tc.ConnectionState().NegotiatedProtocol != protoHTTP.alpn {
+						tc.Close()
 						return
 					}
-					go func() {
-						// The multiplexer of a node without protoAPI.
-						if ts != nil {
-							tc := tls.Server(conn, ts.ServerConfig(protoRaft.alpn, protoHTTP.alpn))
-							if tc.Handshake() != nil || tc.ConnectionState().NegotiatedProtocol != protoHTTP.alpn {
-								tc.Close()
-								return
-							}
-							httpConns.deliver(&memberConn{Conn: tc}) // as the multiplexer does
-							return
-						}
-						var b [1]byte
-						if _, err := io.ReadFull(conn, b[:]); err != nil || b[0] != protoHTTP.b {
-							conn.Close()
-							return
-						}
-						httpConns.deliver(conn)
-					}()
+					httpConns.deliver(&memberConn{Conn: tc}) // as the multiplexer does
+					return
 				}
-			}()
+				var b [1]byte
+				if _, err := io.ReadFull(conn, b[:]); err != nil || b[0] != protoHTTP.b {
+					conn.Close()
+					return
+				}
+				httpConns.deliver(conn)
+			})
 			c := &Cluster{cfg: Config{RequestTimeout: 2 * time.Second}, client: newPeerClient(&dialer{trust: ts}, 2*time.Second), apiClient: newAPIClient(&dialer{trust: ts}, testLogger(), 2*time.Second)}
 			defer c.client.close()
 			defer c.apiClient.close()
@@ -475,5 +459,17 @@ func TestForwardedCallTimeoutKeepsTheConnection(t *testing.T) {
 		if err != nil || string(ans.Body) != "fast" {
 			t.Fatalf("a call after the timeout: %q %v", ans.Body, err)
 		}
+	}
+}
+
+// acceptEach hands every connection ln accepts to handle, on a goroutine of
+// its own, until ln is closed.
+func acceptEach(ln net.Listener, handle func(net.Conn)) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go handle(conn)
 	}
 }

@@ -282,7 +282,7 @@ func TestLeaderLossDuringChurn(t *testing.T) {
 func TestRollingUpgradeDrill(t *testing.T) {
 	h := harness.New(t, soradBin)
 	nodes := startCluster(t, h, 3, "--channel_release_delay=500ms")
-	rollingUpgrade(t, nodes, "")
+	rollingUpgrade(t, nodes, "", nil)
 }
 
 // previousVersion is the sorad that TestRollingUpgradeFromPreviousVersion
@@ -295,9 +295,11 @@ const previousVersion = "9714fee655ce8c536b7bf96f0d3f076a22709536"
 // previous version (built from the repository's history) to this one, on
 // the same data directories, with clients connecting throughout: no connect
 // fails, every node rejoins with its next epoch, the nodes' listings agree
-// after every step; then one node goes back to the previous version, which
-// must either run on the new data or refuse to start, and comes forward
-// again with the cluster intact.
+// after every step. Then one node, once it has taken a snapshot in this
+// version's format, goes back to the previous version, which cannot read
+// that format and must refuse to start, saying so, rather than run on data
+// it misreads; started on this version again, it rejoins with the cluster
+// intact.
 func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -313,14 +315,25 @@ func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
 	}
 	waitFormed(t, nodes, 20*time.Second)
 	checkBinaries(t, nodes, prev)
-	rollingUpgrade(t, nodes, soradBin)
+	prevArgs := slices.Clone(nodes[1].Args)
+	// The current version snapshots after a few entries, so that a
+	// snapshot of its format is on disk when a node goes back.
+	snapshots := []string{"--raft_snapshot_threshold=16", "--raft_snapshot_interval=100ms", "--raft_trailing_logs=4"}
+	rollingUpgrade(t, nodes, soradBin, snapshots)
 	checkBinaries(t, nodes, soradBin)
 
-	// One node back to the previous version.
+	// One node back to the previous version, once it has a snapshot.
 	n := nodes[1]
+	for i := range 40 {
+		n.MustCall(200, targetChangeMode, map[string]string{"mode": []string{"block_new_session", "normal"}[i%2]})
+	}
+	harness.Eventually(t, 20*time.Second, n.Name+" took a snapshot", func() bool {
+		return strings.Contains(n.Log(), "snapshot complete")
+	})
 	before, _ := entry(listNodes(nodes[0], false), n.Name)
+	currentArgs := n.Args
 	n.Stop()
-	n.Bin = prev
+	n.Bin, n.Args = prev, prevArgs
 	n.Start()
 	var refused bool
 	harness.Eventually(t, 30*time.Second, n.Name+" on the previous version: running with the cluster, or refusing to start", func() bool {
@@ -330,14 +343,16 @@ func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
 		}
 		return formed(n, names(nodes))
 	})
-	if refused {
-		t.Logf("the previous version refused the data at start; its log:\n%s", n.LogTail(20))
-	} else {
-		listingsAgree(t, nodes)
-		t.Logf("the previous version runs on the upgraded data")
+	if !refused {
+		// It read the newer snapshot format, which it cannot: wrong.
+		t.Fatalf("the previous version started on a data directory with a format %d snapshot", 2)
 	}
+	if !strings.Contains(n.LogTail(40), "snapshot") {
+		t.Fatalf("the previous version refused to start without saying why:\n%s", n.LogTail(40))
+	}
+	t.Logf("the previous version refused the newer snapshot at start, as it should")
 	n.Stop()
-	n.Bin = soradBin
+	n.Bin, n.Args = soradBin, currentArgs
 	n.Start()
 	waitFormed(t, nodes, 20*time.Second)
 	listingsAgree(t, nodes)
@@ -401,7 +416,7 @@ func listingsAgree(t *testing.T, nodes []*harness.Node) {
 // node in turn goes block_new_session, drains, stops, starts again on its
 // data (with the binary to, if set) and returns to normal, while clients
 // connect and disconnect throughout.
-func rollingUpgrade(t *testing.T, nodes []*harness.Node, to string) {
+func rollingUpgrade(t *testing.T, nodes []*harness.Node, to string, toArgs []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var (
@@ -452,6 +467,7 @@ func rollingUpgrade(t *testing.T, nodes []*harness.Node, to string) {
 		n.Stop()
 		if to != "" {
 			n.Bin = to
+			n.Args = append(slices.Clone(n.Args), toArgs...)
 		}
 		n.Start()
 		harness.Eventually(t, 20*time.Second, n.Name+" back with its next epoch", func() bool {
