@@ -350,7 +350,7 @@ func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
 	if !strings.Contains(n.LogTail(40), "snapshot") {
 		t.Fatalf("the previous version refused to start without saying why:\n%s", n.LogTail(40))
 	}
-	t.Logf("the previous version refused the newer snapshot at start, as it should")
+	t.Logf("the previous version refused the newer snapshot at start, as it should; its log ends:\n%s", n.LogTail(3))
 	n.Stop()
 	n.Bin, n.Args = soradBin, currentArgs
 	n.Start()
