@@ -510,19 +510,31 @@ type partition struct {
 
 func newPartition(t *testing.T, n *harness.Node) *partition {
 	t.Helper()
+	return newLossyLink(t, n, 1)
+}
+
+// newLossyLink drops each of a node's cluster-port packets, both ways, with
+// the given probability (1: a partition), in a chain of the test's own.
+// (This kernel has no netem, so there is loss but no delay.)
+func newLossyLink(t *testing.T, n *harness.Node, probability float64) *partition {
+	t.Helper()
 	if _, err := exec.LookPath("iptables"); err != nil {
 		skipOrFail(t, "iptables is not installed")
 	}
 	p := &partition{t: t, chain: fmt.Sprintf("SORAD-TEST-%d", time.Now().UnixNano()%1e9)}
 	port := fmt.Sprint(harness.ClusterPort)
-	cmds := [][]string{
-		{"-N", p.chain},
-		{"-A", p.chain, "-p", "tcp", "-s", n.Address, "--dport", port, "-j", "DROP"},
-		{"-A", p.chain, "-p", "tcp", "-s", n.Address, "--sport", port, "-j", "DROP"},
-		{"-A", p.chain, "-p", "tcp", "-d", n.Address, "--dport", port, "-j", "DROP"},
-		{"-A", p.chain, "-p", "tcp", "-d", n.Address, "--sport", port, "-j", "DROP"},
-		{"-I", "INPUT", "-j", p.chain},
+	drop := []string{"-j", "DROP"}
+	if probability < 1 {
+		drop = []string{"-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(probability), "-j", "DROP"}
 	}
+	cmds := [][]string{{"-N", p.chain}}
+	for _, match := range [][]string{
+		{"-s", n.Address, "--dport", port}, {"-s", n.Address, "--sport", port},
+		{"-d", n.Address, "--dport", port}, {"-d", n.Address, "--sport", port},
+	} {
+		cmds = append(cmds, append(append([]string{"-A", p.chain, "-p", "tcp"}, match...), drop...))
+	}
+	cmds = append(cmds, []string{"-I", "INPUT", "-j", p.chain})
 	for _, c := range cmds {
 		if out, err := exec.Command("iptables", c...).CombinedOutput(); err != nil {
 			p.heal()
