@@ -20,7 +20,8 @@ import (
 //   - join adds the node named in the caller's certificate, at the address
 //     that name implies, and no other;
 //   - every other internal call comes from a node in the Raft configuration;
-//   - a node changes only its own registration, mode and channel releases;
+//   - a node changes only its own registration, mode and channel releases,
+//     and renews only its own lease;
 //     a live channel moves only through takeover, where the leader probes
 //     its holder; a node leaves only through purge, where the leader
 //     probes it.

@@ -78,6 +78,11 @@ type Config struct {
 	// FailoverTimeout is how long the leader must have had no answer from
 	// a channel's node in charge before another node may take it over.
 	FailoverTimeout time.Duration
+	// LeaseTimeout is how long this node serves its channels after its
+	// last round trip to the Raft leader began (see lease.go); shorter
+	// than FailoverTimeout by more than twice Raft's LeaderLeaseTimeout.
+	// Zero is two thirds of FailoverTimeout.
+	LeaseTimeout time.Duration
 	// RequestTimeout bounds internal requests and Raft writes.
 	RequestTimeout time.Duration
 	// IdleTimeout closes a cluster-port connection that carried nothing
@@ -112,6 +117,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.FailoverTimeout <= 0 {
 		cfg.FailoverTimeout = 3 * time.Second
+	}
+	if cfg.LeaseTimeout <= 0 {
+		cfg.LeaseTimeout = cfg.FailoverTimeout * 2 / 3
 	}
 	if cfg.Raft.HeartbeatTimeout <= 0 {
 		cfg.Raft.HeartbeatTimeout = 500 * time.Millisecond
@@ -159,8 +167,11 @@ type Cluster struct {
 	// deadLeader names the last leader this node found dead; see
 	// standForElection.
 	deadLeader atomic.Pointer[string]
-	changed    chan struct{} // see Changes
-	draining   atomic.Bool   // see Drain
+	changed    chan struct{}                      // see Changes
+	draining   atomic.Bool                        // see Drain
+	lease      *lease                             // this node's serving lease
+	lastLeader atomic.Pointer[raft.ServerAddress] // see renewLease
+	grants     grants                             // as leader: the leases it renewed
 
 	mu      sync.RWMutex
 	inst    *instance // nil while being replaced, and after Close
@@ -215,6 +226,7 @@ func Open(cfg Config) (*Cluster, error) {
 		ctx:         ctx,
 		cancel:      cancel,
 	}
+	c.lease = newLease(cfg.LeaseTimeout, c.leaseChanged)
 	c.internal = &http.Server{
 		Handler:           c.internalHandler(),
 		ReadHeaderTimeout: cfg.RequestTimeout,
@@ -252,6 +264,7 @@ func Open(cfg Config) (*Cluster, error) {
 	c.mu.Unlock()
 	c.startLoop(c.registerLoop)
 	c.startLoop(c.probeLoop)
+	c.startLoop(c.leaseLoop)
 	if len(cfg.ContactNodeNames) > 0 {
 		c.startLoop(c.autoJoinLoop)
 	}
@@ -280,6 +293,7 @@ func (c *Cluster) shutdown(handOver bool) error {
 	}
 	c.cancel()
 	c.loops.Wait()
+	c.lease.stop()
 	c.mu.Lock()
 	inst := c.inst
 	c.inst, c.closed = nil, true

@@ -117,6 +117,7 @@ func (c *Cluster) internalHandler() http.Handler {
 			return c.readIndexAsLeader(ctx, inst)
 		}, func([]byte) error { return nil })
 	}))
+	mux.HandleFunc("POST "+pathLease, c.requireMember(c.serveLease))
 	mux.HandleFunc("POST "+pathJoin, func(w http.ResponseWriter, r *http.Request) {
 		var req joinRequest
 		c.serveOnLeader(w, r, pathJoin, func(ctx context.Context, inst *instance, body []byte) (any, error) {

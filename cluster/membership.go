@@ -381,6 +381,9 @@ func (c *Cluster) purgeAsLeader(ctx context.Context, inst *instance, target stri
 	if target == c.cfg.NodeName || c.probeNow(ctx, inst, target) {
 		return invalid(TypeNodeIsAlive, targetNode{TargetNode: target})
 	}
+	if err := c.waitLeaseOver(ctx, inst, target); err != nil {
+		return err
+	}
 	encoded, err := fsm.Encode(fsm.PurgeNode{Node: target})
 	if err != nil {
 		return err
@@ -400,6 +403,7 @@ func (c *Cluster) purgeAsLeader(ctx context.Context, inst *instance, target stri
 		}
 	}
 	c.liveness.forget(target)
+	c.grants.forget(target)
 	c.log.Info("purged cluster node", "target_node", target)
 	return nil
 }

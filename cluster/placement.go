@@ -266,8 +266,10 @@ func (c *Cluster) takeOverAsLeader(ctx context.Context, inst *instance, cmd fsm.
 	// A holder that said it was stopping and no longer answers has
 	// stopped, and one whose port refuses connections has died with its
 	// process: nothing to wait for. A silent one may be cut off only.
-	if p, ok := c.liveness.get(holder); ok && !p.status.Draining && !p.gone() {
-		if silent := time.Since(p.lastOK); silent < c.cfg.FailoverTimeout {
+	// Silence counts from the holder's last sign of life or lease (see
+	// lease.go): its lease has ended before FailoverTimeout.
+	if p, ok := c.liveness.get(holder); !ok || (!p.status.Draining && !p.gone()) {
+		if silent := time.Since(c.heardFrom(inst, holder)); silent < c.cfg.FailoverTimeout {
 			return fsm.Result{}, unavailable(TypeHolderNotDeadYet, map[string]any{"node_in_charge": holder, "silent_ms": silent.Milliseconds()}, nil)
 		}
 	}

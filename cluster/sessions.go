@@ -42,10 +42,18 @@ func (c *Cluster) RecordSession(ctx context.Context, channelID, sessionID string
 }
 
 // ForgetSession removes the record of a session that ended on this node (it
-// reported its end itself), unless another session replaced it.
+// reported its end itself), unless another session replaced it. It fails
+// with ErrChannelTakenOver when the channel went to another node or this
+// node was purged: the command that did so reported the session's end.
 func (c *Cluster) ForgetSession(ctx context.Context, channelID, sessionID string) error {
+	if c.Purged() {
+		return ErrChannelTakenOver
+	}
 	return c.setSession(ctx, fsm.SetChannelSession{Channel: channelID, ExpectedSessionID: sessionID})
 }
+
+// ErrChannelTakenOver: see ForgetSession.
+var ErrChannelTakenOver = errors.New("the channel was taken over or its node purged; the cluster reported its recorded session")
 
 func (c *Cluster) setSession(ctx context.Context, cmd fsm.SetChannelSession) error {
 	inst := c.current()
@@ -53,6 +61,10 @@ func (c *Cluster) setSession(ctx context.Context, cmd fsm.SetChannelSession) err
 		return unavailable(TypeNodeNotReady, c.cfg.NodeName+" is joining a cluster", nil)
 	}
 	cur, stale, exists := inst.fsm.Channel(cmd.Channel)
+	forget := cmd.SessionID == ""
+	if forget && exists && cur.NodeInCharge != c.cfg.NodeName {
+		return ErrChannelTakenOver
+	}
 	if !exists || stale || cur.NodeInCharge != c.cfg.NodeName {
 		return nil
 	}
@@ -60,6 +72,9 @@ func (c *Cluster) setSession(ctx context.Context, cmd fsm.SetChannelSession) err
 	res, _, err := c.commit(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("record session of channel %q: %w", cmd.Channel, err)
+	}
+	if forget && res.Channel != nil && res.Channel.NodeInCharge != c.cfg.NodeName {
+		return ErrChannelTakenOver
 	}
 	if res.Err != nil && !errors.Is(res.Err, fsm.ErrConflict) {
 		return fmt.Errorf("record session of channel %q: %w", cmd.Channel, resultErr(res))

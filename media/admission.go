@@ -65,6 +65,9 @@ func (m *Media) admit(ctx context.Context, ws *websocket.Conn, limiter *rate.Lim
 	if err != nil {
 		return nil, err
 	}
+	if !m.waitLease(ctx) {
+		return nil, &refusal{reasonQuorumLost}
+	}
 	if !m.hasSession(req.ChannelID) && !m.cluster.Assigned(req.ChannelID) && !m.perIP.allowNewChannel(ip, time.Now()) {
 		m.log.Warn("refused a connect: too many new channels from one address", "channel_id", req.ChannelID, "client_ip", ip)
 		return nil, &refusal{"TOO-MANY-NEW-CHANNELS"}
@@ -198,6 +201,21 @@ func (m *Media) waitReady(ctx context.Context) (fsm.Mode, error) {
 	}
 }
 
+// leaseWait bounds how long a connect waits for this node's cluster lease:
+// a node just started, or back from a short cut, has it within a renewal (a
+// quarter of cluster_lease_timeout).
+const leaseWait = time.Second
+
+// waitLease waits, within ctx and leaseWait, for this node's cluster lease.
+func (m *Media) waitLease(ctx context.Context) bool {
+	if m.cluster.LeaseHeld() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, leaseWait)
+	defer cancel()
+	return m.cluster.WaitLease(ctx)
+}
+
 // place finds the node for a connect, as cluster.Decide says for this
 // node's mode: the node in charge elsewhere, this node, or (handing the
 // channel over) the node placement chooses after this one lets it go.
@@ -287,6 +305,11 @@ func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.Co
 	}
 	if len(m.conns) >= m.cfg.MaxConnections {
 		return turnAway(&refusal{"LICENSE-MAX-CONNECTIONS"})
+	}
+	if !m.cluster.LeaseHeld() {
+		// Checked under m.mu: stopServing, which follows the lease's
+		// end, finds this connection in its session.
+		return turnAway(&refusal{reasonQuorumLost})
 	}
 	s, ok := m.sessions[req.ChannelID]
 	if !ok && !cluster.TakesNewSessions(m.cluster.Mode(), m.draining.Load()) {

@@ -60,8 +60,13 @@ type Cluster interface {
 	Mode() fsm.Mode
 	// Purged reports whether this node was removed from the cluster.
 	Purged() bool
-	// Changes signals every change of the replicated state.
+	// Changes signals every change of the replicated state, and of the
+	// lease.
 	Changes() <-chan struct{}
+	// LeaseHeld reports whether this node may serve its channels now (it
+	// heard from the cluster recently), and WaitLease waits until it may.
+	LeaseHeld() bool
+	WaitLease(ctx context.Context) bool
 	// Drain tells the peers that this node is stopping; it returns those
 	// it could not tell.
 	Drain(ctx context.Context) []string
@@ -421,6 +426,10 @@ func (m *Media) releaseUnused() {
 }
 
 func (m *Media) fence() {
+	if !m.cluster.LeaseHeld() {
+		m.stopServing()
+		return
+	}
 	for _, s := range m.sessionList() {
 		ok, reason := m.cluster.InCharge(s.channelID)
 		if ok {
@@ -433,6 +442,28 @@ func (m *Media) fence() {
 		s.fenced.Store(true)
 		for _, c := range members {
 			c.close(signaling.CloseUnavailable, reason)
+		}
+	}
+}
+
+// reasonQuorumLost closes the clients of a node whose cluster lease ended,
+// and refuses connects until it is back.
+const reasonQuorumLost = "CLUSTER-QUORUM-LOST"
+
+// stopServing closes every session of a node whose lease ended: it is cut
+// off from the cluster, which may give its channels to another node once
+// cluster_failover_timeout has passed. Their ends are reported once the
+// cluster answers again (sessionEnded).
+func (m *Media) stopServing() {
+	for _, s := range m.sessionList() {
+		members := s.snapshot()
+		if len(members) == 0 {
+			continue
+		}
+		m.log.Warn("cluster lease lost; closing a channel's connections", "channel_id", s.channelID, "connections", len(members))
+		s.quorumLost.Store(true)
+		for _, c := range members {
+			c.close(signaling.CloseUnavailable, reasonQuorumLost)
 		}
 	}
 }

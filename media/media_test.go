@@ -43,6 +43,7 @@ type fakeCluster struct {
 	calls    []string
 	changes  chan struct{}
 	held     []string // reported by ChannelsHeld
+	noLease  bool     // the node is cut off from the cluster
 }
 
 func newFakeCluster() *fakeCluster {
@@ -127,8 +128,23 @@ func (f *fakeCluster) ForgetSession(_ context.Context, ch, session string) error
 	return nil
 }
 
-func (f *fakeCluster) Purged() bool                   { return false }
-func (f *fakeCluster) Changes() <-chan struct{}       { return f.changes }
+func (f *fakeCluster) Purged() bool             { return false }
+func (f *fakeCluster) Changes() <-chan struct{} { return f.changes }
+func (f *fakeCluster) LeaseHeld() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.noLease
+}
+func (f *fakeCluster) WaitLease(ctx context.Context) bool {
+	for !f.LeaseHeld() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return true
+}
 func (f *fakeCluster) Drain(context.Context) []string { return nil }
 func (f *fakeCluster) callsOf(prefix string) (n int) {
 	f.mu.Lock()
@@ -349,6 +365,47 @@ func TestFencing(t *testing.T) {
 	if n := m.Connections(); n != 0 {
 		t.Fatalf("%d connections left", n)
 	}
+}
+
+// TestLeaseLostStopsServing: when the node's cluster lease ends, its
+// clients are closed with 4503 CLUSTER-QUORUM-LOST and connects are refused
+// the same way until the lease is back; then they are admitted again.
+func TestLeaseLostStopsServing(t *testing.T) {
+	fc := newFakeCluster()
+	m, url := startMedia(t, fc)
+	opts := soraclient.Options{ChannelID: "cut", Role: "sendrecv", Audio: true, Video: true}
+	c, err := connect(t, url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.mu.Lock()
+	fc.noLease = true
+	fc.mu.Unlock()
+	fc.changes <- struct{}{}
+	select {
+	case <-c.Closed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a connection is still open after the lease ended")
+	}
+	if ci := c.CloseInfo(); ci == nil || ci.Code != 4503 || ci.Reason != "CLUSTER-QUORUM-LOST" {
+		t.Fatalf("closed with %+v, want 4503 CLUSTER-QUORUM-LOST", ci)
+	}
+	_, err = connect(t, url, opts)
+	var ce *soraclient.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4503 || ce.Reason != "CLUSTER-QUORUM-LOST" {
+		t.Fatalf("a connect without the lease: %v, want 4503 CLUSTER-QUORUM-LOST", err)
+	}
+	if n := m.Connections(); n != 0 {
+		t.Fatalf("%d connections without the lease", n)
+	}
+	fc.mu.Lock()
+	fc.noLease = false
+	fc.mu.Unlock()
+	again, err := connect(t, url, opts)
+	if err != nil {
+		t.Fatalf("a connect once the lease is back: %v", err)
+	}
+	_ = again.Close()
 }
 
 // TestPauseAndLayersInProcess drives the channel operations on live

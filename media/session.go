@@ -29,8 +29,10 @@ type session struct {
 	tracks  map[string]*published  // by track ID
 	record  sessionRecord          // for the session webhooks
 
-	fenced   atomic.Bool   // ended because the cluster moved the channel
-	recorded chan struct{} // closed once RecordSession is over (RecordSessions)
+	fenced atomic.Bool // ended because the cluster moved the channel
+	// quorumLost: ended because this node's cluster lease ran out.
+	quorumLost atomic.Bool
+	recorded   chan struct{} // closed once RecordSession is over (RecordSessions)
 }
 
 // newSession starts the session of the channel req connects to.

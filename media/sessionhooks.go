@@ -3,8 +3,10 @@ package media
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
+	"github.com/sorad/sorad/cluster"
 	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/media/channel"
 	"github.com/sorad/sorad/media/signaling"
@@ -222,7 +224,10 @@ const recordTimeout = 10 * time.Second
 // sessionEnded reports the end of a session: its record in the cluster is
 // removed first (so that the cluster does not report it again), then
 // session.destroyed goes. A session fenced off with RecordSessions was
-// reported by the node that took its channel over.
+// reported by the node that took its channel over. One closed when this
+// node's lease ended waits for the cluster to answer again: then either its
+// record is still here and removed, and this node reports it, or the
+// channel moved meanwhile and the node that moved it reported it.
 func (m *Media) sessionEnded(s *session) {
 	if !m.cfg.RecordSessions {
 		m.announceSessionDestroyed(s)
@@ -234,9 +239,17 @@ func (m *Media) sessionEnded(s *session) {
 	}
 	m.goOwned(func() {
 		<-s.recorded
+		if s.quorumLost.Load() && !m.cluster.WaitLease(m.ctx) {
+			m.log.Warn("node stopped while cut off from the cluster: the end of a session closed by the lease is left to the cluster (session.vanished once its channel moves)", "session_id", s.id)
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), recordTimeout)
 		defer cancel()
-		if err := m.cluster.ForgetSession(ctx, s.channelID, s.id); err != nil {
+		switch err := m.cluster.ForgetSession(ctx, s.channelID, s.id); {
+		case errors.Is(err, cluster.ErrChannelTakenOver):
+			m.log.Info("session ended after its channel moved; the cluster reported its end", "session_id", s.id)
+			return
+		case err != nil:
 			m.log.Warn("session record not removed from the cluster", "session_id", s.id, "error", err)
 		}
 		m.announceSessionDestroyed(s)

@@ -50,6 +50,7 @@ type Config struct {
 	ProbeInterval          time.Duration `conf:"cluster_probe_interval"`
 	PeerTimeout            time.Duration `conf:"cluster_peer_timeout"`
 	FailoverTimeout        time.Duration `conf:"cluster_failover_timeout"`
+	LeaseTimeout           time.Duration `conf:"cluster_lease_timeout"`
 	RaftHeartbeatTimeout   time.Duration `conf:"raft_heartbeat_timeout"`
 	RaftElectionTimeout    time.Duration `conf:"raft_election_timeout"`
 	RaftLeaderLeaseTimeout time.Duration `conf:"raft_leader_lease_timeout"`
@@ -589,6 +590,12 @@ var keySpecs = []keySpec{
 		set:  durationField(func(c *Config) *time.Duration { return &c.FailoverTimeout }),
 	},
 	{
+		name: "cluster_lease_timeout",
+		def:  "2s",
+		desc: "a node that has made no round trip to the Raft leader for this long closes its clients (4503 CLUSTER-QUORUM-LOST) and refuses connects until it has; less than cluster_failover_timeout minus twice raft_leader_lease_timeout, so that it stops before its channels can move",
+		set:  durationField(func(c *Config) *time.Duration { return &c.LeaseTimeout }),
+	},
+	{
 		name: "raft_heartbeat_timeout",
 		def:  "500ms",
 		desc: "Raft heartbeat timeout (at least 5ms)",
@@ -945,6 +952,15 @@ func crossCheck(c *Config, sources map[string]source) error {
 	if c.RaftLeaderLeaseTimeout > c.RaftHeartbeatTimeout {
 		return fail("raft_leader_lease_timeout", "%s must not be greater than %s",
 			c.RaftLeaderLeaseTimeout, other("raft_heartbeat_timeout", c.RaftHeartbeatTimeout))
+	}
+	if c.LeaseTimeout < 4*minRaftTimeout {
+		return fail("cluster_lease_timeout", "%s is less than %s", c.LeaseTimeout, 4*minRaftTimeout)
+	}
+	// A deposed leader may renew leases for up to about twice its Raft
+	// leader lease before it notices (cluster/lease.go).
+	if c.LeaseTimeout+2*c.RaftLeaderLeaseTimeout >= c.FailoverTimeout {
+		return fail("cluster_lease_timeout", "%s plus twice %s must be less than %s: a node cut off must stop serving before its channels can move",
+			c.LeaseTimeout, other("raft_leader_lease_timeout", c.RaftLeaderLeaseTimeout), other("cluster_failover_timeout", c.FailoverTimeout))
 	}
 	if err := checkClusterTrust(c, fail); err != nil {
 		return err

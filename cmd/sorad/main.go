@@ -117,6 +117,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		ProbeInterval:    cfg.ProbeInterval,
 		PeerTimeout:      cfg.PeerTimeout,
 		FailoverTimeout:  cfg.FailoverTimeout,
+		LeaseTimeout:     cfg.LeaseTimeout,
 		RequestTimeout:   cfg.ClusterRequestTimeout,
 		IdleTimeout:      cfg.ClusterIdleTimeout,
 		Raft: cluster.RaftTiming{

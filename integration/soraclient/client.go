@@ -230,6 +230,7 @@ type TrackStats struct {
 	Packets     int64
 	Bytes       int64 // RTP payload bytes
 	FirstPacket time.Time
+	LastPacket  time.Time
 }
 
 type trackCounter struct {
@@ -237,6 +238,7 @@ type trackCounter struct {
 	packets   atomic.Int64
 	bytes     atomic.Int64
 	firstNano atomic.Int64
+	lastNano  atomic.Int64
 
 	logMu sync.Mutex
 	log   []PacketInfo // with Options.RecordPackets, the last MaxPackets
@@ -874,6 +876,7 @@ func (c *Client) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			}
 			now := time.Now()
 			tc.firstNano.CompareAndSwap(0, now.UnixNano())
+			tc.lastNano.Store(now.UnixNano())
 			tc.bytes.Add(int64(len(pkt.Payload)))
 			tc.packets.Add(1)
 			if c.opts.RecordPackets {
@@ -1120,6 +1123,9 @@ func (tc *trackCounter) snapshot() TrackStats {
 	s := TrackStats{Packets: tc.packets.Load(), Bytes: tc.bytes.Load()}
 	if n := tc.firstNano.Load(); n != 0 {
 		s.FirstPacket = time.Unix(0, n)
+	}
+	if n := tc.lastNano.Load(); n != 0 {
+		s.LastPacket = time.Unix(0, n)
 	}
 	return s
 }
