@@ -171,6 +171,8 @@ type Cluster struct {
 	draining   atomic.Bool                        // see Drain
 	lease      *lease                             // this node's serving lease
 	lastLeader atomic.Pointer[raft.ServerAddress] // see renewLease
+	leaseLost  atomic.Pointer[func()]             // see OnLeaseLost
+	apart      apart                              // other clusters reached; see apart.go
 	grants     grants                             // as leader: the leases it renewed
 
 	mu      sync.RWMutex

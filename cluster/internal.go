@@ -58,6 +58,8 @@ type nodeStatus struct {
 	Purged      bool     `json:"purged"`
 	Connections int      `json:"connections"`
 	Draining    bool     `json:"draining"` // stopping: takes no new channel; its channels move once it stops answering
+	// Contacts is the node's contact_node_name_list (see apart.go).
+	Contacts []string `json:"contacts,omitempty"`
 }
 
 type joinRequest struct {
@@ -162,7 +164,7 @@ func (c *Cluster) internalHandler() http.Handler {
 
 // status answers a probe.
 func (c *Cluster) status() nodeStatus {
-	st := nodeStatus{NodeName: c.cfg.NodeName, Incarnation: c.incarnation, Connections: c.cfg.Connections(), Draining: c.draining.Load()}
+	st := nodeStatus{NodeName: c.cfg.NodeName, Incarnation: c.incarnation, Connections: c.cfg.Connections(), Draining: c.draining.Load(), Contacts: c.cfg.ContactNodeNames}
 	var inst *instance
 	c.mu.RLock()
 	inst, st.Joining, st.Purged = c.inst, c.joining, c.purged

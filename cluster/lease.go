@@ -102,6 +102,15 @@ func (l *lease) valid() bool {
 	return time.Now().Before(l.until)
 }
 
+// drop ends the lease now and reports whether it was held.
+func (l *lease) drop() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	held := l.held
+	l.until, l.held = time.Time{}, false
+	return held
+}
+
 func (l *lease) stop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -129,6 +138,11 @@ func (c *Cluster) WaitLease(ctx context.Context) bool {
 	return true
 }
 
+// OnLeaseLost sets what this node does when its lease ends: close the
+// clients of its channels. It is called synchronously, before anything
+// else may happen to the channels, and must not block for long.
+func (c *Cluster) OnLeaseLost(f func()) { c.leaseLost.Store(&f) }
+
 // leaseChanged is the lease's changed callback.
 func (c *Cluster) leaseChanged(held bool) {
 	if held {
@@ -136,8 +150,19 @@ func (c *Cluster) leaseChanged(held bool) {
 	} else {
 		c.log.Warn("cluster lease lost: no round trip to the Raft leader for cluster_lease_timeout; closing this node's clients and refusing connects until the cluster answers again",
 			"cluster_lease_timeout", c.cfg.LeaseTimeout.String())
+		if f := c.leaseLost.Load(); f != nil {
+			(*f)()
+		}
 	}
 	c.signalChange()
+}
+
+// dropLease gives the lease up now: this node is leaving its cluster (to
+// join another), whose channels it may no longer serve.
+func (c *Cluster) dropLease() {
+	if c.lease.drop() {
+		c.leaseChanged(false)
+	}
 }
 
 // leaseLoop renews the lease four times per LeaseTimeout, each attempt

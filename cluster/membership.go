@@ -110,6 +110,9 @@ func (c *Cluster) memberNames() []string {
 // stays usable. The caller holds the membership lock.
 func (c *Cluster) joinVia(ctx context.Context, contact string) error {
 	c.log.Info("joining cluster", "contact_node", contact)
+	// The channels of the cluster this node leaves are not the new
+	// cluster's: their clients go first.
+	c.dropLease()
 	if err := c.replaceInstance(false); err != nil {
 		return c.recoverAlone(unavailable(TypeJoinFailed, "cannot reset raft state", err))
 	}
@@ -184,6 +187,8 @@ func (c *Cluster) replaceInstance(bootstrap bool) error {
 	old := c.inst
 	c.inst, c.joining, c.purged = nil, true, false
 	c.mu.Unlock()
+	c.lastLeader.Store(nil) // a leader of the state given up
+	c.setApart(nil)
 	if old != nil {
 		if err := old.close(); err != nil {
 			c.log.Warn("closing raft instance", "error", err)
@@ -263,9 +268,13 @@ func (c *Cluster) addMember(ctx context.Context, inst *instance, reg fsm.Registe
 // autoJoinLoop joins the configured contact nodes while this node is alone
 // (see the rule at the top of this file).
 func (c *Cluster) autoJoinLoop(ctx context.Context) {
+	var lastApartCheck time.Time
 	for {
 		if c.joinable() {
 			c.tryAutoJoin(ctx)
+		} else if time.Since(lastApartCheck) >= apartCheckInterval {
+			c.checkApart(ctx)
+			lastApartCheck = time.Now()
 		}
 		// Jitter keeps nodes started together from probing in lockstep.
 		if !sleepCtx(ctx, c.cfg.ProbeInterval/2+rand.N(c.cfg.ProbeInterval)) {
@@ -274,34 +283,48 @@ func (c *Cluster) autoJoinLoop(ctx context.Context) {
 	}
 }
 
+// tryAutoJoin joins, of the clusters its contacts are in, the one every
+// other would merge into (see apart.go): the largest, then the one with the
+// name that sorts first; a lone contact only if its name sorts before this
+// node's.
 func (c *Cluster) tryAutoJoin(ctx context.Context) {
-	for _, contact := range c.cfg.ContactNodeNames {
+	var (
+		best    []string
+		contact string
+	)
+	for _, name := range c.cfg.ContactNodeNames {
 		if ctx.Err() != nil {
 			return
 		}
-		if contact == c.cfg.NodeName {
+		if name == c.cfg.NodeName {
 			continue
 		}
-		st, err := c.contactStatus(ctx, contact)
+		st, err := c.contactStatus(ctx, name)
 		if err != nil || !st.Registered || st.Joining {
 			continue
 		}
-		alone := len(st.Members) <= 1
-		if alone && contact > c.cfg.NodeName {
+		members := st.Members
+		if len(members) == 0 {
+			members = []string{name}
+		}
+		if len(members) == 1 && name > c.cfg.NodeName {
 			continue // that node joins us, or someone sorting before both
 		}
-		if err := c.lockMembership(ctx); err != nil {
-			return
+		if best == nil || mergesInto(best, members) {
+			best, contact = members, name
 		}
-		if !c.joinable() { // someone joined us meanwhile
-			c.unlockMembership()
-			return
-		}
-		err = c.joinVia(ctx, contact)
-		c.unlockMembership()
-		if err == nil {
-			return
-		}
+	}
+	if best == nil {
+		return
+	}
+	if err := c.lockMembership(ctx); err != nil {
+		return
+	}
+	defer c.unlockMembership()
+	if !c.joinable() { // someone joined us meanwhile
+		return
+	}
+	if err := c.joinVia(ctx, contact); err != nil {
 		c.log.Warn("automatic join failed", "contact_node", contact, "error", err)
 	}
 }
@@ -384,26 +407,5 @@ func (c *Cluster) purgeAsLeader(ctx context.Context, inst *instance, target stri
 	if err := c.waitLeaseOver(ctx, inst, target); err != nil {
 		return err
 	}
-	encoded, err := fsm.Encode(fsm.PurgeNode{Node: target})
-	if err != nil {
-		return err
-	}
-	res, err := c.applyAsLeader(ctx, inst, encoded)
-	if err != nil {
-		return err
-	}
-	c.reportEnded(res.Ended)
-	if hasServer(inst.servers(), target) {
-		timeout := c.cfg.RequestTimeout
-		if d, ok := ctx.Deadline(); ok {
-			timeout = time.Until(d)
-		}
-		if err := inst.raft.RemoveServer(raft.ServerID(target), 0, timeout).Error(); err != nil {
-			return raftWriteError(fmt.Errorf("remove server %s: %w", target, err))
-		}
-	}
-	c.liveness.forget(target)
-	c.grants.forget(target)
-	c.log.Info("purged cluster node", "target_node", target)
-	return nil
+	return c.removeMember(ctx, inst, target)
 }

@@ -46,3 +46,27 @@ func TestTakesNewSessions(t *testing.T) {
 		}
 	}
 }
+
+func TestMergesInto(t *testing.T) {
+	tests := []struct {
+		name         string
+		ours, theirs []string
+		want         bool
+	}{
+		{"smaller merges into larger", []string{"a"}, []string{"b", "c"}, true},
+		{"larger stays", []string{"b", "c", "d"}, []string{"a", "e"}, false},
+		{"same size: without the first name merges", []string{"b", "c"}, []string{"a", "d"}, true},
+		{"same size: with the first name stays", []string{"a", "d"}, []string{"b", "c"}, false},
+		{"order within a list does not matter", []string{"d", "a"}, []string{"c", "b"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mergesInto(tt.ours, tt.theirs); got != tt.want {
+				t.Fatalf("mergesInto(%v, %v) = %v, want %v", tt.ours, tt.theirs, got, tt.want)
+			}
+			if tt.want && mergesInto(tt.theirs, tt.ours) {
+				t.Fatalf("both clusters would merge into each other")
+			}
+		})
+	}
+}

@@ -17,6 +17,9 @@ type Cluster interface {
 	NodeName() string
 	Join(ctx context.Context, contact string) ([]string, error)
 	Nodes() []cluster.NodeStatus
+	// ApartNodes lists the nodes of other clusters this node reaches
+	// through its contacts (clusters started apart).
+	ApartNodes() []cluster.ApartNode
 	Channels() []cluster.ChannelStatus
 	Purge(ctx context.Context, target string) error
 	Mode() fsm.Mode

@@ -91,10 +91,17 @@ type clusterNode struct {
 }
 
 // knownNode is a node listed only because include_all_known_nodes asked for
-// nodes that are not connected: name and connected, as the seed says.
+// nodes that are not connected: name and connected, as the seed says. A
+// node of another cluster that started apart from this one (sorad's
+// addition) also says so, with that cluster's members, what happens next
+// (cluster.Merge*), and what the operator must do when that is waiting.
 type knownNode struct {
-	NodeName  string `json:"node_name"`
-	Connected bool   `json:"connected"`
+	NodeName          string   `json:"node_name"`
+	Connected         bool     `json:"connected"`
+	OtherCluster      bool     `json:"other_cluster,omitempty"`
+	OtherClusterNodes []string `json:"other_cluster_node_name_list,omitempty"`
+	Merge             string   `json:"merge,omitempty"`
+	OperatorAction    string   `json:"operator_action,omitempty"`
 }
 
 // memberSinceLayout is RFC 3339 in UTC with microseconds, as in the seeds.
@@ -115,6 +122,11 @@ func (s *Server) listClusterNodes(ctx context.Context, body []byte) (any, error)
 			out = append(out, toClusterNode(*n.Record))
 		case req.IncludeAllKnownNodes:
 			out = append(out, knownNode{NodeName: n.Name, Connected: n.Connected})
+		}
+	}
+	if req.IncludeAllKnownNodes {
+		for _, n := range s.cluster.ApartNodes() {
+			out = append(out, knownNode{NodeName: n.Name, OtherCluster: true, OtherClusterNodes: n.Members, Merge: n.Merge, OperatorAction: n.Instruction})
 		}
 	}
 	return out, nil

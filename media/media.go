@@ -427,7 +427,7 @@ func (m *Media) releaseUnused() {
 
 func (m *Media) fence() {
 	if !m.cluster.LeaseHeld() {
-		m.stopServing()
+		m.StopServing()
 		return
 	}
 	for _, s := range m.sessionList() {
@@ -450,11 +450,11 @@ func (m *Media) fence() {
 // and refuses connects until it is back.
 const reasonQuorumLost = "CLUSTER-QUORUM-LOST"
 
-// stopServing closes every session of a node whose lease ended: it is cut
-// off from the cluster, which may give its channels to another node once
-// cluster_failover_timeout has passed. Their ends are reported once the
-// cluster answers again (sessionEnded).
-func (m *Media) stopServing() {
+// StopServing closes every session of a node whose lease ended: it is cut
+// off from the cluster (or leaving it), which may give its channels to
+// another node once cluster_failover_timeout has passed. Their ends are
+// reported once the cluster answers again (sessionEnded).
+func (m *Media) StopServing() {
 	for _, s := range m.sessionList() {
 		members := s.snapshot()
 		if len(members) == 0 {

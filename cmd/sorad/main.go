@@ -185,6 +185,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// The end of a session that died with its node is reported by the
 	// node that committed the change that ended it.
 	cl.OnSessionsEnded(med.SessionsEnded)
+	cl.OnLeaseLost(med.StopServing)
 	api := httpapi.New(httpapi.Config{
 		CORSOrigin:     cfg.APICORSOrigin,
 		BearerToken:    cfg.APIBearerToken,
