@@ -282,33 +282,66 @@ func TestLeaderLossDuringChurn(t *testing.T) {
 func TestRollingUpgradeDrill(t *testing.T) {
 	h := harness.New(t, soradBin)
 	nodes := startCluster(t, h, 3, "--channel_release_delay=500ms")
-	rollingUpgrade(t, nodes, "", nil)
+	rollingUpgrade(t, nodes, "", nil, nil)
 }
 
-// previousVersion is the sorad that TestRollingUpgradeFromPreviousVersion
-// upgrades from: the last commit before snapshot format 2 (fsm) and the
-// forwarded-API protocol (cluster). Move it on when a change alters what
+// previousVersions are the sorads that TestRollingUpgradeFromPreviousVersion
+// upgrades from. Add one (and keep the last) when a change alters what
 // nodes exchange or keep.
-const previousVersion = "9714fee655ce8c536b7bf96f0d3f076a22709536"
+var previousVersions = []struct {
+	name, rev string
+	// knobs: the version has raft_snapshot_* settings, so that a drill can
+	// make it snapshot and send snapshots.
+	knobs bool
+	// readsCurrentSnapshots: it reads the snapshots this version writes;
+	// if not, it must refuse to start on them.
+	readsCurrentSnapshots bool
+}{
+	// The last commit before snapshot format 2 (fsm) and the framed
+	// forwarded-API protocol (cluster).
+	{name: "snapshot-format-1", rev: "9714fee655ce8c536b7bf96f0d3f076a22709536"},
+	// The last stop before the serving lease and clusters started apart:
+	// no lease endpoint on its leader (a current follower renews its
+	// lease on the 404), snapshot format 2.
+	{name: "before-lease", rev: "bd85f6b533d822efc38555a455483460c163ccee", knobs: true, readsCurrentSnapshots: true},
+}
 
-// TestRollingUpgradeFromPreviousVersion: the rolling upgrade drill from the
+// TestRollingUpgradeFromPreviousVersion: the rolling upgrade drill from a
 // previous version (built from the repository's history) to this one, on
 // the same data directories, with clients connecting throughout: no connect
 // fails, every node rejoins with its next epoch, the nodes' listings agree
-// after every step. Then one node, once it has taken a snapshot in this
-// version's format, goes back to the previous version, which cannot read
-// that format and must refuse to start, saying so, rather than run on data
-// it misreads; started on this version again, it rejoins with the cluster
+// after every step. Every node snapshots often; a node down while the
+// others take writes comes back behind their compacted logs and installs
+// the leader's snapshot, across versions when the previous version can
+// snapshot on demand (its leader's to the first node upgraded). Then one
+// node, once it has a snapshot in this version's format, goes back to the
+// previous version while the others take writes: a version that reads
+// that format installs the current leader's snapshot and rejoins; one
+// that cannot must refuse to start, saying so, rather than run on data it
+// misreads. Started on this version again, it rejoins with the cluster
 // intact.
 func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
+	for _, pv := range previousVersions {
+		t.Run(pv.name, func(t *testing.T) { upgradeFrom(t, pv.rev, pv.knobs, pv.readsCurrentSnapshots) })
+	}
+}
+
+func upgradeFrom(t *testing.T, rev string, knobs, readsCurrentSnapshots bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	prev, err := harness.BuildRevision(ctx, previousVersion, t.TempDir())
+	prev, err := harness.BuildRevision(ctx, rev, t.TempDir())
 	if err != nil {
 		skipOrFail(t, "cannot build the previous version: "+err.Error())
 	}
+	// Both versions snapshot after a few entries and keep few behind, so
+	// that a node down for a moment installs a snapshot when it returns.
+	snapshots := []string{"--raft_snapshot_threshold=16", "--raft_snapshot_interval=100ms", "--raft_trailing_logs=4"}
 	h := harness.New(t, soradBin)
-	nodes := clusterNodes(h, 3, "--channel_release_delay=500ms")
+	args := []string{"--channel_release_delay=500ms"}
+	if knobs {
+		args = append(args, snapshots...)
+	}
+	nodes := clusterNodes(h, 3, args...)
 	for _, n := range nodes {
 		n.Bin = prev
 		n.Start()
@@ -316,13 +349,30 @@ func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
 	waitFormed(t, nodes, 20*time.Second)
 	checkBinaries(t, nodes, prev)
 	prevArgs := slices.Clone(nodes[1].Args)
-	// The current version snapshots after a few entries, so that a
-	// snapshot of its format is on disk when a node goes back.
-	snapshots := []string{"--raft_snapshot_threshold=16", "--raft_snapshot_interval=100ms", "--raft_trailing_logs=4"}
-	rollingUpgrade(t, nodes, soradBin, snapshots)
+	var toArgs []string
+	if !knobs {
+		toArgs = snapshots
+	}
+	firstLeader := leader(t, nodes)
+	rollingUpgrade(t, nodes, soradBin, toArgs, writeWhileDown(t, nodes))
 	checkBinaries(t, nodes, soradBin)
+	if knobs {
+		// The first node upgraded came back to a leader on the previous
+		// version (the first node is never the leader by then: a leader
+		// hands leadership over when it stops).
+		first := nodes[0]
+		if !strings.Contains(first.Log(), "Installed remote snapshot") {
+			t.Fatalf("%s (upgraded first; leader before the drill %s) installed no snapshot of the previous version's leader", first.Name, firstLeader.Name)
+		}
+		for _, n := range nodes {
+			if !strings.Contains(n.Log(), "Installed remote snapshot") {
+				t.Fatalf("%s installed no snapshot on its way back", n.Name)
+			}
+		}
+	}
 
-	// One node back to the previous version, once it has a snapshot.
+	// One node back to the previous version, once it has a snapshot, and
+	// behind the others' compacted logs.
 	n := nodes[1]
 	for i := range 40 {
 		n.MustCall(200, targetChangeMode, map[string]string{"mode": []string{"block_new_session", "normal"}[i%2]})
@@ -333,7 +383,9 @@ func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
 	before, _ := entry(listNodes(nodes[0], false), n.Name)
 	currentArgs := n.Args
 	n.Stop()
+	writeWhileDown(t, nodes)(n)
 	n.Bin, n.Args = prev, prevArgs
+	logBefore := len(n.Log())
 	n.Start()
 	var refused bool
 	harness.Eventually(t, 30*time.Second, n.Name+" on the previous version: running with the cluster, or refusing to start", func() bool {
@@ -343,14 +395,23 @@ func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
 		}
 		return formed(n, names(nodes))
 	})
-	if !refused {
-		// It read the newer snapshot format, which it cannot: wrong.
-		t.Fatalf("the previous version started on a data directory with a format %d snapshot", 2)
+	switch {
+	case refused && readsCurrentSnapshots:
+		t.Fatalf("the previous version refused to start on a snapshot it should read:\n%s", n.LogTail(20))
+	case refused:
+		if !strings.Contains(n.LogTail(40), "snapshot") {
+			t.Fatalf("the previous version refused to start without saying why:\n%s", n.LogTail(40))
+		}
+		t.Logf("the previous version refused the newer snapshot at start, as it should; its log ends:\n%s", n.LogTail(3))
+	case !readsCurrentSnapshots:
+		t.Fatalf("the previous version started on a data directory with a snapshot format it cannot read")
+	default:
+		listingsAgree(t, nodes)
+		if !strings.Contains(n.Log()[logBefore:], "Installed remote snapshot") {
+			t.Fatalf("%s, back on the previous version, installed no snapshot of the current leader", n.Name)
+		}
+		t.Logf("the previous version installed the current leader's snapshot and rejoined")
 	}
-	if !strings.Contains(n.LogTail(40), "snapshot") {
-		t.Fatalf("the previous version refused to start without saying why:\n%s", n.LogTail(40))
-	}
-	t.Logf("the previous version refused the newer snapshot at start, as it should; its log ends:\n%s", n.LogTail(3))
 	n.Stop()
 	n.Bin, n.Args = soradBin, currentArgs
 	n.Start()
@@ -360,6 +421,19 @@ func TestRollingUpgradeFromPreviousVersion(t *testing.T) {
 		e, ok := entry(listNodes(o, false), n.Name)
 		if !ok || e.Mode != "normal" || e.Epoch <= before.Epoch {
 			t.Fatalf("%s lists %s as %+v after the downgrade and upgrade, want normal past epoch %d", o.Name, n.Name, e, before.Epoch)
+		}
+	}
+}
+
+// writeWhileDown returns what the drill does while a node is down: 40
+// writes on a live node (its mode back and forth, ending where it was), so
+// that the leader snapshots and compacts past what the node has.
+func writeWhileDown(t *testing.T, nodes []*harness.Node) func(down *harness.Node) {
+	return func(down *harness.Node) {
+		t.Helper()
+		live := except(nodes, down)[0]
+		for i := range 40 {
+			live.MustCall(200, targetChangeMode, map[string]string{"mode": []string{"block_new_session", "normal"}[i%2]})
 		}
 	}
 }
@@ -415,8 +489,9 @@ func listingsAgree(t *testing.T, nodes []*harness.Node) {
 // rollingUpgrade runs the rolling upgrade drill on a formed cluster: each
 // node in turn goes block_new_session, drains, stops, starts again on its
 // data (with the binary to, if set) and returns to normal, while clients
-// connect and disconnect throughout.
-func rollingUpgrade(t *testing.T, nodes []*harness.Node, to string, toArgs []string) {
+// connect and disconnect throughout. whileDown, if set, runs while each
+// node is stopped.
+func rollingUpgrade(t *testing.T, nodes []*harness.Node, to string, toArgs []string, whileDown func(*harness.Node)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var (
@@ -465,6 +540,9 @@ func rollingUpgrade(t *testing.T, nodes []*harness.Node, to string, toArgs []str
 			return n.MustCall(200, "Sora_20201013.ListConnections", nil).JSON(&conns) == nil && len(conns) == 0
 		})
 		n.Stop()
+		if whileDown != nil {
+			whileDown(n)
+		}
 		if to != "" {
 			n.Bin = to
 			n.Args = append(slices.Clone(n.Args), toArgs...)
