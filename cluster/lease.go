@@ -160,9 +160,14 @@ func (c *Cluster) leaseChanged(held bool) {
 // dropLease gives the lease up now: this node is leaving its cluster (to
 // join another), whose channels it may no longer serve.
 func (c *Cluster) dropLease() {
-	if c.lease.drop() {
-		c.leaseChanged(false)
+	if !c.lease.drop() {
+		return
 	}
+	c.log.Info("leaving this cluster: its lease is given up and this node's clients closed")
+	if f := c.leaseLost.Load(); f != nil {
+		(*f)()
+	}
+	c.signalChange()
 }
 
 // leaseLoop renews the lease four times per LeaseTimeout, each attempt

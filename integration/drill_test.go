@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sorad/sorad/integration/harness"
+	"github.com/sorad/sorad/integration/nfdelay"
 	"github.com/sorad/sorad/integration/soraclient"
 )
 
@@ -584,6 +585,7 @@ func rollingUpgrade(t *testing.T, nodes []*harness.Node, to string, toArgs []str
 type partition struct {
 	t     *testing.T
 	chain string
+	queue *nfdelay.Queue // newDelayedLink's
 }
 
 func newPartition(t *testing.T, n *harness.Node) *partition {
@@ -623,10 +625,49 @@ func newLossyLink(t *testing.T, n *harness.Node, probability float64) *partition
 	return p
 }
 
+// newDelayedLink holds each of a node's cluster-port packets, both ways,
+// for delay (a netfilter queue of the test's own, package nfdelay; this
+// kernel has no netem).
+func newDelayedLink(t *testing.T, n *harness.Node, delay time.Duration) *partition {
+	t.Helper()
+	if _, err := exec.LookPath("iptables"); err != nil {
+		skipOrFail(t, "iptables is not installed")
+	}
+	num := uint16(1000 + delayQueues.Add(1)%30000)
+	q, err := nfdelay.Open(num, delay)
+	if err != nil {
+		skipOrFail(t, fmt.Sprintf("netfilter queue for the delay: %v", err))
+	}
+	p := &partition{t: t, chain: fmt.Sprintf("SORAD-TEST-%d", time.Now().UnixNano()%1e9), queue: q}
+	port := fmt.Sprint(harness.ClusterPort)
+	cmds := [][]string{{"-N", p.chain}}
+	for _, match := range [][]string{
+		{"-s", n.Address, "--dport", port}, {"-s", n.Address, "--sport", port},
+		{"-d", n.Address, "--dport", port}, {"-d", n.Address, "--sport", port},
+	} {
+		cmds = append(cmds, append(append([]string{"-A", p.chain, "-p", "tcp"}, match...), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(num), "--queue-bypass"))
+	}
+	cmds = append(cmds, []string{"-I", "INPUT", "-j", p.chain})
+	for _, c := range cmds {
+		if out, err := exec.Command("iptables", c...).CombinedOutput(); err != nil {
+			p.heal()
+			skipOrFail(t, fmt.Sprintf("iptables %s: %v: %s", strings.Join(c, " "), err, out))
+		}
+	}
+	t.Cleanup(p.heal)
+	return p
+}
+
+// delayQueues numbers the netfilter queues of newDelayedLink.
+var delayQueues atomic.Uint32
+
 func (p *partition) heal() {
 	_ = exec.Command("iptables", "-D", "INPUT", "-j", p.chain).Run()
 	_ = exec.Command("iptables", "-F", p.chain).Run()
 	_ = exec.Command("iptables", "-X", p.chain).Run()
+	if p.queue != nil {
+		_ = p.queue.Close() // after the rules: nothing is queued any more
+	}
 }
 
 // TestFencingAfterPartition: cut the node in charge of a channel off from

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -19,89 +20,209 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/sorad/sorad/integration/harness"
+	"github.com/sorad/sorad/integration/soraclient"
 )
 
 // The control plane's linearizability, checked with porcupine: clients
 // change nodes' modes and read them back (GetMode and ListClusterNodes with
-// "consistent": true) on random nodes while a seeded fault schedule kills
-// nodes (the leader among them) with SIGKILL and restarts them, cuts nodes
-// off the cluster port with iptables, and drops a fifth of a node's cluster
-// packets (iptables statistic; this kernel has no netem for delay); the
-// recorded history must be
-// linearizable against a model of three mode registers.
+// "consistent": true), get channels assigned by connecting to them and read
+// the assignments back (ListClusterChannels with "consistent": true), on
+// random nodes, while a seeded fault schedule kills nodes (the leader among
+// them) with SIGKILL and restarts them, kills a node and purges it
+// (PurgeClusterNode) before it rejoins through its contacts (JoinCluster's
+// path), cuts nodes off the cluster port with iptables, drops a fifth of a
+// node's cluster packets (iptables statistic), and delays a node's cluster
+// packets by 50-250 ms each way (a netfilter queue, package nfdelay: this
+// kernel has no netem); the recorded history must be linearizable against a
+// model of three mode registers and four channel holders.
 //
 //	SORAD_LINEARIZABILITY_SEED=7 SORAD_LINEARIZABILITY_DURATION=5m \
 //	  go test -run TestControlPlaneLinearizable -timeout 30m ./integration
 //
 // runs a longer schedule (the defaults: seed 1, 15 s).
 
-// modeOp is one operation of the history.
-type modeOp struct {
-	kind string // "set", "get" (one node's mode) or "list" (every listed node's)
-	node int    // the node set or read (set, get)
-	mode string // the mode set
+// linChannels is how many channels the clients assign.
+const linChannels = 4
+
+// cpState is the model's state: each node's mode ("" once purged, until it
+// joins again) and each channel's node in charge (-1: none).
+type cpState struct {
+	modes  [3]string
+	holder [linChannels]int8
 }
 
-// modeResult is what an operation returned.
-type modeResult struct {
-	unknown bool           // a set whose outcome is not known: it may or may not have happened
+// cpOp is one operation of the history.
+type cpOp struct {
+	// set, get (one node's mode), list (every listed node's), assign (a
+	// connect to a channel), channels (every channel's holder), purge (a
+	// dead node) or join (a purged node back through its contacts).
+	kind    string
+	node    int
+	mode    string // set
+	channel int    // assign
+}
+
+// cpResult is what an operation returned.
+type cpResult struct {
+	unknown bool           // a write whose outcome is not known: it may or may not have happened
 	mode    string         // get
 	modes   map[int]string // list: the nodes listed with a mode
+	holder  int            // assign: the node that admitted the connect
+	holders map[int]int    // channels: the channels listed, with their node in charge
 }
 
-// modeModel is three mode registers, one per node, all "normal" at first.
-var modeModel = porcupine.Model{
-	Init: func() any { return [3]string{"normal", "normal", "normal"} },
-	Step: func(state, input, output any) (bool, any) {
-		s, in, out := state.([3]string), input.(modeOp), output.(modeResult)
+// cpModel is the control plane's specification. A connect may move a
+// channel only to a node in mode normal (placement, and takeover of a dead
+// or stale holder); a holder that is not normal may let its channel go for
+// the connect to be placed elsewhere (so a connect that failed may leave
+// the channel unassigned); a purge frees the node's channels.
+var cpModel = porcupine.NondeterministicModel{
+	Init: func() []any {
+		s := cpState{modes: [3]string{"normal", "normal", "normal"}}
+		for i := range s.holder {
+			s.holder[i] = -1
+		}
+		return []any{s}
+	},
+	Step: func(state, input, output any) []any {
+		s, in, out := state.(cpState), input.(cpOp), output.(cpResult)
 		switch in.kind {
 		case "set":
-			s[in.node] = in.mode // acknowledged, or unknown and placed here
-			return true, s
+			next := s
+			next.modes[in.node] = in.mode
+			if out.unknown {
+				return []any{s, next}
+			}
+			if s.modes[in.node] == "" {
+				return nil // a node that is not a member cannot change its mode
+			}
+			return []any{next}
 		case "get":
-			return s[in.node] == out.mode, s
-		default:
+			if s.modes[in.node] != out.mode {
+				return nil
+			}
+			return []any{s}
+		case "list":
 			for i, m := range out.modes {
-				if s[i] != m {
-					return false, s
+				if s.modes[i] != m {
+					return nil
 				}
 			}
-			return true, s
+			return []any{s}
+		case "assign":
+			if out.unknown {
+				outcomes := []any{s}
+				if h := s.holder[in.channel]; h >= 0 && s.modes[h] != "normal" {
+					// A holder that takes no new session lets the channel
+					// go for the connect to be placed elsewhere; the
+					// connect may fail before it is.
+					next := s
+					next.holder[in.channel] = -1
+					outcomes = append(outcomes, next)
+				}
+				for h, m := range s.modes {
+					if m == "normal" && int(s.holder[in.channel]) != h {
+						next := s
+						next.holder[in.channel] = int8(h)
+						outcomes = append(outcomes, next)
+					}
+				}
+				return outcomes
+			}
+			if int(s.holder[in.channel]) == out.holder {
+				return []any{s}
+			}
+			if s.modes[out.holder] != "normal" {
+				return nil
+			}
+			next := s
+			next.holder[in.channel] = int8(out.holder)
+			return []any{next}
+		case "channels":
+			for ch, h := range s.holder {
+				got, ok := out.holders[ch]
+				if !ok {
+					got = -1
+				}
+				if int(h) != got {
+					return nil
+				}
+			}
+			return []any{s}
+		case "purge":
+			next := s
+			next.modes[in.node] = ""
+			for ch, h := range next.holder {
+				if int(h) == in.node {
+					next.holder[ch] = -1
+				}
+			}
+			if out.unknown {
+				return []any{s, next}
+			}
+			return []any{next}
+		default: // join
+			if s.modes[in.node] != "" {
+				return []any{s}
+			}
+			next := s
+			next.modes[in.node] = "normal"
+			return []any{next}
 		}
 	},
 	DescribeOperation: func(input, output any) string {
-		in, out := input.(modeOp), output.(modeResult)
-		switch {
-		case in.kind == "set" && out.unknown:
-			return fmt.Sprintf("set(%d, %s) ?", in.node, in.mode)
-		case in.kind == "set":
-			return fmt.Sprintf("set(%d, %s)", in.node, in.mode)
-		case in.kind == "get":
+		in, out := input.(cpOp), output.(cpResult)
+		unknown := map[bool]string{true: " ?"}[out.unknown]
+		switch in.kind {
+		case "set":
+			return fmt.Sprintf("set(%d, %s)%s", in.node, in.mode, unknown)
+		case "get":
 			return fmt.Sprintf("get(%d) -> %s", in.node, out.mode)
+		case "list":
+			return fmt.Sprintf("list -> %v", out.modes)
+		case "assign":
+			if out.unknown {
+				return fmt.Sprintf("assign(ch%d) ?", in.channel)
+			}
+			return fmt.Sprintf("assign(ch%d) -> %d", in.channel, out.holder)
+		case "channels":
+			return fmt.Sprintf("channels -> %v", out.holders)
 		}
-		return fmt.Sprintf("list -> %v", out.modes)
+		return fmt.Sprintf("%s(%d)%s", in.kind, in.node, unknown)
 	},
-	DescribeState: func(state any) string { return fmt.Sprint(state.([3]string)) },
+	DescribeState: func(state any) string {
+		s := state.(cpState)
+		return fmt.Sprintf("%v %v", s.modes, s.holder)
+	},
 }
 
-// TestModeModelRejectsAStaleRead: the model can fail: a read that misses
+// TestControlPlaneModelRejectsWhatItMust: the model can fail: a read that misses
 // an acknowledged write before it is not linearizable, one concurrent with
-// it is.
-func TestModeModelRejectsAStaleRead(t *testing.T) {
-	set := porcupine.Operation{ClientId: 0, Input: modeOp{kind: "set", node: 1, mode: "block_new_session"}, Call: 0, Output: modeResult{}, Return: 10}
+// it is; a channel moves only to a node in mode normal, and a purge frees
+// the purged node's channels.
+func TestControlPlaneModelRejectsWhatItMust(t *testing.T) {
+	set := porcupine.Operation{ClientId: 0, Input: cpOp{kind: "set", node: 1, mode: "block_new_session"}, Call: 0, Output: cpResult{}, Return: 10}
+	assign := porcupine.Operation{ClientId: 2, Input: cpOp{kind: "assign", channel: 0}, Call: 0, Output: cpResult{holder: 2}, Return: 10}
 	tests := []struct {
 		name string
-		read porcupine.Operation
+		ops  []porcupine.Operation
 		want porcupine.CheckResult
 	}{
-		{"a read after the write sees it", porcupine.Operation{ClientId: 1, Input: modeOp{kind: "get", node: 1}, Call: 20, Output: modeResult{mode: "block_new_session"}, Return: 30}, porcupine.Ok},
-		{"a read after the write misses it", porcupine.Operation{ClientId: 1, Input: modeOp{kind: "get", node: 1}, Call: 20, Output: modeResult{mode: "normal"}, Return: 30}, porcupine.Illegal},
-		{"a concurrent read may miss it", porcupine.Operation{ClientId: 1, Input: modeOp{kind: "get", node: 1}, Call: 5, Output: modeResult{mode: "normal"}, Return: 30}, porcupine.Ok},
-		{"a listing after the write misses it", porcupine.Operation{ClientId: 1, Input: modeOp{kind: "list"}, Call: 20, Output: modeResult{modes: map[int]string{0: "normal", 1: "normal"}}, Return: 30}, porcupine.Illegal},
+		{"a read after the write sees it", []porcupine.Operation{set, {ClientId: 1, Input: cpOp{kind: "get", node: 1}, Call: 20, Output: cpResult{mode: "block_new_session"}, Return: 30}}, porcupine.Ok},
+		{"a read after the write misses it", []porcupine.Operation{set, {ClientId: 1, Input: cpOp{kind: "get", node: 1}, Call: 20, Output: cpResult{mode: "normal"}, Return: 30}}, porcupine.Illegal},
+		{"a concurrent read may miss it", []porcupine.Operation{set, {ClientId: 1, Input: cpOp{kind: "get", node: 1}, Call: 5, Output: cpResult{mode: "normal"}, Return: 30}}, porcupine.Ok},
+		{"a listing after the write misses it", []porcupine.Operation{set, {ClientId: 1, Input: cpOp{kind: "list"}, Call: 20, Output: cpResult{modes: map[int]string{0: "normal", 1: "normal"}}, Return: 30}}, porcupine.Illegal},
+		{"an assignment is read back", []porcupine.Operation{assign, {ClientId: 1, Input: cpOp{kind: "channels"}, Call: 20, Output: cpResult{holders: map[int]int{0: 2}}, Return: 30}}, porcupine.Ok},
+		{"an assignment read as missing", []porcupine.Operation{assign, {ClientId: 1, Input: cpOp{kind: "channels"}, Call: 20, Output: cpResult{holders: map[int]int{}}, Return: 30}}, porcupine.Illegal},
+		{"a channel moved to a blocked node", []porcupine.Operation{set, {ClientId: 1, Input: cpOp{kind: "assign", channel: 1}, Call: 20, Output: cpResult{holder: 1}, Return: 30}}, porcupine.Illegal},
+		{"a failed connect may hand a blocked holder's channel over", []porcupine.Operation{assign, {ClientId: 0, Input: cpOp{kind: "set", node: 2, mode: "block_new_session"}, Call: 20, Output: cpResult{}, Return: 30}, {ClientId: 1, Input: cpOp{kind: "assign", channel: 0}, Call: 40, Output: cpResult{unknown: true}, Return: 50}, {ClientId: 3, Input: cpOp{kind: "channels"}, Call: 60, Output: cpResult{holders: map[int]int{}}, Return: 70}}, porcupine.Ok},
+		{"but not a normal holder's", []porcupine.Operation{assign, {ClientId: 1, Input: cpOp{kind: "assign", channel: 0}, Call: 40, Output: cpResult{unknown: true}, Return: 50}, {ClientId: 3, Input: cpOp{kind: "channels"}, Call: 60, Output: cpResult{holders: map[int]int{}}, Return: 70}}, porcupine.Illegal},
+		{"a purge frees the node's channels", []porcupine.Operation{assign, {ClientId: 1, Input: cpOp{kind: "purge", node: 2}, Call: 20, Output: cpResult{}, Return: 30}, {ClientId: 3, Input: cpOp{kind: "channels"}, Call: 40, Output: cpResult{holders: map[int]int{0: 2}}, Return: 50}}, porcupine.Illegal},
+		{"a purged node rejoins normal", []porcupine.Operation{set, {ClientId: 1, Input: cpOp{kind: "purge", node: 1}, Call: 20, Output: cpResult{}, Return: 30}, {ClientId: 1, Input: cpOp{kind: "join", node: 1}, Call: 40, Output: cpResult{}, Return: 50}, {ClientId: 3, Input: cpOp{kind: "get", node: 1}, Call: 60, Output: cpResult{mode: "normal"}, Return: 70}}, porcupine.Ok},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := porcupine.CheckOperationsTimeout(modeModel, []porcupine.Operation{set, tt.read}, 10*time.Second); got != tt.want {
+			if got := porcupine.CheckOperationsTimeout(cpModel.ToModel(), tt.ops, 10*time.Second); got != tt.want {
 				t.Fatalf("got %s, want %s", got, tt.want)
 			}
 		})
@@ -126,10 +247,14 @@ func TestControlPlaneLinearizable(t *testing.T) {
 	}
 	t.Logf("seed %d, %v of faults", seed, duration)
 	h := harness.New(t, soradBin)
-	nodes := startCluster(t, h, 3)
+	// Assignments stay until a connect moves them or a purge frees them:
+	// no release while the test runs.
+	nodes := startCluster(t, h, 3, "--channel_release_delay=1h")
 	index := map[string]int{}
+	byURL := map[string]int{}
 	for i, n := range nodes {
 		index[n.Name] = i
+		byURL[signalingURL(n)] = i
 	}
 	start := time.Now()
 	now := func() int64 { return int64(time.Since(start)) }
@@ -137,10 +262,18 @@ func TestControlPlaneLinearizable(t *testing.T) {
 		mu      sync.Mutex
 		history []porcupine.Operation
 	)
-	record := func(client int, in modeOp, call int64, out modeResult, ret int64) {
+	record := func(client int, in cpOp, call int64, out cpResult, ret int64) {
 		mu.Lock()
 		defer mu.Unlock()
 		history = append(history, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret})
+	}
+	unknown := func(client int, in cpOp, call int64) {
+		record(client, in, call, cpResult{unknown: true}, math.MaxInt64)
+	}
+	// notReady: the call was refused before anything was proposed (the
+	// node is not a registered member: restarting, or purged).
+	notReady := func(resp harness.Response) bool {
+		return resp.Status == 503 && strings.Contains(string(resp.Body), "NODE-NOT-READY")
 	}
 	modes := []string{"normal", "block_new_session", "block_new_connection"}
 	// One operation by client c, with its own random source.
@@ -148,21 +281,21 @@ func TestControlPlaneLinearizable(t *testing.T) {
 		i := r.IntN(len(nodes))
 		n := nodes[i]
 		call := now()
-		switch k := r.IntN(10); {
-		case k < 4:
-			in := modeOp{kind: "set", node: i, mode: modes[r.IntN(len(modes))]}
+		switch k := r.IntN(20); {
+		case k < 7:
+			in := cpOp{kind: "set", node: i, mode: modes[r.IntN(len(modes))]}
 			resp, err := n.Call(targetChangeMode, map[string]string{"mode": in.mode})
 			switch {
 			case err == nil && resp.Status == 200:
-				record(c, in, call, modeResult{}, now())
+				record(c, in, call, cpResult{}, now())
 			case err == nil && resp.Status == 400:
 				t.Errorf("ChangeMode %s on %s: 400 %s", in.mode, n.Name, resp.Body)
-			case errors.Is(err, syscall.ECONNREFUSED):
-				// The node is down: the call never reached it.
+			case errors.Is(err, syscall.ECONNREFUSED), err == nil && notReady(resp):
+				// The call never reached the cluster.
 			default: // it may have been committed
-				record(c, in, call, modeResult{unknown: true}, math.MaxInt64)
+				unknown(c, in, call)
 			}
-		case k < 7:
+		case k < 11:
 			resp, err := n.Call(targetGetMode, map[string]bool{"consistent": true})
 			var m struct {
 				Mode string `json:"mode"`
@@ -170,19 +303,57 @@ func TestControlPlaneLinearizable(t *testing.T) {
 			// "initial" is a node's own answer while its new process has
 			// not registered yet: it reads nothing of the replicated state.
 			if err == nil && resp.Status == 200 && resp.JSON(&m) == nil && m.Mode != "initial" {
-				record(c, modeOp{kind: "get", node: i}, call, modeResult{mode: m.Mode}, now())
+				record(c, cpOp{kind: "get", node: i}, call, cpResult{mode: m.Mode}, now())
 			}
-		default:
+		case k < 14:
 			resp, err := n.Call(targetListClusterNodes, map[string]bool{"consistent": true})
 			var list []nodeEntry
 			if err == nil && resp.Status == 200 && resp.JSON(&list) == nil {
-				out := modeResult{modes: map[int]string{}}
+				out := cpResult{modes: map[int]string{}}
 				for _, e := range list {
 					if j, ok := index[e.NodeName]; ok && e.Mode != "" && e.Mode != "initial" {
 						out.modes[j] = e.Mode
 					}
 				}
-				record(c, modeOp{kind: "list"}, call, out, now())
+				record(c, cpOp{kind: "list"}, call, out, now())
+			}
+		case k < 17:
+			in := cpOp{kind: "assign", channel: r.IntN(linChannels)}
+			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+			cl, err := soraclient.Connect(ctx, soraclient.Options{SignalingURL: signalingURL(n), ChannelID: fmt.Sprintf("lin-%d", in.channel), Role: "recvonly", Audio: true})
+			cancel()
+			if err == nil {
+				holder, ok := byURL[cl.URL()]
+				_ = cl.Close()
+				if !ok {
+					t.Errorf("a connect admitted by %q, not a node of the cluster", cl.URL())
+					return
+				}
+				record(c, in, call, cpResult{holder: holder}, now())
+				return
+			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				return // the node is down
+			}
+			unknown(c, in, call)
+		default:
+			resp, err := n.Call(targetListClusterChannels, map[string]bool{"consistent": true})
+			var list []channelEntry
+			if err == nil && resp.Status == 200 && resp.JSON(&list) == nil {
+				out := cpResult{holders: map[int]int{}}
+				for _, e := range list {
+					var ch int
+					if _, err := fmt.Sscanf(e.ChannelID, "lin-%d", &ch); err != nil {
+						continue
+					}
+					j, ok := index[e.NodeInCharge]
+					if !ok {
+						t.Errorf("channel %s held by %q, not a node of the cluster", e.ChannelID, e.NodeInCharge)
+						return
+					}
+					out.holders[ch] = j
+				}
+				record(c, cpOp{kind: "channels"}, call, out, now())
 			}
 		}
 	}
@@ -204,33 +375,44 @@ func TestControlPlaneLinearizable(t *testing.T) {
 			}
 		}()
 	}
-	// The fault schedule: one fault at a time, then a pause.
+	// The fault schedule: one fault at a time, then a pause. The schedule
+	// records purges and joins as client 3.
 	faults := rand.New(rand.NewPCG(seed, 0))
 	var log []string
 	for time.Since(start) < duration {
 		time.Sleep(time.Duration(1000+faults.IntN(2000)) * time.Millisecond)
 		victim := nodes[faults.IntN(len(nodes))]
-		kind := faults.IntN(4)
+		kind := faults.IntN(6)
 		if kind == 1 {
 			victim = leader(t, nodes)
 		}
 		hold := time.Duration(1000+faults.IntN(2000)) * time.Millisecond
+		at := time.Since(start).Round(time.Millisecond)
 		switch kind {
 		case 0, 1:
-			log = append(log, fmt.Sprintf("%v kill -9 %s%s for %v", time.Since(start).Round(time.Millisecond), victim.Name, map[bool]string{true: " (leader)"}[kind == 1], hold))
+			log = append(log, fmt.Sprintf("%v kill -9 %s%s for %v", at, victim.Name, map[bool]string{true: " (leader)"}[kind == 1], hold))
 			victim.Kill()
 			time.Sleep(hold)
 			victim.Start()
 		case 2:
-			log = append(log, fmt.Sprintf("%v cut %s off the cluster port for %v", time.Since(start).Round(time.Millisecond), victim.Name, hold))
+			log = append(log, fmt.Sprintf("%v cut %s off the cluster port for %v", at, victim.Name, hold))
 			p := newPartition(t, victim)
 			time.Sleep(hold)
 			p.heal()
-		default:
-			log = append(log, fmt.Sprintf("%v drop 20%% of %s's cluster packets for %v", time.Since(start).Round(time.Millisecond), victim.Name, hold))
+		case 3:
+			log = append(log, fmt.Sprintf("%v drop 20%% of %s's cluster packets for %v", at, victim.Name, hold))
 			p := newLossyLink(t, victim, 0.2)
 			time.Sleep(hold)
 			p.heal()
+		case 4:
+			delay := time.Duration(50+faults.IntN(200)) * time.Millisecond
+			log = append(log, fmt.Sprintf("%v delay %s's cluster packets by %v each way for %v", at, victim.Name, delay, hold))
+			p := newDelayedLink(t, victim, delay)
+			time.Sleep(hold)
+			p.heal()
+		default:
+			log = append(log, fmt.Sprintf("%v kill -9 %s, purge it, start it: it rejoins", at, victim.Name))
+			purgeAndRejoin(t, nodes, victim, index[victim.Name], now, record, unknown)
 		}
 	}
 	waitFormed(t, nodes, 30*time.Second)
@@ -240,8 +422,8 @@ func TestControlPlaneLinearizable(t *testing.T) {
 	t.Logf("faults:\n%s", strings.Join(log, "\n"))
 	counts := map[string]int{}
 	for _, op := range history {
-		k := op.Input.(modeOp).kind
-		if op.Output.(modeResult).unknown {
+		k := op.Input.(cpOp).kind
+		if op.Output.(cpResult).unknown {
 			k += " (outcome unknown)"
 		}
 		counts[k]++
@@ -251,20 +433,62 @@ func TestControlPlaneLinearizable(t *testing.T) {
 		summary = append(summary, fmt.Sprintf("%s %d", k, counts[k]))
 	}
 	t.Logf("%d operations: %s", len(history), strings.Join(summary, ", "))
-	if counts["get"] == 0 || counts["list"] == 0 || counts["set"] == 0 {
-		t.Fatalf("the history lacks an operation kind: %v", counts)
+	for _, k := range []string{"get", "list", "set", "assign", "channels"} {
+		if counts[k] == 0 {
+			t.Fatalf("the history lacks %s operations: %v", k, counts)
+		}
 	}
-	result, info := porcupine.CheckOperationsVerbose(modeModel, history, 2*time.Minute)
+	model := cpModel.ToModel()
+	result, info := porcupine.CheckOperationsVerbose(model, history, 2*time.Minute)
 	if result != porcupine.Ok {
 		path := filepath.Join(os.TempDir(), fmt.Sprintf("sorad-linearizability-seed%d-%d.html", seed, time.Now().Unix()))
-		if err := porcupine.VisualizePath(modeModel, info, path); err != nil {
+		if err := porcupine.VisualizePath(model, info, path); err != nil {
 			t.Logf("visualize: %v", err)
 		}
 		var dump strings.Builder
 		for _, op := range history {
-			fmt.Fprintf(&dump, "%d %d %d %s\n", op.ClientId, op.Call, op.Return, modeModel.DescribeOperation(op.Input, op.Output))
+			fmt.Fprintf(&dump, "%d %d %d %s\n", op.ClientId, op.Call, op.Return, model.DescribeOperation(op.Input, op.Output))
 		}
 		_ = os.WriteFile(strings.TrimSuffix(path, ".html")+".txt", []byte(dump.String()), 0o644)
 		t.Fatalf("the history is %s (seed %d); visualization: %s", result, seed, path)
 	}
+}
+
+// purgeAndRejoin kills victim, purges it through a live node once that node
+// sees it down, and starts it again: purged, it joins the cluster again
+// through its contact_node_name_list. The purge and the join are recorded
+// as operations (the join from the start to when a live node lists it
+// registered).
+func purgeAndRejoin(t *testing.T, nodes []*harness.Node, victim *harness.Node, node int, now func() int64,
+	record func(int, cpOp, int64, cpResult, int64), unknown func(int, cpOp, int64)) {
+	t.Helper()
+	const client = 3
+	victim.Kill()
+	live := except(nodes, victim)[0]
+	harness.Eventually(t, 15*time.Second, live.Name+" seeing "+victim.Name+" down", func() bool {
+		e, ok := entry(listNodes(live, true), victim.Name)
+		return ok && !e.Connected
+	})
+	call := now()
+	resp, err := live.Call(targetPurge20220629, map[string]string{"target_node_name": victim.Name})
+	switch {
+	case err == nil && resp.Status == 200:
+		record(client, cpOp{kind: "purge", node: node}, call, cpResult{}, now())
+	case err == nil && resp.Status == 400:
+		t.Logf("purge of %s refused: %s", victim.Name, resp.Body) // nothing proposed
+	default:
+		unknown(client, cpOp{kind: "purge", node: node}, call)
+	}
+	call = now()
+	victim.Start()
+	harness.Eventually(t, 30*time.Second, victim.Name+" registered again", func() bool {
+		r, err := live.Call(targetListClusterNodes, map[string]bool{"consistent": true})
+		var list []nodeEntry
+		if err != nil || r.Status != 200 || r.JSON(&list) != nil {
+			return false
+		}
+		e, ok := entry(list, victim.Name)
+		return ok && e.Mode != "" && e.Mode != "initial"
+	})
+	record(client, cpOp{kind: "join", node: node}, call, cpResult{}, now())
 }

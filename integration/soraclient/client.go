@@ -248,6 +248,7 @@ type trackCounter struct {
 type Client struct {
 	opts Options
 	log  *slog.Logger
+	url  string // see URL
 
 	ctx    context.Context // lifetime; cancelled by Close
 	cancel context.CancelFunc
@@ -453,6 +454,7 @@ func (c *Client) connect(ctx context.Context) error {
 		}
 		if typ == "offer" {
 			offer = raw
+			c.url = url
 			break
 		}
 		// redirect
@@ -1046,6 +1048,10 @@ func (c *Client) writeJSON(v any) error {
 
 // ConnectionID returns the connection_id of the offer.
 func (c *Client) ConnectionID() string { return c.connectionID }
+
+// URL is the signaling URL that sent the offer: the node that admitted the
+// connect, after any redirects.
+func (c *Client) URL() string { return c.url }
 
 // Offer returns a fresh copy of the offer message as received.
 func (c *Client) Offer() map[string]any {
