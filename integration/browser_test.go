@@ -114,6 +114,14 @@ type browserRun struct {
 		PlainID      string `json:"plain_id"`
 		WithHeaderID string `json:"with_header_id"`
 	} `json:"messaging"`
+	Churn []struct {
+		Publisher    string `json:"publisher"`
+		Tracks       bool   `json:"tracks"`
+		FramesBefore int    `json:"frames_before"`
+		FramesAfter  int    `json:"frames_after"`
+		MLines       int    `json:"mlines"`
+		Removed      bool   `json:"removed"`
+	} `json:"churn"`
 	Joins []struct {
 		ConnectMS        float64 `json:"connect_ms"`
 		TrackMS          float64 `json:"track_ms"`
@@ -611,6 +619,7 @@ func TestBrowser(t *testing.T) {
 			}
 		}},
 		{"redirect", 2, checkRedirect},
+		{"publisher-churn", 1, checkPublisherChurn},
 		{"datachannel-signaling", 1, checkDataChannelSignaling},
 		{"messaging", 1, checkMessaging},
 		{"simulcast", 1, checkSimulcast},
@@ -622,6 +631,27 @@ func TestBrowser(t *testing.T) {
 			sc.check(t, run)
 		})
 	}
+}
+
+// checkPublisherChurn judges the publisher-churn scenario: the recvonly got
+// each publisher's tracks, decoded more of its video, saw its tracks
+// removed when it left, and kept the m-lines it had with the first.
+func checkPublisherChurn(t *testing.T, r *browserRun) {
+	sub := r.peer(t, "recvonly")
+	checkNoDisconnect(t, sub)
+	if len(r.Churn) != 3 {
+		t.Fatalf("churn results: %+v, want three publishers", r.Churn)
+	}
+	for i, c := range r.Churn {
+		if !c.Tracks || c.FramesAfter <= c.FramesBefore+10 || !c.Removed {
+			t.Errorf("publisher %d (%s): tracks %v, video frames decoded %d -> %d, tracks removed %v; want tracks, more than 10 frames more, removed",
+				i, c.Publisher, c.Tracks, c.FramesBefore, c.FramesAfter, c.Removed)
+		}
+		if c.MLines != r.Churn[0].MLines {
+			t.Errorf("publisher %d: the recvonly has %d m-lines, %d with the first: m-lines not reused", i, c.MLines, r.Churn[0].MLines)
+		}
+	}
+	t.Logf("publisher churn: %+v", r.Churn)
 }
 
 // checkSimulcast judges the simulcast scenario: the publisher was offered

@@ -65,8 +65,12 @@ type connection struct {
 	pubMu     sync.Mutex
 	published map[string]*published // by mid
 
-	downMu sync.Mutex
-	down   map[string]*downTrack // by published track ID
+	downMu  sync.Mutex
+	down    map[string]*downTrack // by published track ID
+	parked  []*sendSlot           // m-lines waiting for a track of their kind
+	parkedN int                   // parked tracks made, for their ids
+	// starting: tracks on reused m-lines waiting for the client's answer.
+	starting []*downTrack
 
 	metaMu     sync.Mutex
 	notifyMeta json.RawMessage // signaling notify metadata; the metadata APIs change it

@@ -408,6 +408,49 @@ func TestLeaseLostStopsServing(t *testing.T) {
 	_ = again.Close()
 }
 
+// TestMLinesReused: a receiver that stays while publishers come and go one
+// after another keeps the m-lines of the most tracks it received at once:
+// a publisher's m-lines are parked when it leaves and carry the next one's
+// tracks, whose media arrives under the new publisher's stream id.
+func TestMLinesReused(t *testing.T) {
+	fc := newFakeCluster()
+	_, url := startMedia(t, fc)
+	sub, err := connect(t, url, soraclient.Options{ChannelID: "reuse", Role: "recvonly", Audio: true, Video: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mlines := func() int { return strings.Count(sub.PeerConnection().RemoteDescription().SDP, "\nm=") }
+	first := 0
+	for round := range 5 {
+		pub, err := connect(t, url, soraclient.Options{ChannelID: "reuse", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kind := range []string{"audio", "video"} {
+			if err := sub.WaitPackets(ctx, pub.ConnectionID(), kind, 5); err != nil {
+				t.Fatalf("round %d: no %s from the publisher: %v (received: %v)", round, kind, err, sub.Received())
+			}
+		}
+		if round == 0 {
+			first = mlines()
+		} else if got := mlines(); got != first {
+			t.Fatalf("round %d: %d m-lines, want %d as in the first round: parked m-lines not reused", round, got, first)
+		}
+		_ = pub.Close()
+		// The re-offer that parks the publisher's m-lines, answered.
+		for strings.Contains(sub.PeerConnection().RemoteDescription().SDP, pub.ConnectionID()) {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("round %d: the publisher's tracks are still offered", round)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	t.Logf("%d m-lines after five publishers", mlines())
+}
+
 // TestPauseAndLayersInProcess drives the channel operations on live
 // connections without a cluster: a pause stops the video one receiver
 // gets, and the model refuses what it must.

@@ -22,7 +22,10 @@ type negotiation struct {
 	offerPending bool              // an offer or re-offer awaits its answer
 	needReoffer  bool              // something changed while an offer was pending
 	mid          map[string]string // the client's upstream m-lines, from the first offer
-	videoBitRate atomic.Int64      // kbps the client may send video at
+	// offersMade counts the offers created; offersAnswered is the count
+	// when the last answer was applied (see sendSlot).
+	offersMade, offersAnswered atomic.Uint64
+	videoBitRate               atomic.Int64 // kbps the client may send video at
 	// earlyChecks holds the client's connectivity checks that arrive
 	// before its answer, from the first offer until ICE starts checking,
 	// then nudges the client after its checks are answered until ICE is
@@ -167,6 +170,7 @@ func (c *connection) offerLocked(first bool) {
 	if c.ctx.Err() != nil {
 		return
 	}
+	c.offersMade.Add(1) // before the offer: an m-line parked from now on may be in it, or not
 	offer, err := c.pc.CreateOffer(nil)
 	if err == nil {
 		gathered := webrtc.GatheringCompletePromise(c.pc)
@@ -311,6 +315,8 @@ func (c *connection) onAnswer(a signaling.Answer) error {
 		c.log.Warn("client does not support the codec of a forwarded track", "error", err)
 	}
 	c.offerPending = false
+	c.offersAnswered.Store(c.offersMade.Load())
+	c.startReused()
 	if c.isEstablished() {
 		// Tracks a re-answer added need a key frame to start decoding;
 		// those of the first answer ask once the connection is up (a key

@@ -5,6 +5,8 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -30,10 +32,55 @@ type published struct {
 
 // downTrack is a published track this connection receives.
 type downTrack struct {
-	pub    *published
-	fwd    *forward.Down
-	sender *webrtc.RTPSender
+	pub  *published
+	fwd  *forward.Down
+	slot *sendSlot
+	// startAfter: on a reused m-line, the offers made before the one that
+	// carries this track (see startReused).
+	startAfter uint64
 }
+
+// sendSlot is one of a connection's sendonly m-lines: it carries a
+// forwarded track, or is parked until a track of its kind comes. Reusing
+// parked m-lines keeps a long-lived receiver's m-lines at the most tracks
+// it received at once, however many publishers came and went.
+//
+// A parked m-line carries a parkedTrack: it keeps its SSRC and says
+// a=msid:- (a track in no stream), so the client's track leaves the
+// publisher's stream (browsers: removetrack; the receiver stays). A slot
+// is reused only once the client has answered an offer in which it was
+// parked, and the new track's packets wait for the answer to the offer
+// that names it (a=msid with the new publisher's stream): browsers fire
+// track for the new stream; a pion-based client sees the track's stream
+// id change.
+type sendSlot struct {
+	tr   *webrtc.RTPTransceiver
+	kind webrtc.RTPCodecType
+	cur  atomic.Pointer[downTrack] // nil while parked
+	last *forward.Down             // the last track it carried
+	// parkedAfter is the number of offers made when the slot was parked:
+	// an answer to a later offer has seen it parked.
+	parkedAfter uint64
+}
+
+// parkedTrack is what a parked m-line carries: no packets, no stream.
+type parkedTrack struct {
+	id   string
+	kind webrtc.RTPCodecType
+}
+
+func (p *parkedTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	codecs := ctx.CodecParameters()
+	if len(codecs) == 0 {
+		return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+	}
+	return codecs[0], nil
+}
+func (p *parkedTrack) Unbind(webrtc.TrackLocalContext) error { return nil }
+func (p *parkedTrack) ID() string                            { return p.id }
+func (p *parkedTrack) RID() string                           { return "" }
+func (p *parkedTrack) StreamID() string                      { return "-" }
+func (p *parkedTrack) Kind() webrtc.RTPCodecType             { return p.kind }
 
 // onTrack runs when the client starts sending a stream: the first stream of
 // an m-line publishes the track to the session; each stream (a simulcast
@@ -144,26 +191,79 @@ func (c *connection) receive(p *published) {
 	fwd := p.track.NewDown(sender.id, p.track.Kind().String()+"-"+sender.id, func(from, to int, byRequest bool) {
 		c.simulcastSwitched(sender, from, to, byRequest)
 	})
-	// A transceiver of its own, never AddTrack: AddTrack may take over the
-	// connection's upstream (server-recvonly) transceivers before the first
-	// answer. Removed tracks leave their m-line inactive; pion does not
-	// recycle it once the client answered inactive, so a long-lived
-	// connection in a busy channel accumulates m-lines. The m-line offers
-	// every codec (see videoCodecsPreferring); the down track binds to the
-	// publisher's codec among those the client answered.
-	tr, err := c.pc.AddTransceiverFromTrack(fwd, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	if err != nil {
-		c.downMu.Unlock()
-		c.log.Warn("add forwarded track", "track", p.track.ID(), "error", err)
-		return
+	d := &downTrack{pub: p, fwd: fwd}
+	d.slot = c.reuseSlot(fwd)
+	reused := d.slot != nil
+	if !reused {
+		// A transceiver of its own, never AddTrack: AddTrack may take over
+		// the connection's upstream (server-recvonly) transceivers before
+		// the first answer. The m-line offers every codec (see
+		// videoCodecsPreferring); the down track binds to the publisher's
+		// codec among those the client answered.
+		tr, err := c.pc.AddTransceiverFromTrack(fwd, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			c.downMu.Unlock()
+			c.log.Warn("add forwarded track", "track", p.track.ID(), "error", err)
+			return
+		}
+		d.slot = &sendSlot{tr: tr, kind: fwd.Kind()}
+		slot := d.slot
+		c.spawn(func() { c.readReceiverRTCP(slot) })
 	}
-	d := &downTrack{pub: p, fwd: fwd, sender: tr.Sender()}
+	d.slot.cur.Store(d)
 	c.down[p.track.ID()] = d
+	if reused {
+		// The m-line's sender runs: the track's packets wait for the
+		// answer that gives the client the new track.
+		d.startAfter = c.offersMade.Load()
+		c.starting = append(c.starting, d)
+	}
 	c.downMu.Unlock()
 	c.session.route(c, d)
-	p.track.Add(fwd)
-	c.spawn(func() { c.readReceiverRTCP(d) })
+	if !reused {
+		p.track.Add(fwd)
+	}
 	c.negotiate()
+}
+
+// reuseSlot puts fwd on a parked m-line of its kind that the client has
+// seen parked, if there is one. downMu is held.
+func (c *connection) reuseSlot(fwd *forward.Down) *sendSlot {
+	answered := c.offersAnswered.Load()
+	for i, slot := range c.parked {
+		if slot.kind != fwd.Kind() || answered <= slot.parkedAfter {
+			continue
+		}
+		fwd.ContinueFrom(slot.last)
+		if err := slot.tr.Sender().ReplaceTrack(fwd); err != nil {
+			// The client did not negotiate the publisher's codec on this
+			// m-line: a new one offers every codec again.
+			c.log.Debug("reuse m-line", "mid", slot.tr.Mid(), "error", err)
+			continue
+		}
+		c.parked = slices.Delete(c.parked, i, i+1)
+		return slot
+	}
+	return nil
+}
+
+// startReused starts forwarding on the reused m-lines whose new track the
+// client has now answered. negMu is held.
+func (c *connection) startReused() {
+	answered := c.offersAnswered.Load()
+	c.downMu.Lock()
+	var ready []*downTrack
+	c.starting = slices.DeleteFunc(c.starting, func(d *downTrack) bool {
+		if answered > d.startAfter {
+			ready = append(ready, d)
+			return true
+		}
+		return false
+	})
+	c.downMu.Unlock()
+	for _, d := range ready {
+		d.pub.track.Add(d.fwd)
+	}
 }
 
 // stopReceiving stops forwarding a track to this connection.
@@ -171,17 +271,32 @@ func (c *connection) stopReceiving(p *published) {
 	c.downMu.Lock()
 	d, ok := c.down[p.track.ID()]
 	delete(c.down, p.track.ID())
+	if ok {
+		c.starting = slices.DeleteFunc(c.starting, func(s *downTrack) bool { return s == d })
+	}
 	c.downMu.Unlock()
 	if !ok {
 		return
 	}
 	p.track.Remove(d.fwd)
+	d.slot.cur.Store(nil)
 	if c.ctx.Err() != nil {
 		return
 	}
-	if err := c.pc.RemoveTrack(d.sender); err != nil {
-		c.log.Debug("remove forwarded track", "track", p.track.ID(), "error", err)
+	c.downMu.Lock()
+	c.parkedN++
+	parked := &parkedTrack{id: "parked-" + strconv.Itoa(c.parkedN), kind: d.slot.kind}
+	c.downMu.Unlock()
+	if err := d.slot.tr.Sender().ReplaceTrack(parked); err != nil {
+		// Not parked: the m-line stays with nothing on it.
+		c.log.Debug("park m-line", "track", p.track.ID(), "error", err)
+		c.negotiate()
+		return
 	}
+	d.slot.parkedAfter, d.slot.last = c.offersMade.Load(), d.fwd
+	c.downMu.Lock()
+	c.parked = append(c.parked, d.slot)
+	c.downMu.Unlock()
 	c.negotiate()
 }
 
@@ -211,12 +326,16 @@ func (d *downTrack) apply(rt channel.Route, ok bool) {
 // readReceiverRTCP relays this receiver's key frame requests to the
 // publisher (throttled) and answers its NACKs from the published stream's
 // history.
-func (c *connection) readReceiverRTCP(d *downTrack) {
+func (c *connection) readReceiverRTCP(slot *sendSlot) {
 	var seqs []uint16
 	for {
-		pkts, _, err := d.sender.ReadRTCP()
+		pkts, _, err := slot.tr.Sender().ReadRTCP()
 		if err != nil {
 			return
+		}
+		d := slot.cur.Load()
+		if d == nil {
+			continue // parked
 		}
 		for _, p := range pkts {
 			switch p := p.(type) {

@@ -309,6 +309,42 @@ const scenarios = {
     await connectPeer(joiner, "recvonly", ch);
   },
 
+  // One recvonly stays while three sendonly publishers come and go one
+  // after another (sorad reuses the m-lines of one for the next): it gets
+  // each one's tracks, decodes its video, and sees them removed when it
+  // leaves; its m-lines are counted after each.
+  async "publisher-churn"() {
+    const ch = "browser-publisher-churn";
+    const sub = await openPeer("recvonly");
+    await connectPeer(sub, "recvonly", ch);
+    result.churn = [];
+    const frames = (s, id) => Math.max(0, ...s.inbound.filter((x) => x.kind === "video" && x.stream_id === id).map((x) => x.frames_decoded ?? 0));
+    for (let i = 0; i < 3; i++) {
+      const pub = await openPeer(`sendonly-${i}`);
+      const id = await connectPeer(pub, "sendonly", ch);
+      const tracks = await waitFor(`recvonly has audio+video tracks of sendonly-${i}`, 15_000, (s) =>
+        ["audio", "video"].every((k) => s.recvonly.tracks.some((t) => t.kind === k && t.stream_id === id)));
+      // Decoding: the frames decoded on the m-line that now carries id
+      // go up (a reused m-line's count starts with the earlier ones').
+      let before = await sub.page.evaluate(() => window.sampleStats());
+      const until = Date.now() + 15_000;
+      let after = before;
+      while (Date.now() < until) {
+        await sleep(1_000);
+        after = await sub.page.evaluate(() => window.sampleStats());
+        if (frames(after, id) > frames(before, id) + 10) break;
+      }
+      const mlines = await sub.page.evaluate(() => window.remoteMLines());
+      result.churn.push({ publisher: id, tracks, frames_before: frames(before, id), frames_after: frames(after, id), mlines });
+      step(`sendonly-${i}: ${JSON.stringify(result.churn[i])}`);
+      await pub.page.evaluate(() => window.soraDisconnect());
+      peers.delete(pub.name);
+      await pub.page.close();
+      result.churn[i].removed = await waitFor(`recvonly saw sendonly-${i}'s tracks removed`, 10_000, (s) =>
+        s.recvonly.removed_tracks.filter((t) => t.stream_id === id).length >= 2);
+    }
+  },
+
   // A sendonly and a recvonly: the recvonly decodes the sender's media.
   async "sendonly-recvonly"() {
     const ch = "browser-sendonly-recvonly";

@@ -860,21 +860,32 @@ func (c *Client) logNegotiatedCodecs() {
 }
 
 func (c *Client) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-	key := track.StreamID() + "/" + track.Kind().String()
-	c.tracksMu.Lock()
-	tc, ok := c.tracks[key]
-	if !ok {
-		tc = &trackCounter{}
-		c.tracks[key] = tc
+	counter := func(streamID string) *trackCounter {
+		key := streamID + "/" + track.Kind().String()
+		c.tracksMu.Lock()
+		defer c.tracksMu.Unlock()
+		tc, ok := c.tracks[key]
+		if !ok {
+			tc = &trackCounter{}
+			c.tracks[key] = tc
+		}
+		tc.ssrc.Store(uint32(track.SSRC()))
+		c.log.Debug("soraclient: remote track", "key", key, "codec", track.Codec().MimeType)
+		return tc
 	}
-	c.tracksMu.Unlock()
-	tc.ssrc.Store(uint32(track.SSRC()))
-	c.log.Debug("soraclient: remote track", "key", key, "codec", track.Codec().MimeType)
+	streamID := track.StreamID()
+	tc := counter(streamID)
 	c.goroutine(func(context.Context) {
 		for {
 			pkt, _, err := track.ReadRTP()
 			if err != nil {
 				return
+			}
+			// An m-line the server reuses for another publisher's track
+			// keeps its SSRC: pion changes the track's stream id (from
+			// the offer's a=msid) and fires no new OnTrack.
+			if id := track.StreamID(); id != streamID {
+				streamID, tc = id, counter(id)
 			}
 			now := time.Now()
 			tc.firstNano.CompareAndSwap(0, now.UnixNano())

@@ -95,6 +95,24 @@ func (d *Down) Unbind(webrtc.TrackLocalContext) error {
 	return nil
 }
 
+// ContinueFrom makes d, which has sent nothing yet, continue prev's
+// sequence numbers and timestamps: the two go to one receiver on the same
+// SSRC (an m-line reused for another publisher's track), whose SRTP replay
+// protection would drop packets numbered behind prev's for as long as it
+// takes to catch up.
+func (d *Down) ContinueFrom(prev *Down) {
+	prev.mu.Lock()
+	started, seq, ts, at := prev.started, prev.lastSeq, prev.lastTS, prev.lastAt
+	prev.mu.Unlock()
+	if !started {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.started, d.current = true, -1
+	d.lastSeq, d.lastTS, d.lastAt = seq, ts, at
+}
+
 // ID implements webrtc.TrackLocal.
 func (d *Down) ID() string { return d.id }
 

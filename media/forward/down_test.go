@@ -373,3 +373,34 @@ func TestSpeechDetection(t *testing.T) {
 		t.Errorf("%d reports after 1.1 s of voice, want 3", count)
 	}
 }
+
+// TestContinueFrom: a down track that takes over another's SSRC (a reused
+// m-line) goes on with its sequence numbers and timestamps, whatever the
+// new publisher's own; the receiver sees one continuous stream.
+func TestContinueFrom(t *testing.T) {
+	first := newPublisher(t, TrackConfig{Kind: webrtc.RTPCodecTypeVideo, Codec: vp8}, 1)
+	prev, rec, _ := newDown(t, first, 0)
+	first.round(0)
+	first.round()
+	first.round()
+	first.tr.Remove(prev)
+
+	second := newPublisher(t, TrackConfig{Kind: webrtc.RTPCodecTypeVideo, Codec: vp8}, 1)
+	second.seq[0], second.ts[0] = 7, 5 // far behind the first publisher's numbers
+	d := second.tr.NewDown("other", "video-other", func(int, int, bool) {})
+	d.ContinueFrom(prev)
+	codecs := []webrtc.RTPCodecParameters{opus, vp8}
+	codecs[1].PayloadType = 120
+	if _, err := d.Bind(bindContext{codecs: codecs, w: rec}); err != nil {
+		t.Fatal(err)
+	}
+	d.SetRoute(0, false)
+	second.tr.Add(d)
+	second.round()  // not a key frame: a continued track starts at one
+	second.round(0) // key frame
+	second.round()
+	if len(rec.pkts) != 5 {
+		t.Fatalf("%d packets sent, want 3 from the first publisher and 2 from the second (from its key frame)", len(rec.pkts))
+	}
+	checkContinuous(t, rec, 120)
+}

@@ -294,4 +294,6 @@ window.soraDisconnect = async () => {
 
 window.addEventListener("error", (e) => state.errors.push(`error: ${e.message}`));
 window.addEventListener("unhandledrejection", (e) => state.errors.push(`unhandledrejection: ${e.reason}`));
+// remoteMLines counts the m-lines of the remote description.
+window.remoteMLines = () => ((conn && conn.pc && conn.pc.remoteDescription && conn.pc.remoteDescription.sdp) || "").split(/\r?\nm=/).length - 1;
 window.peerReady = true;
