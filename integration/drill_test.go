@@ -595,34 +595,16 @@ func newPartition(t *testing.T, n *harness.Node) *partition {
 
 // newLossyLink drops each of a node's cluster-port packets, both ways, with
 // the given probability (1: a partition), in a chain of the test's own.
-// (This kernel has no netem, so there is loss but no delay.)
 func newLossyLink(t *testing.T, n *harness.Node, probability float64) *partition {
 	t.Helper()
 	if _, err := exec.LookPath("iptables"); err != nil {
 		skipOrFail(t, "iptables is not installed")
 	}
-	p := &partition{t: t, chain: fmt.Sprintf("SORAD-TEST-%d", time.Now().UnixNano()%1e9)}
-	port := fmt.Sprint(harness.ClusterPort)
 	drop := []string{"-j", "DROP"}
 	if probability < 1 {
 		drop = []string{"-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(probability), "-j", "DROP"}
 	}
-	cmds := [][]string{{"-N", p.chain}}
-	for _, match := range [][]string{
-		{"-s", n.Address, "--dport", port}, {"-s", n.Address, "--sport", port},
-		{"-d", n.Address, "--dport", port}, {"-d", n.Address, "--sport", port},
-	} {
-		cmds = append(cmds, append(append([]string{"-A", p.chain, "-p", "tcp"}, match...), drop...))
-	}
-	cmds = append(cmds, []string{"-I", "INPUT", "-j", p.chain})
-	for _, c := range cmds {
-		if out, err := exec.Command("iptables", c...).CombinedOutput(); err != nil {
-			p.heal()
-			skipOrFail(t, fmt.Sprintf("iptables %s: %v: %s", strings.Join(c, " "), err, out))
-		}
-	}
-	t.Cleanup(p.heal)
-	return p
+	return linkRules(t, n, drop, nil)
 }
 
 // newDelayedLink holds each of a node's cluster-port packets, both ways,
@@ -638,14 +620,24 @@ func newDelayedLink(t *testing.T, n *harness.Node, delay time.Duration) *partiti
 	if err != nil {
 		skipOrFail(t, fmt.Sprintf("netfilter queue for the delay: %v", err))
 	}
-	p := &partition{t: t, chain: fmt.Sprintf("SORAD-TEST-%d", time.Now().UnixNano()%1e9), queue: q}
+	return linkRules(t, n, []string{"-j", "NFQUEUE", "--queue-num", fmt.Sprint(num), "--queue-bypass"}, q)
+}
+
+// delayQueues numbers the netfilter queues of newDelayedLink.
+var delayQueues atomic.Uint32
+
+// linkRules applies action to a node's cluster-port packets, both ways, in
+// a chain of the test's own; heal removes it (and closes queue, if any).
+func linkRules(t *testing.T, n *harness.Node, action []string, queue *nfdelay.Queue) *partition {
+	t.Helper()
+	p := &partition{t: t, chain: fmt.Sprintf("SORAD-TEST-%d", time.Now().UnixNano()%1e9), queue: queue}
 	port := fmt.Sprint(harness.ClusterPort)
 	cmds := [][]string{{"-N", p.chain}}
 	for _, match := range [][]string{
 		{"-s", n.Address, "--dport", port}, {"-s", n.Address, "--sport", port},
 		{"-d", n.Address, "--dport", port}, {"-d", n.Address, "--sport", port},
 	} {
-		cmds = append(cmds, append(append([]string{"-A", p.chain, "-p", "tcp"}, match...), "-j", "NFQUEUE", "--queue-num", fmt.Sprint(num), "--queue-bypass"))
+		cmds = append(cmds, append(append([]string{"-A", p.chain, "-p", "tcp"}, match...), action...))
 	}
 	cmds = append(cmds, []string{"-I", "INPUT", "-j", p.chain})
 	for _, c := range cmds {
@@ -657,9 +649,6 @@ func newDelayedLink(t *testing.T, n *harness.Node, delay time.Duration) *partiti
 	t.Cleanup(p.heal)
 	return p
 }
-
-// delayQueues numbers the netfilter queues of newDelayedLink.
-var delayQueues atomic.Uint32
 
 func (p *partition) heal() {
 	_ = exec.Command("iptables", "-D", "INPUT", "-j", p.chain).Run()
