@@ -350,6 +350,12 @@ func TestControlPlaneLinearizable(t *testing.T) {
 				// The node is down.
 			case errors.As(err, &ce) && ce.Code == 4503 && (ce.Reason == "NODE-NOT-READY" || ce.Reason == "NODE-PURGED"):
 				// Refused before placement: nothing was proposed.
+			case errors.As(err, &ce) && ce.Code == 4503 && strings.HasPrefix(ce.Reason, "BLOCK-NEW-"):
+				// Refused by a node's mode, after placement: whatever it
+				// changed (a hand-over, an assignment) was committed
+				// before the refusal, so the outcome is unknown but done.
+				failures.Add(closeReason(err))
+				record(c, in, call, cpResult{unknown: true}, now())
 			default:
 				failures.Add(closeReason(err))
 				unknown(c, in, call)
