@@ -307,7 +307,7 @@ func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.Co
 		return turnAway(&refusal{"LICENSE-MAX-CONNECTIONS"})
 	}
 	if !m.cluster.LeaseHeld() {
-		// Checked under m.mu: stopServing, which follows the lease's
+		// Checked under m.mu: StopServing, which follows the lease's
 		// end, finds this connection in its session.
 		return turnAway(&refusal{reasonQuorumLost})
 	}
