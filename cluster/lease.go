@@ -52,11 +52,22 @@ type lease struct {
 	mu    sync.Mutex
 	until time.Time // the lease is held before this instant
 	held  bool      // as last reported through changed
-	timer *time.Timer
+	// gained is closed while held, and replaced by an open one when the
+	// lease is lost: WaitLease waits on it.
+	gained chan struct{}
+	timer  *time.Timer
 }
 
 func newLease(timeout time.Duration, changed func(held bool)) *lease {
-	return &lease{timeout: timeout, changed: changed}
+	return &lease{timeout: timeout, changed: changed, gained: make(chan struct{})}
+}
+
+// lost marks the lease not held. l.mu is held.
+func (l *lease) lost() {
+	if l.held {
+		l.held = false
+		l.gained = make(chan struct{})
+	}
 }
 
 // renew extends the lease to LeaseTimeout after sent, the moment the round
@@ -76,7 +87,10 @@ func (l *lease) renew(sent time.Time) {
 		l.timer.Reset(left)
 	}
 	gained := !l.held
-	l.held = true
+	if gained {
+		l.held = true
+		close(l.gained)
+	}
 	l.mu.Unlock()
 	if gained {
 		l.changed(true)
@@ -90,7 +104,7 @@ func (l *lease) expire() {
 		l.mu.Unlock()
 		return
 	}
-	l.held = false
+	l.lost()
 	l.mu.Unlock()
 	l.changed(false)
 }
@@ -107,7 +121,8 @@ func (l *lease) drop() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	held := l.held
-	l.until, l.held = time.Time{}, false
+	l.until = time.Time{}
+	l.lost()
 	return held
 }
 
@@ -118,7 +133,15 @@ func (l *lease) stop() {
 		l.timer.Stop()
 	}
 	l.until = time.Time{}
-	l.held = false
+	l.lost()
+}
+
+// state reports whether the lease is held now, and the channel closed
+// once it is gained (already closed while held).
+func (l *lease) state() (bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Now().Before(l.until), l.gained
 }
 
 // LeaseHeld reports whether this node may serve its channels now: it made
@@ -128,14 +151,22 @@ func (c *Cluster) LeaseHeld() bool { return c.lease.valid() }
 // WaitLease waits, within ctx, until this node holds its lease (a node just
 // started, or back from a partition, gets it within a renewal).
 func (c *Cluster) WaitLease(ctx context.Context) bool {
-	for !c.lease.valid() {
+	for {
+		valid, gained := c.lease.state()
+		if valid {
+			return true
+		}
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(10 * time.Millisecond):
+		case <-gained:
+			// Gained, or held until the expiry that is due: look again
+			// once that has run.
+			if !sleepCtx(ctx, time.Millisecond) {
+				return false
+			}
 		}
 	}
-	return true
 }
 
 // OnLeaseLost sets what this node does when its lease ends: close the
