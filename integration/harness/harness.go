@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,10 +127,25 @@ func moduleRoot() (string, error) {
 // no two nodes of a test run share one.
 var addresses atomic.Int32
 
+// addressBase is the third octet of the first address: 10, or
+// SORAD_TEST_ADDRESS_BASE (11-200) so that two test runs on one machine
+// (a developer's run beside CI's) use addresses apart.
+var addressBase = sync.OnceValue(func() int {
+	v := os.Getenv("SORAD_TEST_ADDRESS_BASE")
+	if v == "" {
+		return 10
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 11 || n > 200 {
+		panic(fmt.Sprintf("SORAD_TEST_ADDRESS_BASE=%q: want a number from 11 to 200", v))
+	}
+	return n
+})
+
 // NextAddress returns a loopback address no other node of this run uses.
 func NextAddress() string {
 	n := addresses.Add(1) - 1
-	return fmt.Sprintf("127.0.%d.%d", 10+n/250, 1+n%250)
+	return fmt.Sprintf("127.0.%d.%d", addressBase()+int(n)/250, 1+n%250)
 }
 
 // Harness owns the nodes of one test.
