@@ -39,9 +39,10 @@ type browserSetup struct {
 	chromium string
 }
 
-// browserPrereqs finds chromium, node, unshare, ip, the npm packages and
-// the right to make a namespace. When something is missing the test is
-// skipped, loudly, unless CI is set: then it fails.
+// browserPrereqs finds chromium, node, unshare, ip, the npm packages
+// (which TestMain installs when npm is there) and the right to make a
+// namespace. When something is missing the test is skipped, loudly,
+// unless CI is set: then it fails.
 func browserPrereqs(t testing.TB) browserSetup {
 	t.Helper()
 	var missing []string
@@ -58,17 +59,8 @@ func browserPrereqs(t testing.TB) browserSetup {
 			missing = append(missing, tool)
 		}
 	}
-	for _, f := range []string{"node_modules/sora-js-sdk/dist/sora.js", "node_modules/playwright-core/package.json"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			missing = append(missing, "integration/browser/"+f+" (cd integration/browser && npm ci)")
-			break
-		}
-	}
-	if len(missing) == 0 {
-		var pkg struct{ Version string }
-		if b, err := os.ReadFile(filepath.Join(dir, "node_modules/sora-js-sdk/package.json")); err != nil || json.Unmarshal(b, &pkg) != nil || pkg.Version != sdkVersion {
-			missing = append(missing, fmt.Sprintf("sora-js-sdk %s in integration/browser/node_modules (found %q; run npm ci)", sdkVersion, pkg.Version))
-		}
+	if browserPackagesErr != nil {
+		missing = append(missing, browserPackagesErr.Error())
 	}
 	if len(missing) == 0 {
 		out, err := exec.Command("unshare", "--net", "--pid", "--fork", "--kill-child", "ip", "link", "set", "lo", "up").CombinedOutput()
@@ -77,11 +69,7 @@ func browserPrereqs(t testing.TB) browserSetup {
 		}
 	}
 	if len(missing) > 0 {
-		msg := "SKIPPED: the browser end-to-end tests need: " + strings.Join(missing, "; ")
-		if os.Getenv("CI") == "" {
-			t.Skip(msg)
-		}
-		t.Fatalf("CI is set, so this is a failure, not a skip. %s", msg)
+		skipOrFail(t, "the browser end-to-end tests need: "+strings.Join(missing, "; "))
 	}
 	return s
 }

@@ -753,16 +753,6 @@ func pairAgain(t *testing.T, ctx context.Context, nodes []*harness.Node, channel
 	return pub, sub
 }
 
-// skipOrFail skips a test whose tool is missing, loudly, unless CI is set.
-func skipOrFail(t *testing.T, why string) {
-	t.Helper()
-	if ciSet() {
-		t.Fatalf("CI is set, so this is a failure, not a skip: %s", why)
-	}
-	t.Skipf("SKIPPED: %s", why)
-}
-
-func ciSet() bool { return os.Getenv("CI") != "" }
 
 // setMode changes a node's mode and waits until every node lists it.
 func setMode(t *testing.T, nodes []*harness.Node, n *harness.Node, mode string) {

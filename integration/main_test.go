@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,6 +24,23 @@ import (
 )
 
 var soradBin string
+
+// browserPackagesErr says what is wrong with the browser tests' npm
+// packages after TestMain's attempt to install them; nil when in place.
+var browserPackagesErr error
+
+// prepareBrowserTests installs the browser tests' npm packages when
+// Chromium is there to use them.
+func prepareBrowserTests() error {
+	if _, err := exec.LookPath("chromium"); err != nil {
+		return nil // browserPrereqs reports the missing browser
+	}
+	dir, err := filepath.Abs("browser")
+	if err != nil {
+		return err
+	}
+	return installBrowserPackages(context.Background(), dir)
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "sorad-integration-")
@@ -37,6 +56,7 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	browserPackagesErr = prepareBrowserTests()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
