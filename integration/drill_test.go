@@ -753,7 +753,6 @@ func pairAgain(t *testing.T, ctx context.Context, nodes []*harness.Node, channel
 	return pub, sub
 }
 
-
 // setMode changes a node's mode and waits until every node lists it.
 func setMode(t *testing.T, nodes []*harness.Node, n *harness.Node, mode string) {
 	t.Helper()
