@@ -1053,6 +1053,11 @@ flag (--<key> <value> or --<key>=<value>).
                    is read if it exists; an empty path reads no file
   -h, --help       print this text and exit
 
+Subcommands (each has its own --help):
+  sorad status | nodes | channels | version   ask a running node's API
+  sorad tls ...     cluster secrets, CA and node certificates
+  sorad token ...   signed access tokens for signaling
+
 Keys:
 `, envPrefix, envName(configKey), defaultConfigFile)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -18,6 +18,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -44,6 +45,16 @@ func main() {
 		if err := runToken(os.Args[2:], os.LookupEnv, os.Stdout); err != nil && !errors.Is(err, errHelp) {
 			fmt.Fprintln(os.Stderr, "sorad token:", err)
 			os.Exit(2)
+		}
+		return
+	}
+	if len(os.Args) > 1 && slices.Contains(opsCommands, os.Args[1]) {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		err := runOps(ctx, os.Args[1], os.Args[2:], os.LookupEnv, os.Stdout)
+		stop()
+		if err != nil && !errors.Is(err, errHelp) {
+			fmt.Fprintf(os.Stderr, "sorad %s: %v\n", os.Args[1], err)
+			os.Exit(1)
 		}
 		return
 	}
