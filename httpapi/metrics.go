@@ -110,6 +110,7 @@ var (
 	descFwdPackets  = prometheus.NewDesc("sorad_forwarded_packets_total", "RTP packets received from publishers and forwarded.", nil, nil)
 	descFwdBytes    = prometheus.NewDesc("sorad_forwarded_bytes_total", "RTP bytes received from publishers and forwarded.", nil, nil)
 	descNACKs       = prometheus.NewDesc("sorad_nacks_received_total", "NACK feedback messages from receivers.", nil, nil)
+	descRecvLost    = prometheus.NewDesc("sorad_receiver_lost_packets_total", "RTP packets that receivers reported lost in their RTCP receiver reports (before any retransmission repaired them).", nil, nil)
 	descResent      = prometheus.NewDesc("sorad_retransmitted_packets_total", "RTP packets sent again to receivers that reported them lost (NACK).", nil, nil)
 	descPLIs        = prometheus.NewDesc("sorad_plis_received_total", "PLI and FIR from receivers.", nil, nil)
 	descPLIsSent    = prometheus.NewDesc("sorad_keyframe_requests_sent_total", "Key frame requests (PLI) sent to publishers.", nil, nil)
@@ -123,7 +124,7 @@ var (
 type mediaCollector struct{ med Media }
 
 func (c *mediaCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descResent, descPLIs, descPLIsSent, descUAStatsDrop, descMessages, descMsgDropped, descWebhooks} {
+	for _, d := range []*prometheus.Desc{descConnections, descSessions, descTracks, descConnTotal, descFwdPackets, descFwdBytes, descNACKs, descRecvLost, descResent, descPLIs, descPLIsSent, descUAStatsDrop, descMessages, descMsgDropped, descWebhooks} {
 		ch <- d
 	}
 }
@@ -147,6 +148,7 @@ func (c *mediaCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFwdPackets, k.ForwardedPackets)
 	counter(descFwdBytes, k.ForwardedBytes)
 	counter(descNACKs, k.NACKsReceived)
+	counter(descRecvLost, k.ReceiverLost)
 	counter(descResent, k.RetransmittedPackets)
 	counter(descPLIs, k.PLIsReceived)
 	counter(descPLIsSent, k.PLIsSent)

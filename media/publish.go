@@ -328,6 +328,7 @@ func (d *downTrack) apply(rt channel.Route, ok bool) {
 // history.
 func (c *connection) readReceiverRTCP(slot *sendSlot) {
 	var seqs []uint16
+	lost := receiverLoss{}
 	for {
 		pkts, _, err := slot.tr.Sender().ReadRTCP()
 		if err != nil {
@@ -346,10 +347,40 @@ func (c *connection) readReceiverRTCP(slot *sendSlot) {
 				c.m.stats.nacksReceived.Add(1)
 				seqs = nackedSequences(p, seqs[:0])
 				d.fwd.Resend(seqs)
+			case *rtcp.ReceiverReport:
+				for _, r := range p.Reports {
+					c.m.stats.receiverLost.Add(lost.add(r.SSRC, r.TotalLost))
+				}
 			}
 		}
 	}
 }
+
+// receiverLoss turns the cumulative lost counts of one receiver's reports
+// into increments, per source it reports on. A slot sends one SSRC at a
+// time; the map is cleared past a few so that it stays small.
+type receiverLoss map[uint32]uint32
+
+// add records a report's cumulative count for ssrc and returns how many
+// more packets it says were lost since the last report: 0 for the first
+// report of a source, and when the count went down (duplicates make it
+// so) or jumped by more than maxLossStep (the 24-bit count is signed, and a
+// negative one reads as huge).
+func (l receiverLoss) add(ssrc, total uint32) int64 {
+	last, seen := l[ssrc]
+	if !seen && len(l) >= 4 {
+		clear(l)
+	}
+	l[ssrc] = total
+	if !seen || total <= last || total-last > maxLossStep {
+		return 0
+	}
+	return int64(total - last)
+}
+
+// maxLossStep is the largest increase of a receiver's cumulative lost
+// count taken as real between two reports.
+const maxLossStep = 1 << 16
 
 // nackedSequences appends the sequence numbers a NACK names to dst, at most
 // maxNACKed: a NACK can name 17 per pair and carry many pairs, and a

@@ -22,6 +22,7 @@ type Stats struct {
 	tracks                atomic.Int64     // published tracks being forwarded
 	forwarded             forward.Counters // RTP packets and bytes received from publishers and forwarded
 	nacksReceived         atomic.Int64     // NACK feedback from receivers
+	receiverLost          atomic.Int64     // packets receivers reported lost (RTCP receiver reports)
 	plisReceived          atomic.Int64     // PLI/FIR from receivers
 	plisSent              atomic.Int64     // key frame requests sent to publishers
 	userAgentStatsDropped atomic.Int64     // client statistics reports too large or not a JSON array
@@ -83,6 +84,9 @@ type Counters struct {
 	ForwardedPackets int64
 	ForwardedBytes   int64
 	NACKsReceived    int64
+	// ReceiverLost counts packets receivers reported lost in RTCP
+	// receiver reports, before retransmissions repaired them.
+	ReceiverLost int64
 	// RetransmittedPackets counts the packets answering receivers' NACKs.
 	RetransmittedPackets int64
 	PLIsReceived         int64
@@ -104,6 +108,7 @@ func (s *Stats) counters() Counters {
 		ForwardedPackets:      s.forwarded.Packets.Load(),
 		ForwardedBytes:        s.forwarded.Bytes.Load(),
 		NACKsReceived:         s.nacksReceived.Load(),
+		ReceiverLost:          s.receiverLost.Load(),
 		RetransmittedPackets:  s.forwarded.Retransmitted.Load(),
 		PLIsReceived:          s.plisReceived.Load(),
 		PLIsSent:              s.plisSent.Load(),
