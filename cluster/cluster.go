@@ -216,12 +216,12 @@ func Open(cfg Config) (*Cluster, error) {
 	d := &dialer{localIP: sourceIP(cfg.BindAddress), trust: cfg.Trust}
 	c := &Cluster{
 		cfg:         cfg,
-		log:         cfg.Logger.With("node_name", cfg.NodeName),
+		log:         cfg.Logger,
 		incarnation: newIncarnation(),
 		mux:         newMux(ln, cfg.Logger, cfg.Trust, cfg.IdleTimeout),
 		dialer:      d,
 		client:      newPeerClient(d, cfg.RequestTimeout),
-		apiClient:   newAPIClient(d, cfg.Logger.With("node_name", cfg.NodeName), cfg.RequestTimeout),
+		apiClient:   newAPIClient(d, cfg.Logger, cfg.RequestTimeout),
 		liveness:    newLiveness(),
 		membership:  make(chan struct{}, 1),
 		changed:     make(chan struct{}, 1),

@@ -338,13 +338,14 @@ func (m *Media) join(ws *websocket.Conn, limiter *rate.Limiter, req signaling.Co
 		s = m.newSession(req)
 		m.sessions[req.ChannelID] = s
 		m.stats.sessionsCreated.Add(1)
-		c.log.Info("session created", "session_id", s.id, "spotlight", s.spotlight)
+		c.log.Info("session created", "session_id", s.id, "spotlight", s.spotlight) // c.log has no session_id yet
 	}
 	if t, ok := m.release[req.ChannelID]; ok {
 		t.Stop()
 		delete(m.release, req.ChannelID)
 	}
 	c.session = s
+	c.log = c.log.With("session_id", s.id) // before any goroutine of c runs
 	m.conns[c.id] = c
 	pubs := s.join(c)
 	m.mu.Unlock()

@@ -540,7 +540,7 @@ func (m *Media) leave(c *connection) {
 	if destroyed {
 		delete(m.sessions, c.req.ChannelID)
 		m.stats.sessionsDestroyed.Add(1)
-		c.log.Info("session destroyed", "session_id", c.session.id)
+		c.log.Info("session destroyed")
 		m.scheduleRelease(c.req.ChannelID)
 	}
 	m.mu.Unlock()

@@ -66,7 +66,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sorad:", err)
 		os.Exit(2)
 	}
-	log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	// Every line carries the node's name, so that a cluster's logs can be
+	// read together; see the README's "Logs".
+	log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat).With("node_name", cfg.NodeName)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
