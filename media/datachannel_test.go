@@ -579,11 +579,12 @@ func TestCandidatesOverDataChannelSignaling(t *testing.T) {
 // reason on DC signaling (in a close message) as on the WebSocket (in its
 // close frame): 4490 INVALID-MESSAGE naming the problem.
 func TestMalformedCandidateOverDataChannelSignaling(t *testing.T) {
-	for _, bad := range []string{
-		`{"type":"candidate","sdpMLineIndex":-1}`,
-		`{"type":"candidate","candidate":["candidate:1 1 udp 1 127.0.0.1 1 typ host"]}`,
+	for _, tt := range []struct{ name, bad string }{
+		{"negative sdpMLineIndex", `{"type":"candidate","sdpMLineIndex":-1}`},
+		{"candidate not a string", `{"type":"candidate","candidate":["candidate:1 1 udp 1 127.0.0.1 1 typ host"]}`},
 	} {
-		t.Run(bad, func(t *testing.T) {
+		bad := tt.bad
+		t.Run(tt.name, func(t *testing.T) {
 			m, url := startMedia(t, newFakeCluster())
 			ctx := dcContext(t)
 			ws, err := connect(t, url, soraclient.Options{ChannelID: "bad", Role: "sendrecv", Audio: true})
