@@ -6,9 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/sorad/sorad/integration/soraclient"
 )
@@ -466,4 +475,393 @@ func TestRPCMethodsAdvertisedAreServed(t *testing.T) {
 			t.Errorf("%s is advertised but not served", name)
 		}
 	}
+}
+
+// sendSignalingJSON sends v on the client's DC signaling as a text message,
+// as an SDK does on an uncompressed label.
+func sendSignalingJSON(t *testing.T, c *soraclient.Client, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendOnDataChannel("signaling", b, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// remoteCandidates lists the address:port of every remote candidate the
+// server's ICE agent holds for a connection.
+func remoteCandidates(t *testing.T, m *Media, channelID, connectionID string) []string {
+	t.Helper()
+	c, err := m.connectionIn(channelID, connectionID)
+	if err != nil {
+		t.Fatalf("the server's connection %s: %v", connectionID, err)
+	}
+	var out []string
+	for _, s := range c.pc.GetStats() {
+		if cs, ok := s.(webrtc.ICECandidateStats); ok && cs.Type == webrtc.StatsTypeRemoteCandidate {
+			out = append(out, net.JoinHostPort(cs.IP, strconv.Itoa(int(cs.Port))))
+		}
+	}
+	return out
+}
+
+// Candidates trickled on DC signaling after the switch, in sora-js-sdk's
+// shape (sdpMid, sdpMLineIndex, usernameFragment, the ufrag in the line) and
+// in the native SDKs' (candidate only), reach the server's ICE agent; an
+// end of candidates and a line the agent cannot parse are ignored, as on
+// the WebSocket. The connection stays up: media keeps flowing, and a
+// re-offer for a new sender goes over DC signaling and is answered.
+func TestCandidatesOverDataChannelSignaling(t *testing.T) {
+	m, url := startMedia(t, newFakeCluster())
+	ctx := dcContext(t)
+	pub, err := connect(t, url, soraclient.Options{ChannelID: "cand", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := connect(t, url, soraclient.Options{ChannelID: "cand", Role: "recvonly", Audio: true, Video: true, DataChannelSignaling: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSwitched(t, ctx, sub)
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", 20); err != nil {
+		t.Fatal(err)
+	}
+	ufrag := ""
+	for _, line := range strings.Split(sub.PeerConnection().LocalDescription().SDP, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "a=ice-ufrag:"); ok {
+			ufrag = v
+			break
+		}
+	}
+	if ufrag == "" {
+		t.Fatal("no ice-ufrag in the client's answer")
+	}
+	for _, msg := range []map[string]any{
+		{"type": "candidate", "candidate": "candidate:3317436236 1 udp 2113937151 127.0.170.1 40001 typ host generation 0 ufrag " + ufrag + " network-cost 999",
+			"sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": ufrag},
+		{"type": "candidate", "candidate": "candidate:1 1 udp 1677729535 127.0.170.2 40002 typ srflx raddr 0.0.0.0 rport 0"},
+		{"type": "candidate", "candidate": ""},
+		{"type": "candidate", "candidate": "candidate:not a candidate line"},
+	} {
+		sendSignalingJSON(t, sub, msg)
+	}
+	eventuallyTrue(t, "both candidates at the server's ICE agent", func() bool {
+		got := remoteCandidates(t, m, "cand", sub.ConnectionID())
+		return slices.Contains(got, "127.0.170.1:40001") && slices.Contains(got, "127.0.170.2:40002")
+	})
+	before := sub.Received()[pub.ConnectionID()+"/video"].Packets
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "video", before+50); err != nil {
+		t.Fatalf("media after the candidates: %v", err)
+	}
+	if n := m.Connections(); n != 2 {
+		t.Fatalf("%d connections after the candidates, want 2", n)
+	}
+	pub2, err := connect(t, url, soraclient.Options{ChannelID: "cand", Role: "sendonly", Audio: true, Video: true, VideoCodec: "VP8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.WaitMessage(ctx, onLabel("signaling", "re-offer")); err != nil {
+		t.Fatalf("re-offer over DC signaling after the candidates: %v", err)
+	}
+	if err := sub.WaitPackets(ctx, pub2.ConnectionID(), "video", 20); err != nil {
+		t.Fatalf("media from a sender that joined after the candidates: %v", err)
+	}
+	for _, msg := range sub.Messages() {
+		if msg.Type == "close" {
+			t.Errorf("a close message: %s", msg.Raw)
+		}
+	}
+}
+
+// A malformed candidate message ends the connection with the same code and
+// reason on DC signaling (in a close message) as on the WebSocket (in its
+// close frame): 4490 INVALID-MESSAGE naming the problem.
+func TestMalformedCandidateOverDataChannelSignaling(t *testing.T) {
+	for _, tt := range []struct{ name, bad string }{
+		{"negative sdpMLineIndex", `{"type":"candidate","sdpMLineIndex":-1}`},
+		{"candidate not a string", `{"type":"candidate","candidate":["candidate:1 1 udp 1 127.0.0.1 1 typ host"]}`},
+	} {
+		bad := tt.bad
+		t.Run(tt.name, func(t *testing.T) {
+			m, url := startMedia(t, newFakeCluster())
+			ctx := dcContext(t)
+			ws, err := connect(t, url, soraclient.Options{ChannelID: "bad", Role: "sendrecv", Audio: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dc, err := connect(t, url, soraclient.Options{ChannelID: "bad", Role: "sendrecv", Audio: true, DataChannelSignaling: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitSwitched(t, ctx, dc)
+			if err := ws.SendRaw(websocket.TextMessage, []byte(bad)); err != nil {
+				t.Fatal(err)
+			}
+			if err := dc.SendOnDataChannel("signaling", []byte(bad), true); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ws.Closed():
+			case <-ctx.Done():
+				t.Fatal("the WebSocket connection stayed open")
+			}
+			wsClose := ws.CloseInfo()
+			if wsClose == nil || wsClose.Code != 4490 || !strings.HasPrefix(wsClose.Reason, "INVALID-MESSAGE") {
+				t.Fatalf("WebSocket closed with %+v, want 4490 INVALID-MESSAGE", wsClose)
+			}
+			msg, err := dc.WaitMessage(ctx, onLabel("signaling", "close"))
+			if err != nil {
+				t.Fatalf("no close message on DC signaling: %v", err)
+			}
+			var dcClose struct {
+				Code   int    `json:"code"`
+				Reason string `json:"reason"`
+			}
+			if err := json.Unmarshal(msg.Raw, &dcClose); err != nil || dcClose.Code != wsClose.Code || dcClose.Reason != wsClose.Reason {
+				t.Fatalf("close on DC signaling %s, want code %d and reason %q as on the WebSocket", msg.Raw, wsClose.Code, wsClose.Reason)
+			}
+			eventuallyTrue(t, "both connections ended", func() bool { return m.Connections() == 0 })
+		})
+	}
+}
+
+// A # label's ordered, max_packet_life_time, max_retransmits and protocol
+// are the parameters the server opens its DataChannel with, as the client
+// sees them; messages cross each such label.
+func TestMessagingLabelParameters(t *testing.T) {
+	_, url := startMedia(t, newFakeCluster())
+	ctx := dcContext(t)
+	yes, no := true, false
+	ms := func(n int) *int { return &n }
+	type want struct {
+		ordered           bool
+		maxPacketLifeTime *uint16
+		maxRetransmits    *uint16
+		protocol          string
+	}
+	u16 := func(n uint16) *uint16 { return &n }
+	tests := []struct {
+		opt  soraclient.DataChannelOption
+		want want
+	}{
+		{soraclient.DataChannelOption{Label: "#timed", MaxPacketLifeTime: ms(1500), Protocol: "p-timed"}, want{true, u16(1500), nil, "p-timed"}},
+		{soraclient.DataChannelOption{Label: "#timed-unordered", MaxPacketLifeTime: ms(250), Ordered: &no}, want{false, u16(250), nil, ""}},
+		{soraclient.DataChannelOption{Label: "#rexmit", MaxRetransmits: ms(4), Ordered: &yes, Protocol: "p-rexmit"}, want{true, nil, u16(4), "p-rexmit"}},
+		{soraclient.DataChannelOption{Label: "#rexmit-unordered", MaxRetransmits: ms(0), Ordered: &no}, want{false, nil, u16(0), ""}},
+		{soraclient.DataChannelOption{Label: "#reliable"}, want{true, nil, nil, ""}},
+	}
+	var opts []soraclient.DataChannelOption
+	for _, tt := range tests {
+		tt.opt.Direction = "sendrecv"
+		opts = append(opts, tt.opt)
+	}
+	a := messagingClient(t, ctx, url, "", opts...)
+	b := messagingClient(t, ctx, url, "", opts...)
+	eq := func(a, b *uint16) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
+	str := func(p *uint16) string {
+		if p == nil {
+			return "nil"
+		}
+		return strconv.Itoa(int(*p))
+	}
+	for _, tt := range tests {
+		for name, c := range map[string]*soraclient.Client{"a": a, "b": b} {
+			dc := c.DataChannel(tt.opt.Label)
+			if dc == nil {
+				t.Errorf("%s: no DataChannel %s", name, tt.opt.Label)
+				continue
+			}
+			if dc.Ordered() != tt.want.ordered || !eq(dc.MaxPacketLifeTime(), tt.want.maxPacketLifeTime) || !eq(dc.MaxRetransmits(), tt.want.maxRetransmits) || dc.Protocol() != tt.want.protocol {
+				t.Errorf("%s: %s opened ordered %v, max_packet_life_time %s, max_retransmits %s, protocol %q; want %v, %s, %s, %q", name, tt.opt.Label,
+					dc.Ordered(), str(dc.MaxPacketLifeTime()), str(dc.MaxRetransmits()), dc.Protocol(),
+					tt.want.ordered, str(tt.want.maxPacketLifeTime), str(tt.want.maxRetransmits), tt.want.protocol)
+			}
+		}
+		if err := a.SendMessage(tt.opt.Label, []byte("on "+tt.opt.Label)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range tests {
+		if got, err := b.WaitLabelMessages(ctx, tt.opt.Label, 1); err != nil || string(got[0]) != "on "+tt.opt.Label {
+			t.Errorf("b on %s: %q %v", tt.opt.Label, got, err)
+		}
+	}
+}
+
+// rawLabel records what arrives on a client's DataChannel as it came off
+// the wire (soraclient would inflate a compressed label's messages).
+type rawLabel struct {
+	mu     sync.Mutex
+	msgs   []webrtc.DataChannelMessage
+	notify chan struct{}
+}
+
+func recordRaw(t *testing.T, c *soraclient.Client, label string) *rawLabel {
+	t.Helper()
+	dc := c.DataChannel(label)
+	if dc == nil {
+		t.Fatalf("%s has no DataChannel %s", c.ConnectionID(), label)
+	}
+	r := &rawLabel{notify: make(chan struct{}, 1)}
+	dc.OnMessage(func(msg webrtc.DataChannelMessage) {
+		r.mu.Lock()
+		r.msgs = append(r.msgs, webrtc.DataChannelMessage{IsString: msg.IsString, Data: slices.Clone(msg.Data)})
+		r.mu.Unlock()
+		select {
+		case r.notify <- struct{}{}:
+		default:
+		}
+	})
+	return r
+}
+
+// wait returns the first n messages once they are there.
+func (r *rawLabel) wait(t *testing.T, ctx context.Context, n int) []webrtc.DataChannelMessage {
+	t.Helper()
+	for {
+		r.mu.Lock()
+		got := slices.Clone(r.msgs)
+		r.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-r.notify:
+		case <-ctx.Done():
+			t.Fatalf("%d messages, want %d", len(got), n)
+		}
+	}
+}
+
+// A compressed sender's messages reach a plain receiver inflated, and a
+// plain sender's reach a compressed receiver as zlib (binary, even when
+// sent as text): the bytes are those the sender meant, in order.
+func TestMessagingCompressionMixed(t *testing.T) {
+	_, url := startMedia(t, newFakeCluster())
+	ctx := dcContext(t)
+	yes, no := true, false
+	z := messagingClient(t, ctx, url, "", soraclient.DataChannelOption{Label: "#mix", Direction: "sendrecv", Compress: &yes})
+	p := messagingClient(t, ctx, url, "", soraclient.DataChannelOption{Label: "#mix", Direction: "sendrecv", Compress: &no})
+	zRaw, pRaw := recordRaw(t, z, "#mix"), recordRaw(t, p, "#mix")
+	payload := func(from string, i int) []byte {
+		switch i % 4 {
+		case 0: // binary, starting as zlib would
+			return append([]byte{0x78, 0x9c, 0, 0xff, byte(i)}, from...)
+		case 3: // large and compressible
+			return []byte(strings.Repeat(fmt.Sprintf("%s-%02d;", from, i), 800))
+		}
+		return []byte(fmt.Sprintf("%s-%02d: 日本語", from, i))
+	}
+	const n = 12
+	for i := range n {
+		if err := z.SendMessage("#mix", payload("z", i)); err != nil { // deflated: the offer says #mix is compressed for z
+			t.Fatal(err)
+		}
+		var err error
+		if i%4 == 0 {
+			err = p.SendMessage("#mix", payload("p", i)) // binary
+		} else {
+			err = p.SendOnDataChannel("#mix", payload("p", i), true) // text
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, msg := range pRaw.wait(t, ctx, n) {
+		if want := payload("z", i); !bytes.Equal(msg.Data, want) || msg.IsString {
+			t.Errorf("plain receiver, message %d: %.40q (text %v), want %.40q as binary", i, msg.Data, msg.IsString, want)
+		}
+	}
+	for i, msg := range zRaw.wait(t, ctx, n) {
+		want := payload("p", i)
+		got, err := zlib.NewReader(bytes.NewReader(msg.Data))
+		var inflated []byte
+		if err == nil {
+			inflated, err = io.ReadAll(got)
+		}
+		if err != nil || !bytes.Equal(inflated, want) || msg.IsString {
+			t.Errorf("compressed receiver, message %d: %.40q (text %v) inflates to %.40q (%v), want zlib of %.40q as binary", i, msg.Data, msg.IsString, inflated, err, want)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // anything extra would be here by now
+	if a, b := len(pRaw.wait(t, ctx, 0)), len(zRaw.wait(t, ctx, 0)); a != n || b != n {
+		t.Errorf("the receivers got %d and %d messages, want %d each", a, b, n)
+	}
+}
+
+// waitVideoLayer waits until the last n video packets c got from sender
+// are all of the simulcast layer (-1: none arrive for a second).
+func waitVideoLayer(t *testing.T, ctx context.Context, c, sender *soraclient.Client, layer, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		log := c.Packets(sender.ConnectionID(), "video")
+		if layer >= 0 && len(log) >= n && !slices.ContainsFunc(log[len(log)-n:], func(p soraclient.PacketInfo) bool { return p.Layer != layer }) {
+			return
+		}
+		if layer < 0 && (len(log) == 0 || time.Since(log[len(log)-1].At) > time.Second) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			var last []int
+			for _, p := range log[max(0, len(log)-n):] {
+				last = append(last, p.Layer)
+			}
+			t.Fatalf("%s: the video from %s is not of layer %d: the last packets' layers %v", c.ConnectionID(), sender.ConnectionID(), layer, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// RequestSpotlightRid and ResetSpotlightRid on DC rpc, on a spotlight
+// channel: the result echoes the request with the caller as
+// recv_connection_id, and the layers the caller gets change: of every
+// sender by focus, of one sender when it is named, back to the channel's
+// default after the reset.
+func TestSpotlightRIDOverRPC(t *testing.T) {
+	_, url := startMedia(t, newFakeCluster())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	join := func(role string, dcs bool) *soraclient.Client {
+		c, err := connect(t, url, soraclient.Options{ChannelID: "spot", Role: role, Audio: true, Video: true, VideoCodec: "VP8", Simulcast: true,
+			RecordPackets: true, DataChannelSignaling: dcs, Extra: map[string]any{"spotlight": true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	o := join("recvonly", true)
+	waitSwitched(t, ctx, o)
+	focused := join("sendonly", false)        // the first sender takes the one focus place
+	waitVideoLayer(t, ctx, o, focused, 1, 40) // the default focus rid
+	other := join("sendonly", false)
+	waitVideoLayer(t, ctx, o, other, 0, 40) // the default unfocus rid
+
+	rpc := func(method string, params map[string]any, want map[string]any) {
+		t.Helper()
+		res, err := o.RPC(ctx, "2025.2.0/"+method, params)
+		if err != nil {
+			t.Fatalf("%s %v: %v", method, params, err)
+		}
+		if w := jsonString(want); !jsonEquals(res, w) {
+			t.Fatalf("%s %v: result %s, want %s", method, params, res, w)
+		}
+	}
+	rpc("RequestSpotlightRid", map[string]any{"spotlight_focus_rid": "r2", "spotlight_unfocus_rid": "r1"},
+		map[string]any{"recv_connection_id": o.ConnectionID(), "spotlight_focus_rid": "r2", "spotlight_unfocus_rid": "r1"})
+	waitVideoLayer(t, ctx, o, focused, 2, 40)
+	waitVideoLayer(t, ctx, o, other, 1, 40)
+
+	rpc("RequestSpotlightRid", map[string]any{"recv_connection_id": o.ConnectionID(), "send_connection_id": other.ConnectionID(), "spotlight_focus_rid": "r2", "spotlight_unfocus_rid": "none"},
+		map[string]any{"recv_connection_id": o.ConnectionID(), "send_connection_id": other.ConnectionID(), "spotlight_focus_rid": "r2", "spotlight_unfocus_rid": "none"})
+	waitVideoLayer(t, ctx, o, other, -1, 0)
+	waitVideoLayer(t, ctx, o, focused, 2, 40) // the request for every sender holds for the others
+
+	rpc("ResetSpotlightRid", nil, map[string]any{"recv_connection_id": o.ConnectionID()})
+	waitVideoLayer(t, ctx, o, focused, 1, 40)
+	waitVideoLayer(t, ctx, o, other, 0, 40)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pion/rtp"
 
+	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/integration/soraclient"
 )
 
@@ -175,5 +176,62 @@ func TestRTPForwarding(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := len(video.headers()); got != n {
 		t.Fatalf("%d video packets after the sender left", got-n)
+	}
+}
+
+// TestFencingStopsRTPForwarding: when the cluster gives the channel to
+// another node, the forwarded sender is closed with 4503 CHANNEL-MOVED and
+// its forwarding stops: no more RTP reaches the outside receiver, and the
+// forwarding's sockets are let go.
+func TestFencingStopsRTPForwarding(t *testing.T) {
+	fc := newFakeCluster()
+	m, url := startMediaWith(t, fc, Config{ReleaseDelay: time.Hour, RTPForwardNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	pub, sub := publishAndReceive(t, url, "fenced")
+	audio, video := newRTPSink(t), newRTPSink(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sub.WaitPackets(ctx, pub.ConnectionID(), "audio", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.StartForwardingRtp("fenced", pub.ConnectionID(), RTPForwardTarget{IP: netip.MustParseAddr("127.0.0.1"), AudioPort: audio.port(), VideoPort: video.port()}); err != nil {
+		t.Fatal(err)
+	}
+	waitHeaders(t, audio, 20)
+	waitHeaders(t, video, 20)
+	sender, err := m.connectionIn("fenced", pub.ConnectionID())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	fc.mu.Lock()
+	fc.owners["fenced"] = fsm.Node{NodeInfo: fsm.NodeInfo{Name: "other@127.0.0.9"}}
+	fc.mu.Unlock()
+	fc.changes <- struct{}{}
+	select {
+	case <-pub.Closed():
+	case <-ctx.Done():
+		t.Fatal("the sender of a moved channel is still connected")
+	}
+	if ci := pub.CloseInfo(); ci == nil || ci.Code != 4503 || ci.Reason != "CHANNEL-MOVED" {
+		t.Fatalf("the sender closed with %+v, want 4503 CHANNEL-MOVED", ci)
+	}
+	for m.Connections() != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d connections left", m.Connections())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // packets in flight arrive
+	na, nv := len(audio.headers()), len(video.headers())
+	time.Sleep(500 * time.Millisecond) // 25 audio packets' time
+	if a, v := len(audio.headers())-na, len(video.headers())-nv; a != 0 || v != 0 {
+		t.Fatalf("%d audio and %d video packets forwarded after the channel moved", a, v)
+	}
+	sender.fwdMu.Lock()
+	left := sender.rtpForward
+	sender.fwdMu.Unlock()
+	if left != nil {
+		t.Fatal("the closed sender still holds its forwarding (and its UDP sockets)")
 	}
 }
