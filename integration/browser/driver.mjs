@@ -82,6 +82,7 @@ const result = {
   rpc: null, // the datachannel-signaling scenario's RPC answers
   messaging: null, // the messaging scenario's connection IDs
   joins: null, // the join-latency scenario's {connect_ms, first_frame_ms}
+  devtools: null, // the devtools scenario's observations
   peers: {}, // name -> peer page state, with "stats" samples
 };
 const step = (what) => {
@@ -128,15 +129,21 @@ const pageBase = `http://localhost:${server.address().port}/`;
 // --- sorad API ---
 
 // api calls target on node (an index into --api-url).
+// BROWSER_API_BEARER_TOKEN is sorad's api_bearer_token when the test set
+// one (netns.sh passes it to sorad); every call then carries it.
+const apiToken = process.env.BROWSER_API_BEARER_TOKEN ?? "";
+
 async function api(target, body, node = 0) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), 10_000);
   const call = { ms: elapsed(), node, url: apiURLs[node], target, body, status: null, response: null };
   result.api_calls.push(call);
+  const headers = { "x-sora-target": target, "content-type": "application/json" };
+  if (apiToken) headers.authorization = `Bearer ${apiToken}`;
   try {
     const res = await fetch(apiURLs[node], {
       method: "POST",
-      headers: { "x-sora-target": target, "content-type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: ctl.signal,
     });
@@ -289,6 +296,135 @@ const destroyed = (st, id) => st.notifies.some((n) => n.message.event_type === "
 // --- scenarios ---
 
 const scenarios = {
+  // The devtools page sorad serves at /devtools/ on the signaling port, in
+  // two tabs: each connects sendrecv with the page's test pattern and
+  // decodes the other's video (read from the page's statistics table); a
+  // tab without the API token is refused by the API, one with it pushes to
+  // the channel and both logs show the push; the cluster view changes the
+  // node's mode through its confirmation (a dismissed one changes nothing)
+  // and back. Screenshots of both views go to the work directory.
+  async devtools() {
+    const ch = "browser-devtools";
+    const work = dirname(opt.profile);
+    const pageURL = `http://${new URL(signalingURLs[0]).host}/devtools/`;
+    const nodeName = result.cluster_nodes[0][0].node_name;
+    const dt = (result.devtools = {
+      page_url: pageURL, node_name: nodeName, connection_ids: {}, frames_decoded: {}, tile_labels: {},
+      refused_push: null, pushes_seen: {}, dialogs: [], mode_after_dismiss: null, mode_after_change: null,
+      mode_shown: null, mode_after_reset: null, mode_shown_after_reset: null, closed: {}, screenshots: [], errors: [],
+    });
+    const tabs = [];
+    for (const name of ["a", "b"]) {
+      const page = await context.newPage();
+      await page.setViewportSize({ width: 1280, height: 860 });
+      page.on("console", (m) => {
+        if (m.type() === "error" || m.type() === "warning") {
+          console.error(`[devtools ${name} console.${m.type()}] ${m.text()}`);
+          // Tab b's push without the token is refused on purpose.
+          const expected = name === "b" && m.text().includes("status of 401");
+          if (m.type() === "error" && !expected) dt.errors.push(`${name}: ${m.text()}`);
+        }
+      });
+      page.on("pageerror", (e) => dt.errors.push(`${name}: ${e}`));
+      await page.goto(pageURL);
+      await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout: 10_000 });
+      // Tab a has the token; tab b shows what the API says without it.
+      if (name === "a" && apiToken) await page.fill("#api-token", apiToken);
+      await page.fill("#channel-id", ch);
+      await page.fill("#client-id", `devtools-${name}`);
+      await page.selectOption("#role", "sendrecv");
+      await page.selectOption("#source", "pattern");
+      await page.selectOption("#video-codec", "VP8");
+      step(`devtools ${name}: connect`);
+      await page.click("#connect");
+      await page.waitForFunction(() => document.querySelector("#status").dataset.state === "connected", null, { timeout: 20_000 });
+      const id = await page.$eval("#status", (e) => e.dataset.connectionId);
+      dt.connection_ids[name] = id;
+      step(`devtools ${name}: connected as ${id}`);
+      tabs.push({ name, page, id });
+    }
+    for (const [i, t] of tabs.entries()) {
+      const other = tabs[1 - i].id;
+      await t.page.waitForFunction((other) => [...document.querySelectorAll("#stats tbody tr")].some((r) =>
+        r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === other && Number(r.dataset.frames) > 30),
+      other, { timeout: 25_000, polling: 250 });
+      dt.frames_decoded[t.name] = await t.page.$$eval("#stats tbody tr", (rows, other) => Math.max(0, ...rows
+        .filter((r) => r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === other)
+        .map((r) => Number(r.dataset.frames))), other);
+      dt.tile_labels[t.name] = await t.page.$$eval("#videos figure", (fs) => fs.map((f) => f.querySelector(".label").textContent));
+      step(`devtools ${t.name}: decodes ${other}, ${dt.frames_decoded[t.name]} frames; tiles ${JSON.stringify(dt.tile_labels[t.name])}`);
+    }
+    const [a, b] = tabs;
+    if (apiToken) {
+      await b.page.click("#push-channel");
+      await b.page.waitForFunction(() => document.querySelector("#action-result").dataset.ok === "false", null, { timeout: 10_000 });
+      dt.refused_push = await b.page.$eval("#action-result", (e) => e.textContent);
+      step(`devtools b, no token: ${dt.refused_push}`);
+    }
+    await a.page.fill("#push-data", JSON.stringify({ devtools: "push-check" }));
+    await a.page.click("#push-channel");
+    for (const t of tabs) {
+      await t.page.waitForFunction(() => [...document.querySelectorAll("#log li[data-kind=push]")].some((li) => li.textContent.includes("push-check")),
+        null, { timeout: 10_000 });
+      dt.pushes_seen[t.name] = await t.page.$$eval("#log li[data-kind=push] code", (cs) => cs.map((c) => c.textContent));
+    }
+    step(`devtools: both logs show the push ${JSON.stringify(dt.pushes_seen)}`);
+    await a.page.waitForTimeout(1500); // a bit-rate column filled in
+    const shot = async (page, file) => {
+      await page.evaluate(() => window.scrollTo(0, 0));
+      await page.screenshot({ path: join(work, file) });
+      dt.screenshots.push(file);
+      step(`screenshot ${file}`);
+    };
+    await shot(a.page, "devtools-connect.png");
+
+    // The cluster view.
+    await a.page.click("#tab-cluster");
+    const row = `#nodes tbody tr[data-node-name="${nodeName}"]`;
+    await a.page.waitForSelector(row, { timeout: 10_000 });
+    await a.page.waitForFunction((ch) => document.querySelector(`#channels tbody tr[data-channel-id="${ch}"]`) &&
+      document.querySelectorAll("#connections tbody tr").length >= 2, ch, { timeout: 10_000 });
+    const getMode = async () => (await api("Sora_20211215.GetMode", {})).response?.mode;
+    const modeShown = () => a.page.$eval(row, (r) => r.dataset.mode);
+    const choose = async (mode, accept) => {
+      await a.page.selectOption(`${row} select.mode-select`, mode);
+      a.page.once("dialog", (d) => {
+        dt.dialogs.push({ message: d.message(), accepted: accept });
+        (accept ? d.accept() : d.dismiss()).catch(() => {});
+      });
+      await a.page.click(`${row} button.change-mode`);
+    };
+    const waitMode = async (want) => {
+      const until = Date.now() + 10_000;
+      let got;
+      while ((got = await getMode()) !== want && Date.now() < until) await sleep(200);
+      return got;
+    };
+    await choose("block_new_session", false);
+    await sleep(1000);
+    dt.mode_after_dismiss = await getMode();
+    step(`devtools: confirmation dismissed, mode ${dt.mode_after_dismiss}`);
+    await choose("block_new_connection", true);
+    dt.mode_after_change = await waitMode("block_new_connection");
+    await a.page.waitForFunction((row) => document.querySelector(row)?.dataset.mode === "block_new_connection", row, { timeout: 10_000 }).catch(() => {});
+    dt.mode_shown = await modeShown();
+    step(`devtools: ChangeMode confirmed, API says ${dt.mode_after_change}, page shows ${dt.mode_shown}`);
+    await shot(a.page, "devtools-cluster.png");
+    await choose("normal", true);
+    dt.mode_after_reset = await waitMode("normal");
+    await a.page.waitForFunction((row) => document.querySelector(row)?.dataset.mode === "normal", row, { timeout: 10_000 }).catch(() => {});
+    dt.mode_shown_after_reset = await modeShown();
+    step(`devtools: back to ${dt.mode_after_reset}, page shows ${dt.mode_shown_after_reset}`);
+
+    await a.page.click("#tab-connect");
+    for (const t of tabs) {
+      await t.page.click("#disconnect");
+      await t.page.waitForFunction(() => document.querySelector("#status").dataset.state === "closed", null, { timeout: 10_000 });
+      dt.closed[t.name] = await t.page.$eval("#status", (e) => e.textContent);
+    }
+    step(`devtools: disconnected ${JSON.stringify(dt.closed)}`);
+  },
+
   // Join latency as a browser sees it (BenchmarkBrowserJoin): a sendonly
   // publishes; a second page joins the channel recvonly 21 times in a row,
   // each timed from the call of connect() to its resolution and to the
