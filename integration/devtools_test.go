@@ -31,6 +31,8 @@ type devtoolsRun struct {
 		ConnectionIDs       map[string]string   `json:"connection_ids"`
 		FramesDecoded       map[string]int      `json:"frames_decoded"`
 		TileLabels          map[string][]string `json:"tile_labels"`
+		Switched            map[string]string   `json:"switched"`
+		Messages            map[string][]string `json:"messages"`
 		RefusedPush         *string             `json:"refused_push"`
 		PushesSeen          map[string][]string `json:"pushes_seen"`
 		Dialogs             []dialogSeen        `json:"dialogs"`
@@ -51,9 +53,10 @@ type dialogSeen struct {
 }
 
 // TestDevtoolsPage runs the page in two tabs of Chromium: both connect
-// with the page's test pattern and decode each other's video, a push sent
-// from the page's button shows in both logs (a tab without the token is
-// refused), and the cluster view changes the node's mode behind a
+// with the page's test pattern on DataChannel signaling (one compressed,
+// its WebSocket closed) and decode each other's video, exchange messages
+// on #chat, a push sent from the page's button shows in both logs (a tab
+// without the token is refused), and the cluster view changes the node's mode behind a
 // confirmation and back. The screenshots of both views are kept in
 // SORAD_TEST_ARTIFACTS (else the test's temporary directory).
 func TestDevtoolsPage(t *testing.T) {
@@ -88,12 +91,22 @@ func TestDevtoolsPage(t *testing.T) {
 		if !slices.Contains(d.TileLabels[tab], "local · "+d.ConnectionIDs[tab]) {
 			t.Errorf("tab %s: no local tile labelled with its own connection id among %q", tab, d.TileLabels[tab])
 		}
-		pushed := false
-		for _, p := range d.PushesSeen[tab] {
-			pushed = pushed || p == `{"devtools":"push-check"}`
+		if !strings.Contains(d.Switched[tab], "DataChannel signaling") {
+			t.Errorf("tab %s never switched to DataChannel signaling: %q", tab, d.Switched[tab])
 		}
-		if !pushed {
-			t.Errorf("tab %s's log shows pushes %q, want the channel push", tab, d.PushesSeen[tab])
+		// Both tabs read the push on DC push (a's compressed).
+		if !slices.Contains(d.PushesSeen[tab], `push (datachannel): {"devtools":"push-check"}`) {
+			t.Errorf("tab %s's log shows pushes %q, want the channel push over the DataChannel", tab, d.PushesSeen[tab])
+		}
+		from := map[string]string{"a": "b", "b": "a"}[tab]
+		var received []string
+		for _, m := range d.Messages[tab] {
+			if strings.HasPrefix(m, "← ") {
+				received = append(received, m)
+			}
+		}
+		if want := []string{"← #chat: hello from " + from}; !slices.Equal(received, want) {
+			t.Errorf("tab %s's log shows messages %q, want to have received %q (once, and not its own)", tab, d.Messages[tab], want)
 		}
 		if !strings.Contains(d.Closed[tab], "TYPE-DISCONNECT") {
 			t.Errorf("tab %s after Disconnect: %q", tab, d.Closed[tab])

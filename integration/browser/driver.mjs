@@ -35,7 +35,7 @@ const { values: opt } = parseArgs({
     "api-url": { type: "string", multiple: true },
     chromium: { type: "string", default: "/usr/bin/chromium" },
     profile: { type: "string" },
-    "time-limit": { type: "string", default: "60" }, // seconds, whole scenario
+    "time-limit": { type: "string" }, // seconds, whole scenario: 60, or 90 for devtools
   },
 });
 for (const k of ["scenario", "signaling-url", "api-url", "profile"]) {
@@ -310,7 +310,7 @@ const scenarios = {
     const nodeName = result.cluster_nodes[0][0].node_name;
     const dt = (result.devtools = {
       page_url: pageURL, node_name: nodeName, connection_ids: {}, frames_decoded: {}, tile_labels: {},
-      refused_push: null, pushes_seen: {}, dialogs: [], mode_after_dismiss: null, mode_after_change: null,
+      switched: {}, messages: {}, refused_push: null, pushes_seen: {}, dialogs: [], mode_after_dismiss: null, mode_after_change: null,
       mode_shown: null, mode_after_reset: null, mode_shown_after_reset: null, closed: {}, screenshots: [], errors: [],
     });
     const tabs = [];
@@ -327,7 +327,7 @@ const scenarios = {
       });
       page.on("pageerror", (e) => dt.errors.push(`${name}: ${e}`));
       await page.goto(pageURL);
-      await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout: 10_000 });
+      await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout: 10_000, polling: 250 });
       // Tab a has the token; tab b shows what the API says without it.
       if (name === "a" && apiToken) await page.fill("#api-token", apiToken);
       await page.fill("#channel-id", ch);
@@ -335,9 +335,17 @@ const scenarios = {
       await page.selectOption("#role", "sendrecv");
       await page.selectOption("#source", "pattern");
       await page.selectOption("#video-codec", "VP8");
+      // Both on DataChannel signaling with #chat; a also closes its
+      // WebSocket after switched and has every DataChannel compressed.
+      await page.check("#dc-signaling");
+      await page.fill("#dc-labels", "#chat");
+      if (name === "a") {
+        await page.check("#dc-ignore-ws");
+        await page.check("#dc-compress");
+      }
       step(`devtools ${name}: connect`);
       await page.click("#connect");
-      await page.waitForFunction(() => document.querySelector("#status").dataset.state === "connected", null, { timeout: 20_000 });
+      await page.waitForFunction(() => document.querySelector("#status").dataset.state === "connected", null, { timeout: 20_000, polling: 250 });
       const id = await page.$eval("#status", (e) => e.dataset.connectionId);
       dt.connection_ids[name] = id;
       step(`devtools ${name}: connected as ${id}`);
@@ -355,9 +363,23 @@ const scenarios = {
       step(`devtools ${t.name}: decodes ${other}, ${dt.frames_decoded[t.name]} frames; tiles ${JSON.stringify(dt.tile_labels[t.name])}`);
     }
     const [a, b] = tabs;
+    for (const t of tabs) {
+      await t.page.waitForFunction(() => document.querySelector("#status").textContent.includes("DataChannel signaling"), null, { timeout: 15_000, polling: 250 });
+      dt.switched[t.name] = await t.page.$eval("#status", (e) => e.textContent);
+    }
+    for (const [from, to] of [[a, b], [b, a]]) {
+      const text = `hello from ${from.name}`;
+      await from.page.selectOption("#message-label", "#chat");
+      await from.page.fill("#message-text", text);
+      await from.page.click("#send-message");
+      await to.page.waitForFunction((text) => [...document.querySelectorAll("#log li[data-kind=message] code")].some((c) => c.textContent === text),
+        text, { timeout: 10_000, polling: 250 });
+      dt.messages[to.name] = await to.page.$$eval("#log li[data-kind=message]", (ls) => ls.map((l) => `${l.querySelector(".text").textContent}: ${l.querySelector("code")?.textContent}`));
+    }
+    step(`devtools: #chat both ways ${JSON.stringify(dt.messages)}`);
     if (apiToken) {
       await b.page.click("#push-channel");
-      await b.page.waitForFunction(() => document.querySelector("#action-result").dataset.ok === "false", null, { timeout: 10_000 });
+      await b.page.waitForFunction(() => document.querySelector("#action-result").dataset.ok === "false", null, { timeout: 10_000, polling: 250 });
       dt.refused_push = await b.page.$eval("#action-result", (e) => e.textContent);
       step(`devtools b, no token: ${dt.refused_push}`);
     }
@@ -365,13 +387,16 @@ const scenarios = {
     await a.page.click("#push-channel");
     for (const t of tabs) {
       await t.page.waitForFunction(() => [...document.querySelectorAll("#log li[data-kind=push]")].some((li) => li.textContent.includes("push-check")),
-        null, { timeout: 10_000 });
-      dt.pushes_seen[t.name] = await t.page.$$eval("#log li[data-kind=push] code", (cs) => cs.map((c) => c.textContent));
+        null, { timeout: 10_000, polling: 250 });
+      dt.pushes_seen[t.name] = await t.page.$$eval("#log li[data-kind=push]", (ls) => ls.map((l) => `${l.querySelector(".text").textContent}: ${l.querySelector("code")?.textContent}`));
     }
     step(`devtools: both logs show the push ${JSON.stringify(dt.pushes_seen)}`);
     await a.page.waitForTimeout(1500); // a bit-rate column filled in
     const shot = async (page, file) => {
-      await page.evaluate(() => window.scrollTo(0, 0));
+      await page.evaluate(() => {
+        window.scrollTo(0, 0);
+        for (const e of document.querySelectorAll(".side, .log")) e.scrollTop = 0;
+      });
       await page.screenshot({ path: join(work, file) });
       dt.screenshots.push(file);
       step(`screenshot ${file}`);
@@ -383,16 +408,18 @@ const scenarios = {
     const row = `#nodes tbody tr[data-node-name="${nodeName}"]`;
     await a.page.waitForSelector(row, { timeout: 10_000 });
     await a.page.waitForFunction((ch) => document.querySelector(`#channels tbody tr[data-channel-id="${ch}"]`) &&
-      document.querySelectorAll("#connections tbody tr").length >= 2, ch, { timeout: 10_000 });
+      document.querySelectorAll("#connections tbody tr").length >= 2, ch, { timeout: 10_000, polling: 250 });
     const getMode = async () => (await api("Sora_20211215.GetMode", {})).response?.mode;
     const modeShown = () => a.page.$eval(row, (r) => r.dataset.mode);
     const choose = async (mode, accept) => {
+      step(`devtools: choose ${mode}, ${accept ? "accept" : "dismiss"}`);
       await a.page.selectOption(`${row} select.mode-select`, mode);
       a.page.once("dialog", (d) => {
         dt.dialogs.push({ message: d.message(), accepted: accept });
         (accept ? d.accept() : d.dismiss()).catch(() => {});
       });
       await a.page.click(`${row} button.change-mode`);
+      step(`devtools: clicked apply`);
     };
     const waitMode = async (want) => {
       const until = Date.now() + 10_000;
@@ -406,20 +433,22 @@ const scenarios = {
     step(`devtools: confirmation dismissed, mode ${dt.mode_after_dismiss}`);
     await choose("block_new_connection", true);
     dt.mode_after_change = await waitMode("block_new_connection");
-    await a.page.waitForFunction((row) => document.querySelector(row)?.dataset.mode === "block_new_connection", row, { timeout: 10_000 }).catch(() => {});
+    await a.page.waitForFunction((row) => document.querySelector(row)?.dataset.mode === "block_new_connection", row, { timeout: 10_000, polling: 250 }).catch(() => {});
     dt.mode_shown = await modeShown();
     step(`devtools: ChangeMode confirmed, API says ${dt.mode_after_change}, page shows ${dt.mode_shown}`);
+    await a.page.setViewportSize({ width: 1280, height: 460 }); // the view of one node is short
     await shot(a.page, "devtools-cluster.png");
+    await a.page.setViewportSize({ width: 1280, height: 860 });
     await choose("normal", true);
     dt.mode_after_reset = await waitMode("normal");
-    await a.page.waitForFunction((row) => document.querySelector(row)?.dataset.mode === "normal", row, { timeout: 10_000 }).catch(() => {});
+    await a.page.waitForFunction((row) => document.querySelector(row)?.dataset.mode === "normal", row, { timeout: 10_000, polling: 250 }).catch(() => {});
     dt.mode_shown_after_reset = await modeShown();
     step(`devtools: back to ${dt.mode_after_reset}, page shows ${dt.mode_shown_after_reset}`);
 
     await a.page.click("#tab-connect");
     for (const t of tabs) {
       await t.page.click("#disconnect");
-      await t.page.waitForFunction(() => document.querySelector("#status").dataset.state === "closed", null, { timeout: 10_000 });
+      await t.page.waitForFunction(() => document.querySelector("#status").dataset.state === "closed", null, { timeout: 10_000, polling: 250 });
       dt.closed[t.name] = await t.page.$eval("#status", (e) => e.textContent);
     }
     step(`devtools: disconnected ${JSON.stringify(dt.closed)}`);
@@ -752,7 +781,7 @@ async function leaveAll() {
     Promise.race([p.page.evaluate(() => window.soraDisconnect()), sleep(5_000)]).catch(() => {})));
 }
 
-const limitMs = Number(opt["time-limit"]) * 1000;
+const limitMs = Number(opt["time-limit"] ?? (opt.scenario === "devtools" ? 90 : 60)) * 1000;
 const watchdog = setTimeout(async () => {
   result.error = `scenario ${opt.scenario} did not finish within ${limitMs} ms (steps so far in "steps")`;
   log(result.error);

@@ -91,7 +91,10 @@ function connectMessage() {
   if (checked("dc-signaling")) {
     msg.data_channel_signaling = true;
     msg.ignore_disconnect_websocket = checked("dc-ignore-ws");
-    if (labels.length) msg.data_channels = labels.map((label) => ({ label, direction: "sendrecv" }));
+    const compress = checked("dc-compress");
+    const entries = labels.map((label) => ({ label, direction: "sendrecv", ...(compress ? { compress } : {}) }));
+    if (compress) for (const label of ["signaling", "notify", "push", "stats", "rpc"]) entries.push({ label, compress });
+    if (entries.length) msg.data_channels = entries;
   }
   msg.sora_client = "sorad devtools";
   msg.environment = navigator.userAgent;
@@ -109,7 +112,7 @@ async function openSource(role) {
     });
     return { stream, stop: () => stream.getTracks().forEach((t) => t.stop()) };
   }
-  return testPattern({ width, height, label: `${val("channel-id")} ${role}`, audio: checked("audio"), video: checked("video") });
+  return testPattern({ width, height, label: val("client-id") || `${val("channel-id")} ${role}`, audio: checked("audio"), video: checked("video") });
 }
 
 async function connect(ev) {
@@ -127,7 +130,8 @@ async function connect(ev) {
   $("#disconnect").disabled = false;
   setStatus("connecting…", "connecting");
   const labelSelect = clear($("#message-label"));
-  for (const d of msg.data_channels ?? []) labelSelect.append(el("option", {}, d.label));
+  for (const d of msg.data_channels ?? []) if (d.label.startsWith("#")) labelSelect.append(el("option", {}, d.label));
+  if (!labelSelect.options.length) labelSelect.append(el("option", { value: "" }, "(no # label)"));
   if (page.source) addTile("local", page.source.stream, true);
   const client = new SoraClient(val("signaling-url"), msg, { stream: page.source?.stream, on: handlers() });
   page.client = client;
@@ -147,7 +151,7 @@ async function connect(ev) {
 function handlers() {
   return {
     signaling(dir, type, transport, msg) {
-      if (type === "pong" || type === "candidate") return;
+      if (type === "pong" || type === "candidate" || type === "req-stats") return;
       if (type === "notify" || type === "push") return; // logged by their handlers
       const brief = type === "offer" || type === "re-offer" || type === "answer" || type === "re-answer" ? { sdp: `${(msg.sdp ?? "").length} bytes` } : msg;
       log("signaling", `${dir === "out" ? "→" : "←"} ${type} (${transport})`, brief);
@@ -173,7 +177,7 @@ function handlers() {
       // A receiver asking for sender_connection_id gets 26 bytes first.
       const entry = page.client?.offer?.data_channels?.find((d) => d.label === label);
       if (entry?.header?.some((h) => h.type === "sender_connection_id")) text = `[${text.slice(0, 26)}] ${text.slice(26)}`;
-      log("message", `${label}`, text);
+      log("message", `← ${label}`, text);
     },
     switched() {
       setStatus(`${$("#status").textContent} (DataChannel signaling)`, "connected", page.client?.connectionId ?? "");
@@ -316,7 +320,7 @@ async function sendMessage() {
   }
   try {
     await page.client.sendMessage(label, val("message-text"));
-    log("message", `sent on ${label}`, val("message-text"));
+    log("message", `→ ${label}`, val("message-text"));
   } catch (e) {
     actionResult(`send: ${e.message}`, false);
   }

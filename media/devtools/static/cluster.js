@@ -66,7 +66,7 @@ async function refresh() {
 function renderNodes(nodes, channels, loads) {
   const inCharge = new Map();
   for (const c of channels) inCharge.set(c.node_in_charge, (inCharge.get(c.node_in_charge) ?? 0) + 1);
-  fillTable($("#nodes tbody"), nodes.map((n, i) => ({ ...n, load: loads[i] })), (n) => {
+  fillTable($("#nodes tbody"), nodes.map((n, i) => ({ ...n, load: loads[i], in_charge: inCharge.get(n.node_name) ?? 0 })), (n) => {
     const pick = chosen.get(n.node_name) ?? n.mode;
     const select = el("select", {
       class: "mode-select", "aria-label": `mode of ${n.node_name}`,
@@ -86,7 +86,7 @@ function renderNodes(nodes, channels, loads) {
       el("span", { class: `mode ${n.mode ?? "unknown"}` }, n.mode ?? "?"),
       n.epoch === undefined ? "" : String(n.epoch),
       n.connected ? "yes" : "no",
-      String(inCharge.get(n.node_name) ?? 0),
+      String(n.in_charge),
       n.load === null || n.load === undefined ? "—" : String(n.load),
       n.version ?? (n.other_cluster ? "other cluster" : ""),
       n.connected ? el("span", { class: "row" }, select, change) : "",

@@ -27,7 +27,13 @@ export function clear(e) {
 
 // table fills tbody with one row per item; cells(item) returns strings or
 // nodes; rowAttrs(item) the row's attributes.
+// A table whose items did not change is left as it is (a select being
+// used in it keeps its state).
+const shown = new WeakMap(); // tbody -> JSON of its items
 export function fillTable(tbody, items, cells, rowAttrs = () => ({})) {
+  const key = JSON.stringify(items);
+  if (shown.get(tbody) === key) return;
+  shown.set(tbody, key);
   clear(tbody);
   for (const it of items) tbody.append(el("tr", rowAttrs(it), ...cells(it).map((c) => el("td", {}, c))));
 }
