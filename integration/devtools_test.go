@@ -33,6 +33,7 @@ type devtoolsRun struct {
 		TileLabels          map[string][]string `json:"tile_labels"`
 		Switched            map[string]string   `json:"switched"`
 		Messages            map[string][]string `json:"messages"`
+		RPC                 []string            `json:"rpc"`
 		RefusedPush         *string             `json:"refused_push"`
 		PushesSeen          map[string][]string `json:"pushes_seen"`
 		Dialogs             []dialogSeen        `json:"dialogs"`
@@ -111,6 +112,9 @@ func TestDevtoolsPage(t *testing.T) {
 		if !strings.Contains(d.Closed[tab], "TYPE-DISCONNECT") {
 			t.Errorf("tab %s after Disconnect: %q", tab, d.Closed[tab])
 		}
+	}
+	if want := `2025.2.0/PutSignalingNotifyMetadata: {"hand":"up"}`; !slices.Equal(d.RPC, []string{want}) {
+		t.Errorf("tab a's RPC log %q, want %q", d.RPC, want)
 	}
 	if d.RefusedPush == nil || !strings.Contains(*d.RefusedPush, "401") || !strings.Contains(*d.RefusedPush, "UNAUTHORIZED") {
 		t.Errorf("a push from the tab without the token: %v, want 401 UNAUTHORIZED", d.RefusedPush)

@@ -35,7 +35,7 @@ const { values: opt } = parseArgs({
     "api-url": { type: "string", multiple: true },
     chromium: { type: "string", default: "/usr/bin/chromium" },
     profile: { type: "string" },
-    "time-limit": { type: "string" }, // seconds, whole scenario: 60, or 90 for devtools
+    "time-limit": { type: "string" }, // seconds, whole scenario: 60, or 100 for devtools
   },
 });
 for (const k of ["scenario", "signaling-url", "api-url", "profile"]) {
@@ -310,7 +310,7 @@ const scenarios = {
     const nodeName = result.cluster_nodes[0][0].node_name;
     const dt = (result.devtools = {
       page_url: pageURL, node_name: nodeName, connection_ids: {}, frames_decoded: {}, tile_labels: {},
-      switched: {}, messages: {}, refused_push: null, pushes_seen: {}, dialogs: [], mode_after_dismiss: null, mode_after_change: null,
+      switched: {}, messages: {}, rpc: null, refused_push: null, pushes_seen: {}, dialogs: [], mode_after_dismiss: null, mode_after_change: null,
       mode_shown: null, mode_after_reset: null, mode_shown_after_reset: null, closed: {}, screenshots: [], errors: [],
     });
     const tabs = [];
@@ -377,6 +377,15 @@ const scenarios = {
       dt.messages[to.name] = await to.page.$$eval("#log li[data-kind=message]", (ls) => ls.map((l) => `${l.querySelector(".text").textContent}: ${l.querySelector("code")?.textContent}`));
     }
     step(`devtools: #chat both ways ${JSON.stringify(dt.messages)}`);
+    // JSON-RPC from tab a (compressed): its metadata, pushed to b.
+    await a.page.selectOption("#rpc-method", "2025.2.0/PutSignalingNotifyMetadata");
+    await a.page.fill("#rpc-params", JSON.stringify({ metadata: { hand: "up" }, push: true }));
+    await a.page.click("#rpc-call");
+    await a.page.waitForFunction(() => document.querySelector("#log li[data-kind=rpc]"), null, { timeout: 10_000, polling: 250 });
+    dt.rpc = await a.page.$$eval("#log li[data-kind=rpc]", (ls) => ls.map((l) => `${l.querySelector(".text").textContent}: ${l.querySelector("code")?.textContent}`));
+    await b.page.waitForFunction(() => [...document.querySelectorAll("#log li[data-kind=push] code")].some((c) => c.textContent.includes("signaling_notify_metadata_ext")),
+      null, { timeout: 10_000, polling: 250 });
+    step(`devtools: RPC ${JSON.stringify(dt.rpc)}, b got the metadata push`);
     if (apiToken) {
       await b.page.click("#push-channel");
       await b.page.waitForFunction(() => document.querySelector("#action-result").dataset.ok === "false", null, { timeout: 10_000, polling: 250 });
@@ -447,6 +456,7 @@ const scenarios = {
 
     await a.page.click("#tab-connect");
     for (const t of tabs) {
+      step(`devtools ${t.name}: disconnect`);
       await t.page.click("#disconnect");
       await t.page.waitForFunction(() => document.querySelector("#status").dataset.state === "closed", null, { timeout: 10_000, polling: 250 });
       dt.closed[t.name] = await t.page.$eval("#status", (e) => e.textContent);
@@ -781,7 +791,7 @@ async function leaveAll() {
     Promise.race([p.page.evaluate(() => window.soraDisconnect()), sleep(5_000)]).catch(() => {})));
 }
 
-const limitMs = Number(opt["time-limit"] ?? (opt.scenario === "devtools" ? 90 : 60)) * 1000;
+const limitMs = Number(opt["time-limit"] ?? (opt.scenario === "devtools" ? 100 : 60)) * 1000;
 const watchdog = setTimeout(async () => {
   result.error = `scenario ${opt.scenario} did not finish within ${limitMs} ms (steps so far in "steps")`;
   log(result.error);

@@ -139,6 +139,9 @@ async function connect(ev) {
     const id = await client.connect();
     setStatus(`connected: ${id}`, "connected", id);
     log("signaling", `connected as ${id}`);
+    const methods = clear($("#rpc-method"));
+    for (const m of client.offer?.rpc_methods ?? []) methods.append(el("option", { value: m, title: m }, m.split("/").pop()));
+    if (!methods.options.length) methods.append(el("option", { value: "" }, "(no RPC)"));
     const local = page.tiles.get("local");
     if (local) local.querySelector(".label").textContent = `local · ${id}`;
     page.statsTimer = setInterval(refreshStats, 1000);
@@ -326,6 +329,28 @@ async function sendMessage() {
   }
 }
 
+async function callRPC() {
+  const method = $("#rpc-method").value;
+  if (!page.client || !method) {
+    actionResult("connect with data_channel_signaling first", false);
+    return;
+  }
+  let params;
+  try {
+    params = JSON.parse(val("rpc-params") || "{}");
+  } catch (e) {
+    actionResult(`params are not JSON: ${e.message}`, false);
+    return;
+  }
+  try {
+    const reply = await page.client.rpc(method, params);
+    log("rpc", `${method}${reply.error ? " failed" : ""}`, reply.error ?? reply.result);
+    actionResult(`${method}: ${reply.error ? reply.error.message : "ok"}`, !reply.error);
+  } catch (e) {
+    actionResult(`${method}: ${e.message}`, false);
+  }
+}
+
 // --- statistics ---
 
 async function refreshStats() {
@@ -387,6 +412,7 @@ async function start() {
   $("#disconnect").addEventListener("click", disconnect);
   $("#push-channel").addEventListener("click", pushChannel);
   $("#send-message").addEventListener("click", sendMessage);
+  $("#rpc-call").addEventListener("click", callRPC);
   $("#clear-log").addEventListener("click", () => clear($("#log")));
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showView(b.dataset.view));
   window.addEventListener("pagehide", () => page.client?.disconnect());
