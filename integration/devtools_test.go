@@ -162,6 +162,59 @@ func TestDevtoolsPage(t *testing.T) {
 	t.Logf("devtools screenshots in %s", dir)
 }
 
+// devtoolsSimulcastRun is the driver's account of devtools-simulcast.
+type devtoolsSimulcastRun struct {
+	Devtools *struct {
+		ConnectionIDs map[string]string `json:"connection_ids"`
+		OutboundRIDs  []string          `json:"outbound_rids"`
+		Before, After *struct {
+			Layer  string `json:"layer"`
+			Width  int    `json:"width"`
+			Frames int    `json:"frames"`
+		}
+		Notifies []string `json:"notifies"`
+		Action   string   `json:"action"`
+		Errors   []string `json:"errors"`
+	} `json:"devtools"`
+}
+
+// TestDevtoolsSimulcast: a tab sending simulcast from the page applies the
+// offer's encodings (its statistics list the layers it sends), and a
+// receiving tab's r1 button (RequestRtpStream) switches what it decodes to
+// r1, wider than the r0 it got first, as its statistics table shows.
+func TestDevtoolsSimulcast(t *testing.T) {
+	s := browserPrereqs(t)
+	t.Setenv("BROWSER_API_BEARER_TOKEN", randomHex(t, 16))
+	run := runBrowserScenario(t, s, "devtools-simulcast", browserNodes(1))
+	b, err := os.ReadFile(filepath.Join(run.work, "driver.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dr devtoolsSimulcastRun
+	if err := json.Unmarshal(b, &dr); err != nil || dr.Devtools == nil {
+		t.Fatalf("driver.json has no devtools account (%v)", err)
+	}
+	d := dr.Devtools
+	if len(d.Errors) > 0 {
+		t.Errorf("page errors: %q", d.Errors)
+	}
+	if !slices.Contains(d.OutboundRIDs, "r0") || !slices.Contains(d.OutboundRIDs, "r1") {
+		t.Errorf("the sending tab sends layers %q, want r0 and r1 among them", d.OutboundRIDs)
+	}
+	if d.Before == nil || d.After == nil {
+		t.Fatalf("the receiving tab's statistics of the sender: before %+v, after %+v", d.Before, d.After)
+	}
+	if d.Before.Layer == "r1" || d.Before.Width == 0 {
+		t.Errorf("before asking: layer %q width %d, want a decoded lower layer", d.Before.Layer, d.Before.Width)
+	}
+	if d.After.Layer != "r1" || d.After.Width <= d.Before.Width {
+		t.Errorf("after the r1 button (%s): layer %q width %d, want r1 wider than %d; notifies %q", d.Action, d.After.Layer, d.After.Width, d.Before.Width, d.Notifies)
+	}
+	if !slices.Contains(d.Notifies, "simulcast.switched (websocket)") {
+		t.Errorf("the receiving tab's log has notifies %q, want simulcast.switched", d.Notifies)
+	}
+}
+
 // TestDevtoolsServed: the real binary serves the page with its policy and
 // its node's public URLs, the API's CORS admits the page's origin with the
 // Authorization header, and devtools = false leaves /devtools/ a 404.

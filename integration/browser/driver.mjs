@@ -35,7 +35,7 @@ const { values: opt } = parseArgs({
     "api-url": { type: "string", multiple: true },
     chromium: { type: "string", default: "/usr/bin/chromium" },
     profile: { type: "string" },
-    "time-limit": { type: "string" }, // seconds, whole scenario: 60, or 100 for devtools
+    "time-limit": { type: "string" }, // seconds, whole scenario: 60, or 100 for the devtools ones
   },
 });
 for (const k of ["scenario", "signaling-url", "api-url", "profile"]) {
@@ -464,6 +464,66 @@ const scenarios = {
     step(`devtools: disconnected ${JSON.stringify(dt.closed)}`);
   },
 
+  // The devtools page with simulcast: tab a sends three layers of its
+  // test pattern (960x540, VP8); tab b receives and asks for r1 with the
+  // button on a's video, then sees the layer and width change in its
+  // statistics table.
+  async "devtools-simulcast"() {
+    const ch = "browser-devtools-simulcast";
+    const pageURL = `http://${new URL(signalingURLs[0]).host}/devtools/`;
+    const dt = (result.devtools = { connection_ids: {}, outbound_rids: [], before: null, after: null, notifies: [], errors: [] });
+    const open = async (name, role) => {
+      const page = await context.newPage();
+      page.on("console", (m) => m.type() === "error" && dt.errors.push(`${name}: ${m.text()}`));
+      page.on("pageerror", (e) => dt.errors.push(`${name}: ${e}`));
+      await page.goto(pageURL);
+      await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout: 10_000, polling: 250 });
+      if (apiToken) await page.fill("#api-token", apiToken);
+      await page.fill("#channel-id", ch);
+      await page.selectOption("#role", role);
+      await page.selectOption("#video-codec", "VP8");
+      await page.fill("#video-bit-rate", "2500");
+      await page.selectOption("#video-size", "960x540");
+      await page.check("#simulcast");
+      step(`devtools ${name}: connect ${role} with simulcast`);
+      await page.click("#connect");
+      await page.waitForFunction(() => document.querySelector("#status").dataset.state === "connected", null, { timeout: 20_000, polling: 250 });
+      dt.connection_ids[name] = await page.$eval("#status", (e) => e.dataset.connectionId);
+      return page;
+    };
+    const a = await open("a", "sendonly");
+    const b = await open("b", "recvonly");
+    const aID = dt.connection_ids.a;
+    const inbound = () => b.$$eval("#stats tbody tr", (rows, id) => rows
+      .filter((r) => r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === id)
+      .map((r) => ({ layer: r.dataset.layer, width: Number(r.dataset.width || 0), frames: Number(r.dataset.frames || 0) }))[0] ?? null, aID);
+    await b.waitForFunction((id) => [...document.querySelectorAll("#stats tbody tr")].some((r) =>
+      r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === id && Number(r.dataset.frames) > 10),
+    aID, { timeout: 25_000, polling: 250 });
+    dt.before = await inbound();
+    step(`devtools b: decodes a ${JSON.stringify(dt.before)}`);
+    // The encoder adds the upper layers as its bandwidth estimate grows.
+    await a.waitForFunction(() => new Set([...document.querySelectorAll("#stats tbody tr")]
+      .filter((r) => r.dataset.direction === "out" && r.dataset.kind === "video" && Number(r.dataset.frames) > 0).map((r) => r.dataset.layer)).size >= 2,
+    null, { timeout: 30_000, polling: 250 }).catch(() => {});
+    dt.outbound_rids = await a.$$eval("#stats tbody tr", (rows) => rows
+      .filter((r) => r.dataset.direction === "out" && r.dataset.kind === "video" && Number(r.dataset.frames) > 0).map((r) => r.dataset.layer));
+    step(`devtools a: sends ${JSON.stringify(dt.outbound_rids)}`);
+    await b.click(`#videos figure[data-connection-id="${aID}"] button[title="RequestRtpStream r1"]`);
+    await b.waitForFunction((id) => [...document.querySelectorAll("#stats tbody tr")].some((r) =>
+      r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === id && r.dataset.layer === "r1"),
+    aID, { timeout: 20_000, polling: 250 }).catch(() => {});
+    await sleep(2000); // frames of the new layer decoded
+    dt.after = await inbound();
+    dt.notifies = await b.$$eval("#log li[data-kind=notify] .text", (ts) => ts.map((t) => t.textContent));
+    dt.action = await b.$eval("#action-result", (e) => e.textContent);
+    step(`devtools b: after asking r1 ${JSON.stringify(dt.after)} (${dt.action})`);
+    for (const p of [b, a]) {
+      await p.click("#disconnect");
+      await p.waitForFunction(() => document.querySelector("#status").dataset.state === "closed", null, { timeout: 10_000, polling: 250 });
+    }
+  },
+
   // Join latency as a browser sees it (BenchmarkBrowserJoin): a sendonly
   // publishes; a second page joins the channel recvonly 21 times in a row,
   // each timed from the call of connect() to its resolution and to the
@@ -791,7 +851,7 @@ async function leaveAll() {
     Promise.race([p.page.evaluate(() => window.soraDisconnect()), sleep(5_000)]).catch(() => {})));
 }
 
-const limitMs = Number(opt["time-limit"] ?? (opt.scenario === "devtools" ? 100 : 60)) * 1000;
+const limitMs = Number(opt["time-limit"] ?? (opt.scenario.startsWith("devtools") ? 100 : 60)) * 1000;
 const watchdog = setTimeout(async () => {
   result.error = `scenario ${opt.scenario} did not finish within ${limitMs} ms (steps so far in "steps")`;
   log(result.error);

@@ -373,14 +373,14 @@ async function refreshStats() {
     rows.push({
       direction: inbound ? "in" : "out", kind: r.kind, conn, mid: r.mid ?? "", layer,
       codec: codecs.get(r.codecId) ?? "", kbps, packets: inbound ? r.packetsReceived : r.packetsSent, frames,
-      size: r.frameWidth ? `${r.frameWidth}×${r.frameHeight}` : "", fps: r.framesPerSecond ?? "",
+      size: r.frameWidth ? `${r.frameWidth}×${r.frameHeight}` : "", width: r.frameWidth, fps: r.framesPerSecond ?? "",
     });
   });
   rows.sort((a, b) => a.direction.localeCompare(b.direction) || a.conn.localeCompare(b.conn) || a.kind.localeCompare(b.kind) || a.layer.localeCompare(b.layer));
   const tbody = clear($("#stats tbody"));
   for (const x of rows) {
     tbody.append(el("tr", {
-      dataset: { direction: x.direction, kind: x.kind, connectionId: x.conn, frames: x.frames ?? "", packets: x.packets ?? 0 },
+      dataset: { direction: x.direction, kind: x.kind, connectionId: x.conn, layer: x.layer, frames: x.frames ?? "", packets: x.packets ?? 0, width: x.width ?? "" },
     }, ...[x.direction, x.kind, short(x.conn), x.mid, x.layer, x.codec, x.kbps ?? "", x.packets ?? "", x.frames ?? "", x.size, x.fps]
       .map((c) => el("td", {}, String(c)))));
   }
