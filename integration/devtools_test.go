@@ -20,31 +20,36 @@ import (
 
 // The devtools page (media/devtools) as an operator meets it: served by the
 // real sorad at /devtools/ on the signaling port, off with devtools = false,
-// and driven in Chromium (the browser driver's "devtools" scenario) against
-// a node whose API needs a bearer token typed into the page.
+// and driven in Chromium (the browser driver's "devtools", "devtools-cluster"
+// and "devtools-simulcast" scenarios) against a node whose API needs a
+// bearer token typed into the page. The screenshots of the two views are
+// kept in SORAD_TEST_ARTIFACTS/devtools (else the test's temporary
+// directory).
 
-// devtoolsRun is the driver's account of the devtools scenario.
+// devtoolsRun is the driver's account of a devtools scenario.
 type devtoolsRun struct {
 	Devtools *struct {
-		PageURL             string              `json:"page_url"`
-		NodeName            string              `json:"node_name"`
-		ConnectionIDs       map[string]string   `json:"connection_ids"`
-		FramesDecoded       map[string]int      `json:"frames_decoded"`
-		TileLabels          map[string][]string `json:"tile_labels"`
-		Switched            map[string]string   `json:"switched"`
-		Messages            map[string][]string `json:"messages"`
-		RPC                 []string            `json:"rpc"`
-		RefusedPush         *string             `json:"refused_push"`
-		PushesSeen          map[string][]string `json:"pushes_seen"`
-		Dialogs             []dialogSeen        `json:"dialogs"`
-		ModeAfterDismiss    string              `json:"mode_after_dismiss"`
-		ModeAfterChange     string              `json:"mode_after_change"`
-		ModeShown           string              `json:"mode_shown"`
-		ModeAfterReset      string              `json:"mode_after_reset"`
-		ModeShownAfterReset string              `json:"mode_shown_after_reset"`
-		Closed              map[string]string   `json:"closed"`
-		Screenshots         []string            `json:"screenshots"`
-		Errors              []string            `json:"errors"`
+		PageURL       string              `json:"page_url"`
+		ConnectionIDs map[string]string   `json:"connection_ids"`
+		FramesDecoded map[string]int      `json:"frames_decoded"`
+		TileLabels    map[string][]string `json:"tile_labels"`
+		Switched      map[string]string   `json:"switched"`
+		Messages      map[string][]string `json:"messages"`
+		RPC           []string            `json:"rpc"`
+		RefusedPush   *string             `json:"refused_push"`
+		PushesSeen    map[string][]string `json:"pushes_seen"`
+		Closed        map[string]string   `json:"closed"`
+
+		NodeName            string       `json:"node_name"`
+		Dialogs             []dialogSeen `json:"dialogs"`
+		ModeAfterDismiss    string       `json:"mode_after_dismiss"`
+		ModeAfterChange     string       `json:"mode_after_change"`
+		ModeShown           string       `json:"mode_shown"`
+		ModeAfterReset      string       `json:"mode_after_reset"`
+		ModeShownAfterReset string       `json:"mode_shown_after_reset"`
+
+		Screenshots []string `json:"screenshots"`
+		Errors      []string `json:"errors"`
 	} `json:"devtools"`
 }
 
@@ -53,31 +58,64 @@ type dialogSeen struct {
 	Accepted bool   `json:"accepted"`
 }
 
-// TestDevtoolsPage runs the page in two tabs of Chromium: both connect
-// with the page's test pattern on DataChannel signaling (one compressed,
-// its WebSocket closed) and decode each other's video, exchange messages
-// on #chat, a push sent from the page's button shows in both logs (a tab
-// without the token is refused), and the cluster view changes the node's mode behind a
-// confirmation and back. The screenshots of both views are kept in
-// SORAD_TEST_ARTIFACTS (else the test's temporary directory).
-func TestDevtoolsPage(t *testing.T) {
+// runDevtools runs scenario against a node whose API needs a token and
+// returns the driver's account; the scenario's screenshots are copied to
+// the artifacts directory.
+func runDevtools(t *testing.T, scenario string, out any, screenshots ...string) {
+	t.Helper()
 	s := browserPrereqs(t)
-	token := randomHex(t, 16)
-	t.Setenv("BROWSER_API_BEARER_TOKEN", token)
-	run := runBrowserScenario(t, s, "devtools", browserNodes(1))
+	t.Setenv("BROWSER_API_BEARER_TOKEN", randomHex(t, 16))
+	run := runBrowserScenario(t, s, scenario, browserNodes(1))
 	b, err := os.ReadFile(filepath.Join(run.work, "driver.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dr devtoolsRun
-	if err := json.Unmarshal(b, &dr); err != nil || dr.Devtools == nil {
-		t.Fatalf("driver.json has no devtools account (%v)", err)
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("driver.json: %v", err)
 	}
+	if len(screenshots) == 0 {
+		return
+	}
+	dir := os.Getenv("SORAD_TEST_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	dir = filepath.Join(dir, "devtools")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range screenshots {
+		png, err := os.ReadFile(filepath.Join(run.work, name))
+		if err != nil {
+			t.Errorf("screenshot %s: %v", name, err)
+			continue
+		}
+		if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) || len(png) < 10<<10 {
+			t.Errorf("screenshot %s is not a PNG of a page (%d bytes)", name, len(png))
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot %s", filepath.Join(dir, name))
+	}
+}
+
+// TestDevtoolsPage runs the page in two tabs of Chromium: both connect
+// with the page's test pattern on DataChannel signaling (one compressed,
+// its WebSocket closed after switched) and decode each other's video,
+// exchange messages on #chat, one calls JSON-RPC, and a push sent from
+// the page's button shows in both logs (a tab without the token is
+// refused).
+func TestDevtoolsPage(t *testing.T) {
+	var dr devtoolsRun
+	runDevtools(t, "devtools", &dr, "devtools-connect.png")
 	d := dr.Devtools
+	if d == nil {
+		t.Fatal("driver.json has no devtools account")
+	}
 	if len(d.Errors) > 0 {
 		t.Errorf("page errors (a Content-Security-Policy violation shows here too): %q", d.Errors)
 	}
-
 	a, bID := d.ConnectionIDs["a"], d.ConnectionIDs["b"]
 	if a == "" || bID == "" || a == bID {
 		t.Fatalf("connection ids %v: want two different ones", d.ConnectionIDs)
@@ -119,13 +157,28 @@ func TestDevtoolsPage(t *testing.T) {
 	if d.RefusedPush == nil || !strings.Contains(*d.RefusedPush, "401") || !strings.Contains(*d.RefusedPush, "UNAUTHORIZED") {
 		t.Errorf("a push from the tab without the token: %v, want 401 UNAUTHORIZED", d.RefusedPush)
 	}
+}
 
-	if len(d.Dialogs) != 3 {
+// TestDevtoolsCluster: the cluster view changes the node's mode through
+// its confirmation (a dismissed one changes nothing), as the API then
+// says and the view shows, and back.
+func TestDevtoolsCluster(t *testing.T) {
+	var dr devtoolsRun
+	runDevtools(t, "devtools-cluster", &dr, "devtools-cluster.png")
+	d := dr.Devtools
+	if d == nil {
+		t.Fatal("driver.json has no devtools account")
+	}
+	if len(d.Errors) > 0 {
+		t.Errorf("page errors: %q", d.Errors)
+	}
+	wantDialogs := []bool{false, true, true}
+	if len(d.Dialogs) != len(wantDialogs) {
 		t.Errorf("confirmations %+v, want three (dismissed, accepted, accepted)", d.Dialogs)
 	}
-	for _, dl := range d.Dialogs {
-		if !strings.Contains(dl.Message, d.NodeName) {
-			t.Errorf("confirmation %q does not name the node %s", dl.Message, d.NodeName)
+	for i, dl := range d.Dialogs {
+		if !strings.Contains(dl.Message, d.NodeName) || i < len(wantDialogs) && dl.Accepted != wantDialogs[i] {
+			t.Errorf("confirmation %d %+v: want one naming %s, accepted %v", i, dl, d.NodeName, wantDialogs[min(i, len(wantDialogs)-1)])
 		}
 	}
 	if d.ModeAfterDismiss != "normal" {
@@ -137,29 +190,6 @@ func TestDevtoolsPage(t *testing.T) {
 	if d.ModeAfterReset != "normal" || d.ModeShownAfterReset != "normal" {
 		t.Errorf("after setting it back: API %q, page %q, want normal", d.ModeAfterReset, d.ModeShownAfterReset)
 	}
-
-	dir := os.Getenv("SORAD_TEST_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	dir = filepath.Join(dir, "devtools")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"devtools-connect.png", "devtools-cluster.png"} {
-		png, err := os.ReadFile(filepath.Join(run.work, name))
-		if err != nil {
-			t.Errorf("screenshot %s: %v", name, err)
-			continue
-		}
-		if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) || len(png) < 10<<10 {
-			t.Errorf("screenshot %s is not a PNG of a page (%d bytes)", name, len(png))
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("devtools screenshots in %s", dir)
 }
 
 // devtoolsSimulcastRun is the driver's account of devtools-simulcast.
@@ -183,16 +213,10 @@ type devtoolsSimulcastRun struct {
 // receiving tab's r1 button (RequestRtpStream) switches what it decodes to
 // r1, wider than the r0 it got first, as its statistics table shows.
 func TestDevtoolsSimulcast(t *testing.T) {
-	s := browserPrereqs(t)
-	t.Setenv("BROWSER_API_BEARER_TOKEN", randomHex(t, 16))
-	run := runBrowserScenario(t, s, "devtools-simulcast", browserNodes(1))
-	b, err := os.ReadFile(filepath.Join(run.work, "driver.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var dr devtoolsSimulcastRun
-	if err := json.Unmarshal(b, &dr); err != nil || dr.Devtools == nil {
-		t.Fatalf("driver.json has no devtools account (%v)", err)
+	runDevtools(t, "devtools-simulcast", &dr)
+	if dr.Devtools == nil {
+		t.Fatal("driver.json has no devtools account")
 	}
 	d := dr.Devtools
 	if len(d.Errors) > 0 {

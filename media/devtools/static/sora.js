@@ -38,6 +38,7 @@ export class SoraClient {
     this.closed = false;
     this.rpcSeq = 0;
     this.rpcPending = new Map();
+    this.wsQueue = Promise.resolve();
   }
 
   // connect resolves once the offer is answered, with the connection ID.
@@ -60,7 +61,8 @@ export class SoraClient {
         this.on.signaling("in", "invalid", "websocket", { data: String(e.data).slice(0, 200) });
         return;
       }
-      this.handle(msg, "websocket").catch((err) => this.fail(err));
+      // One message at a time: a re-offer waits for the offer's answer.
+      this.wsQueue = this.wsQueue.then(() => this.handle(msg, "websocket")).catch((err) => this.fail(err));
     };
     ws.onclose = (e) => {
       if (this.ws !== ws) return; // a redirect replaced it
