@@ -1,6 +1,7 @@
 // Browser end-to-end driver for sorad: runs one named scenario with the real
-// sora-js-sdk in Chromium (driven by playwright-core) and prints ONE JSON
-// object with what every peer observed. Exit status 0 when the scenario ran
+// sora-js-sdk in Chromium (driven by playwright-core), or, for the devtools
+// scenarios, sorad's own devtools page as sorad serves it, and prints ONE
+// JSON object with what every peer (or the page, in "devtools") observed. Exit status 0 when the scenario ran
 // to the end (the Go test judges the observations), 1 when it could not
 // (the JSON then has "error"), 2 on bad usage.
 //
