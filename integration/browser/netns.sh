@@ -72,14 +72,16 @@ for i in "${!names[@]}"; do
   args=(--config= --node_name="${names[$i]}" --listen_address="${addrs[$i]}"
     --data_dir="$work/data$tag" --log_format=text --log_level=debug
     --cluster_secret="$cluster_secret")
+  # The token goes in sorad's environment, not on its command line.
+  envs=()
   if [ -n "${BROWSER_API_BEARER_TOKEN:-}" ]; then
-    args+=(--api_bearer_token="$BROWSER_API_BEARER_TOKEN")
+    envs+=(SORAD_API_BEARER_TOKEN="$BROWSER_API_BEARER_TOKEN")
   fi
   if [ "${#contacts[@]}" -gt 0 ]; then
     args+=(--contact_node_name_list="$(IFS=,; echo "${contacts[*]}")")
   fi
   mkdir -p "$work/data$tag"
-  "$sorad_bin" "${args[@]}" >"$work/sorad$tag.log" 2>&1 &
+  env "${envs[@]}" "$sorad_bin" "${args[@]}" >"$work/sorad$tag.log" 2>&1 &
   pids+=($!)
 done
 
