@@ -40,6 +40,7 @@ type Config struct {
 	ExternalSignalingURL   string        `conf:"external_signaling_url"`
 	APIBearerToken         string        `conf:"api_bearer_token" secret:"true"`
 	APICORSOrigin          string        `conf:"api_cors_origin"`
+	Devtools               bool          `conf:"devtools"`
 	APIMaxBodySize         int64         `conf:"api_max_body_size"`
 	LicenseMaxConnections  int           `conf:"license_max_connections"`
 	LicenseMaxNodes        int           `conf:"license_max_nodes"`
@@ -518,6 +519,12 @@ var keySpecs = []keySpec{
 			return scheme(c.SignalingTLSCertFile, "http") + "://" + net.JoinHostPort(nodeHost(c.NodeName), strconv.Itoa(c.SignalingPort)), nil
 		},
 		set: stringField(func(c *Config) *string { return &c.APICORSOrigin }, noWhitespace),
+	},
+	{
+		name: "devtools",
+		def:  "true",
+		desc: "serve the devtools page at /devtools/ on the signaling port (it uses only the public signaling and API)",
+		set:  boolField(func(c *Config) *bool { return &c.Devtools }),
 	},
 	{
 		name: "api_max_body_size",

@@ -68,6 +68,7 @@ func TestDefaults(t *testing.T) {
 		ExternalSignalingURL:   "ws://127.0.0.1:5000/signaling",
 		APIBearerToken:         "",
 		APICORSOrigin:          "http://127.0.0.1:5000",
+		Devtools:               true,
 		APIMaxBodySize:         1048576,
 		LicenseMaxConnections:  500,
 		LicenseMaxNodes:        0,
@@ -182,6 +183,46 @@ func TestPrecedence(t *testing.T) {
 			}
 			if got.APIPort != tt.want {
 				t.Errorf("APIPort = %d, want %d", got.APIPort, tt.want)
+			}
+		})
+	}
+}
+
+// TestDevtoolsSetting: the devtools page is on unless a flag, the
+// environment or the file turns it off, with the usual precedence; a value
+// that is not a boolean is refused.
+func TestDevtoolsSetting(t *testing.T) {
+	inEmptyDir(t)
+	off := writeConf(t, "devtools = false\n")
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    bool
+		wantErr string
+	}{
+		{name: "default", want: true},
+		{name: "flag", args: []string{"--devtools=false"}, want: false},
+		{name: "env", env: map[string]string{"SORAD_DEVTOOLS": "false"}, want: false},
+		{name: "file", args: []string{"--config", off}, want: false},
+		{name: "env over file", args: []string{"--config", off}, env: map[string]string{"SORAD_DEVTOOLS": "true"}, want: true},
+		{name: "flag over env", args: []string{"--devtools=true"}, env: map[string]string{"SORAD_DEVTOOLS": "false"}, want: true},
+		{name: "not a boolean", args: []string{"--devtools=maybe"}, wantErr: "not true or false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := loadConfig(tt.args, mapEnv(tt.env), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Devtools != tt.want {
+				t.Errorf("Devtools = %v, want %v", got.Devtools, tt.want)
 			}
 		})
 	}

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/httpapi"
 	"github.com/sorad/sorad/media"
+	"github.com/sorad/sorad/media/devtools"
 )
 
 // version is sorad's version, reported in ListClusterNodes and
@@ -209,9 +211,23 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}, cl, med)
 	// Other nodes forward calls about channels this node is in charge of.
 	cl.ServeAPI(api.AnswerForwarded)
+	signalingHandler := med.Handler()
+	if cfg.Devtools {
+		page, err := devtools.New(devtools.Config{
+			NodeName:     cfg.NodeName,
+			Version:      version,
+			APIURL:       cfg.ExternalAPIURL,
+			SignalingURL: cfg.ExternalSignalingURL,
+			ClusterURLs:  func() []string { return clusterURLs(cl) },
+		})
+		if err != nil {
+			return errors.Join(err, med.Close(), cl.Close())
+		}
+		signalingHandler = devtools.Mount(signalingHandler, page)
+	}
 	servers := []*namedServer{
 		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, api, log), tls: apiTLS},
-		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, med.Handler(), log), tls: signalingTLS},
+		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, signalingHandler, log), tls: signalingTLS},
 	}
 	if cfg.PprofAddress != "" {
 		srv := newHTTPServer("", 0, pprofHandler(), log)
@@ -237,8 +253,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if signalingTLS != nil {
 		sigScheme = "wss"
 	}
+	devtoolsURL := "off"
+	if cfg.Devtools {
+		devtoolsURL = strings.Replace(sigScheme, "ws", "http", 1) + "://" + servers[1].srv.Addr + devtools.Prefix
+	}
 	log.Info("sorad is serving", "api", apiScheme+"://"+servers[0].srv.Addr+"/", "signaling", sigScheme+"://"+servers[1].srv.Addr+"/signaling",
-		"media_udp_port", cfg.MediaUDPPort, "cluster_port", cfg.ClusterPort, "data_dir", cfg.DataDir)
+		"devtools", devtoolsURL, "media_udp_port", cfg.MediaUDPPort, "cluster_port", cfg.ClusterPort, "data_dir", cfg.DataDir)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -263,6 +283,18 @@ wait:
 		log.Info("sorad stopped")
 	}
 	return runErr
+}
+
+// clusterURLs are the external API and signaling URLs of the cluster's
+// nodes, which the devtools page may reach.
+func clusterURLs(cl *cluster.Cluster) []string {
+	var out []string
+	for _, n := range cl.Nodes() {
+		if n.Record != nil {
+			out = append(out, n.Record.ExternalAPIURL, n.Record.ExternalSignalingURL)
+		}
+	}
+	return out
 }
 
 // reloader re-reads one set of files SIGHUP covers; a nil fn has none.

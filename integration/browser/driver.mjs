@@ -1,6 +1,7 @@
 // Browser end-to-end driver for sorad: runs one named scenario with the real
-// sora-js-sdk in Chromium (driven by playwright-core) and prints ONE JSON
-// object with what every peer observed. Exit status 0 when the scenario ran
+// sora-js-sdk in Chromium (driven by playwright-core), or, for the devtools
+// scenarios, sorad's own devtools page as sorad serves it, and prints ONE
+// JSON object with what every peer (or the page, in "devtools") observed. Exit status 0 when the scenario ran
 // to the end (the Go test judges the observations), 1 when it could not
 // (the JSON then has "error"), 2 on bad usage.
 //
@@ -35,7 +36,7 @@ const { values: opt } = parseArgs({
     "api-url": { type: "string", multiple: true },
     chromium: { type: "string", default: "/usr/bin/chromium" },
     profile: { type: "string" },
-    "time-limit": { type: "string", default: "60" }, // seconds, whole scenario
+    "time-limit": { type: "string" }, // seconds, whole scenario: 60, or 100 for the devtools ones
   },
 });
 for (const k of ["scenario", "signaling-url", "api-url", "profile"]) {
@@ -82,6 +83,7 @@ const result = {
   rpc: null, // the datachannel-signaling scenario's RPC answers
   messaging: null, // the messaging scenario's connection IDs
   joins: null, // the join-latency scenario's {connect_ms, first_frame_ms}
+  devtools: null, // the devtools scenario's observations
   peers: {}, // name -> peer page state, with "stats" samples
 };
 const step = (what) => {
@@ -128,15 +130,21 @@ const pageBase = `http://localhost:${server.address().port}/`;
 // --- sorad API ---
 
 // api calls target on node (an index into --api-url).
+// BROWSER_API_BEARER_TOKEN is sorad's api_bearer_token when the test set
+// one (netns.sh passes it to sorad); every call then carries it.
+const apiToken = process.env.BROWSER_API_BEARER_TOKEN ?? "";
+
 async function api(target, body, node = 0) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), 10_000);
   const call = { ms: elapsed(), node, url: apiURLs[node], target, body, status: null, response: null };
   result.api_calls.push(call);
+  const headers = { "x-sora-target": target, "content-type": "application/json" };
+  if (apiToken) headers.authorization = `Bearer ${apiToken}`;
   try {
     const res = await fetch(apiURLs[node], {
       method: "POST",
-      headers: { "x-sora-target": target, "content-type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: ctl.signal,
     });
@@ -286,9 +294,265 @@ const knows = (st, selfID, id) =>
     (n.message.data ?? n.message.metadata_list ?? []).some((d) => d.connection_id === id));
 const destroyed = (st, id) => st.notifies.some((n) => n.message.event_type === "connection.destroyed" && n.message.connection_id === id);
 
+// --- the devtools page (media/devtools) ---
+
+// devtoolsShot writes a screenshot of page, scrolled to its top, to the
+// work directory.
+async function devtoolsShot(page, file, dt) {
+  await page.evaluate(() => {
+    window.scrollTo(0, 0);
+    for (const e of document.querySelectorAll(".side, .log")) e.scrollTop = 0;
+  });
+  await page.screenshot({ path: join(dirname(opt.profile), file) });
+  dt.screenshots.push(file);
+  step(`screenshot ${file}`);
+}
+
 // --- scenarios ---
 
 const scenarios = {
+  // The devtools page sorad serves at /devtools/ on the signaling port, in
+  // two tabs: each connects sendrecv with the page's test pattern on
+  // DataChannel signaling and decodes the other's video (read from the
+  // page's statistics table); they exchange #chat messages; a calls
+  // JSON-RPC; a tab without the API token is refused by the API, one with
+  // it pushes to the channel and both logs show the push. A screenshot of
+  // the view goes to the work directory.
+  async devtools() {
+    const ch = "browser-devtools";
+    const pageURL = `http://${new URL(signalingURLs[0]).host}/devtools/`;
+    const dt = (result.devtools = {
+      page_url: pageURL, connection_ids: {}, frames_decoded: {}, tile_labels: {},
+      switched: {}, messages: {}, rpc: null, refused_push: null, pushes_seen: {}, closed: {}, screenshots: [], errors: [],
+    });
+    const tabs = [];
+    for (const name of ["a", "b"]) {
+      const page = await context.newPage();
+      await page.setViewportSize({ width: 1280, height: 860 });
+      page.on("console", (m) => {
+        if (m.type() === "error" || m.type() === "warning") {
+          console.error(`[devtools ${name} console.${m.type()}] ${m.text()}`);
+          // Tab b's push without the token is refused on purpose.
+          const expected = name === "b" && m.text().includes("status of 401");
+          if (m.type() === "error" && !expected) dt.errors.push(`${name}: ${m.text()}`);
+        }
+      });
+      page.on("pageerror", (e) => dt.errors.push(`${name}: ${e}`));
+      await page.goto(pageURL);
+      await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout: 10_000, polling: 250 });
+      // Tab a has the token; tab b shows what the API says without it.
+      if (name === "a" && apiToken) await page.fill("#api-token", apiToken);
+      await page.fill("#channel-id", ch);
+      await page.fill("#client-id", `devtools-${name}`);
+      await page.selectOption("#role", "sendrecv");
+      await page.selectOption("#source", "pattern");
+      await page.selectOption("#video-codec", "VP8");
+      // Both on DataChannel signaling with #chat; a also closes its
+      // WebSocket after switched and has every DataChannel compressed.
+      await page.check("#dc-signaling");
+      await page.fill("#dc-labels", "#chat");
+      if (name === "a") {
+        await page.check("#dc-ignore-ws");
+        await page.check("#dc-compress");
+      }
+      step(`devtools ${name}: connect`);
+      await page.click("#connect");
+      await page.waitForFunction(() => document.querySelector("#status").dataset.state === "connected", null, { timeout: 20_000, polling: 250 });
+      const id = await page.$eval("#status", (e) => e.dataset.connectionId);
+      dt.connection_ids[name] = id;
+      step(`devtools ${name}: connected as ${id}`);
+      tabs.push({ name, page, id });
+    }
+    for (const [i, t] of tabs.entries()) {
+      const other = tabs[1 - i].id;
+      await t.page.waitForFunction((other) => [...document.querySelectorAll("#stats tbody tr")].some((r) =>
+        r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === other && Number(r.dataset.frames) > 30),
+      other, { timeout: 25_000, polling: 250 });
+      dt.frames_decoded[t.name] = await t.page.$$eval("#stats tbody tr", (rows, other) => Math.max(0, ...rows
+        .filter((r) => r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === other)
+        .map((r) => Number(r.dataset.frames))), other);
+      dt.tile_labels[t.name] = await t.page.$$eval("#videos figure", (fs) => fs.map((f) => f.querySelector(".label").textContent));
+      step(`devtools ${t.name}: decodes ${other}, ${dt.frames_decoded[t.name]} frames; tiles ${JSON.stringify(dt.tile_labels[t.name])}`);
+    }
+    const [a, b] = tabs;
+    for (const t of tabs) {
+      await t.page.waitForFunction(() => document.querySelector("#status").textContent.includes("DataChannel signaling"), null, { timeout: 15_000, polling: 250 });
+      dt.switched[t.name] = await t.page.$eval("#status", (e) => e.textContent);
+    }
+    for (const [from, to] of [[a, b], [b, a]]) {
+      const text = `hello from ${from.name}`;
+      await from.page.selectOption("#message-label", "#chat");
+      await from.page.fill("#message-text", text);
+      await from.page.click("#send-message");
+      await to.page.waitForFunction((text) => [...document.querySelectorAll("#log li[data-kind=message] code")].some((c) => c.textContent === text),
+        text, { timeout: 10_000, polling: 250 });
+      dt.messages[to.name] = await to.page.$$eval("#log li[data-kind=message]", (ls) => ls.map((l) => `${l.querySelector(".text").textContent}: ${l.querySelector("code")?.textContent}`));
+    }
+    step(`devtools: #chat both ways ${JSON.stringify(dt.messages)}`);
+    // JSON-RPC from tab a (compressed): its metadata, pushed to b.
+    await a.page.selectOption("#rpc-method", "2025.2.0/PutSignalingNotifyMetadata");
+    await a.page.fill("#rpc-params", JSON.stringify({ metadata: { hand: "up" }, push: true }));
+    await a.page.click("#rpc-call");
+    await a.page.waitForFunction(() => document.querySelector("#log li[data-kind=rpc]"), null, { timeout: 10_000, polling: 250 });
+    dt.rpc = await a.page.$$eval("#log li[data-kind=rpc]", (ls) => ls.map((l) => `${l.querySelector(".text").textContent}: ${l.querySelector("code")?.textContent}`));
+    await b.page.waitForFunction(() => [...document.querySelectorAll("#log li[data-kind=push] code")].some((c) => c.textContent.includes("signaling_notify_metadata_ext")),
+      null, { timeout: 10_000, polling: 250 });
+    step(`devtools: RPC ${JSON.stringify(dt.rpc)}, b got the metadata push`);
+    if (apiToken) {
+      await b.page.click("#push-channel");
+      await b.page.waitForFunction(() => document.querySelector("#action-result").dataset.ok === "false", null, { timeout: 10_000, polling: 250 });
+      dt.refused_push = await b.page.$eval("#action-result", (e) => e.textContent);
+      step(`devtools b, no token: ${dt.refused_push}`);
+    }
+    await a.page.fill("#push-data", JSON.stringify({ devtools: "push-check" }));
+    await a.page.click("#push-channel");
+    for (const t of tabs) {
+      await t.page.waitForFunction(() => [...document.querySelectorAll("#log li[data-kind=push]")].some((li) => li.textContent.includes("push-check")),
+        null, { timeout: 10_000, polling: 250 });
+      dt.pushes_seen[t.name] = await t.page.$$eval("#log li[data-kind=push]", (ls) => ls.map((l) => `${l.querySelector(".text").textContent}: ${l.querySelector("code")?.textContent}`));
+    }
+    step(`devtools: both logs show the push ${JSON.stringify(dt.pushes_seen)}`);
+    await a.page.waitForTimeout(1500); // a bit-rate column filled in
+    await a.page.waitForTimeout(1500); // a bit-rate column filled in
+    await devtoolsShot(a.page, "devtools-connect.png", dt);
+    for (const t of tabs) {
+      step(`devtools ${t.name}: disconnect`);
+      await t.page.click("#disconnect");
+      await t.page.waitForFunction(() => document.querySelector("#status").dataset.state === "closed", null, { timeout: 10_000, polling: 250 });
+      dt.closed[t.name] = await t.page.$eval("#status", (e) => e.textContent);
+    }
+    step(`devtools: disconnected ${JSON.stringify(dt.closed)}`);
+  },
+
+  // The devtools page's cluster view, with one tab connected: it lists the
+  // node, the channel and the connection, and changes the node's mode
+  // through its confirmation (a dismissed one changes nothing) and back. A
+  // screenshot of the view goes to the work directory.
+  async "devtools-cluster"() {
+    const ch = "browser-devtools-cluster";
+    const pageURL = `http://${new URL(signalingURLs[0]).host}/devtools/`;
+    const nodeName = result.cluster_nodes[0][0].node_name;
+    const dt = (result.devtools = {
+      page_url: pageURL, node_name: nodeName, dialogs: [], mode_after_dismiss: null, mode_after_change: null,
+      mode_shown: null, mode_after_reset: null, mode_shown_after_reset: null, screenshots: [], errors: [],
+    });
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 1280, height: 860 });
+    page.on("console", (m) => m.type() === "error" && dt.errors.push(m.text()));
+    page.on("pageerror", (e) => dt.errors.push(String(e)));
+    await page.goto(pageURL);
+    await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout: 10_000, polling: 250 });
+    if (apiToken) await page.fill("#api-token", apiToken);
+    await page.fill("#channel-id", ch);
+    await page.fill("#client-id", "devtools-cluster");
+    await page.selectOption("#role", "recvonly");
+    await page.click("#connect");
+    await page.waitForFunction(() => document.querySelector("#status").dataset.state === "connected", null, { timeout: 20_000, polling: 250 });
+    step("devtools: connected recvonly");
+    const a = { page }; // the one tab
+
+    await a.page.click("#tab-cluster");
+    const row = `#nodes tbody tr[data-node-name="${nodeName}"]`;
+    await a.page.waitForSelector(row, { timeout: 10_000 });
+    await a.page.waitForFunction((ch) => document.querySelector(`#channels tbody tr[data-channel-id="${ch}"]`) &&
+      document.querySelectorAll("#connections tbody tr").length >= 1, ch, { timeout: 10_000, polling: 250 });
+    const getMode = async () => (await api("Sora_20211215.GetMode", {})).response?.mode;
+    const modeShown = () => a.page.$eval(row, (r) => r.dataset.mode);
+    const choose = async (mode, accept) => {
+      step(`devtools: choose ${mode}, ${accept ? "accept" : "dismiss"}`);
+      await a.page.selectOption(`${row} select.mode-select`, mode);
+      a.page.once("dialog", (d) => {
+        dt.dialogs.push({ message: d.message(), accepted: accept });
+        (accept ? d.accept() : d.dismiss()).catch(() => {});
+      });
+      await a.page.click(`${row} button.change-mode`);
+      step(`devtools: clicked apply`);
+    };
+    const waitMode = async (want) => {
+      const until = Date.now() + 10_000;
+      let got;
+      while ((got = await getMode()) !== want && Date.now() < until) await sleep(200);
+      return got;
+    };
+    await choose("block_new_session", false);
+    await sleep(1000);
+    dt.mode_after_dismiss = await getMode();
+    step(`devtools: confirmation dismissed, mode ${dt.mode_after_dismiss}`);
+    await choose("block_new_connection", true);
+    dt.mode_after_change = await waitMode("block_new_connection");
+    await a.page.waitForFunction((row) => document.querySelector(row)?.dataset.mode === "block_new_connection", row, { timeout: 10_000, polling: 250 }).catch(() => {});
+    dt.mode_shown = await modeShown();
+    step(`devtools: ChangeMode confirmed, API says ${dt.mode_after_change}, page shows ${dt.mode_shown}`);
+    await a.page.setViewportSize({ width: 1280, height: 460 }); // the view of one node is short
+    await devtoolsShot(a.page, "devtools-cluster.png", dt);
+    await a.page.setViewportSize({ width: 1280, height: 860 });
+    await choose("normal", true);
+    dt.mode_after_reset = await waitMode("normal");
+    await a.page.waitForFunction((row) => document.querySelector(row)?.dataset.mode === "normal", row, { timeout: 10_000, polling: 250 }).catch(() => {});
+    dt.mode_shown_after_reset = await modeShown();
+    step(`devtools: back to ${dt.mode_after_reset}, page shows ${dt.mode_shown_after_reset}`);
+  },
+
+  // The devtools page with simulcast: tab a sends three layers of its
+  // test pattern (960x540, VP8); tab b receives and asks for r1 with the
+  // button on a's video, then sees the layer and width change in its
+  // statistics table.
+  async "devtools-simulcast"() {
+    const ch = "browser-devtools-simulcast";
+    const pageURL = `http://${new URL(signalingURLs[0]).host}/devtools/`;
+    const dt = (result.devtools = { connection_ids: {}, outbound_rids: [], before: null, after: null, notifies: [], errors: [] });
+    const open = async (name, role) => {
+      const page = await context.newPage();
+      page.on("console", (m) => m.type() === "error" && dt.errors.push(`${name}: ${m.text()}`));
+      page.on("pageerror", (e) => dt.errors.push(`${name}: ${e}`));
+      await page.goto(pageURL);
+      await page.waitForFunction(() => document.body.dataset.ready === "true", null, { timeout: 10_000, polling: 250 });
+      if (apiToken) await page.fill("#api-token", apiToken);
+      await page.fill("#channel-id", ch);
+      await page.selectOption("#role", role);
+      await page.selectOption("#video-codec", "VP8");
+      await page.fill("#video-bit-rate", "2500");
+      await page.selectOption("#video-size", "960x540");
+      await page.check("#simulcast");
+      step(`devtools ${name}: connect ${role} with simulcast`);
+      await page.click("#connect");
+      await page.waitForFunction(() => document.querySelector("#status").dataset.state === "connected", null, { timeout: 20_000, polling: 250 });
+      dt.connection_ids[name] = await page.$eval("#status", (e) => e.dataset.connectionId);
+      return page;
+    };
+    const a = await open("a", "sendonly");
+    const b = await open("b", "recvonly");
+    const aID = dt.connection_ids.a;
+    const inbound = () => b.$$eval("#stats tbody tr", (rows, id) => rows
+      .filter((r) => r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === id)
+      .map((r) => ({ layer: r.dataset.layer, width: Number(r.dataset.width || 0), frames: Number(r.dataset.frames || 0) }))[0] ?? null, aID);
+    await b.waitForFunction((id) => [...document.querySelectorAll("#stats tbody tr")].some((r) =>
+      r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === id && Number(r.dataset.frames) > 10),
+    aID, { timeout: 25_000, polling: 250 });
+    dt.before = await inbound();
+    step(`devtools b: decodes a ${JSON.stringify(dt.before)}`);
+    // The encoder adds the upper layers as its bandwidth estimate grows.
+    await a.waitForFunction(() => new Set([...document.querySelectorAll("#stats tbody tr")]
+      .filter((r) => r.dataset.direction === "out" && r.dataset.kind === "video" && Number(r.dataset.frames) > 0).map((r) => r.dataset.layer)).size >= 2,
+    null, { timeout: 30_000, polling: 250 }).catch(() => {});
+    dt.outbound_rids = await a.$$eval("#stats tbody tr", (rows) => rows
+      .filter((r) => r.dataset.direction === "out" && r.dataset.kind === "video" && Number(r.dataset.frames) > 0).map((r) => r.dataset.layer));
+    step(`devtools a: sends ${JSON.stringify(dt.outbound_rids)}`);
+    await b.click(`#videos figure[data-connection-id="${aID}"] button[title="RequestRtpStream r1"]`);
+    await b.waitForFunction((id) => [...document.querySelectorAll("#stats tbody tr")].some((r) =>
+      r.dataset.direction === "in" && r.dataset.kind === "video" && r.dataset.connectionId === id && r.dataset.layer === "r1"),
+    aID, { timeout: 20_000, polling: 250 }).catch(() => {});
+    await sleep(2000); // frames of the new layer decoded
+    dt.after = await inbound();
+    dt.notifies = await b.$$eval("#log li[data-kind=notify] .text", (ts) => ts.map((t) => t.textContent));
+    dt.action = await b.$eval("#action-result", (e) => e.textContent);
+    step(`devtools b: after asking r1 ${JSON.stringify(dt.after)} (${dt.action})`);
+    for (const p of [b, a]) {
+      await p.click("#disconnect");
+      await p.waitForFunction(() => document.querySelector("#status").dataset.state === "closed", null, { timeout: 10_000, polling: 250 });
+    }
+  },
+
   // Join latency as a browser sees it (BenchmarkBrowserJoin): a sendonly
   // publishes; a second page joins the channel recvonly 21 times in a row,
   // each timed from the call of connect() to its resolution and to the
@@ -616,7 +880,7 @@ async function leaveAll() {
     Promise.race([p.page.evaluate(() => window.soraDisconnect()), sleep(5_000)]).catch(() => {})));
 }
 
-const limitMs = Number(opt["time-limit"]) * 1000;
+const limitMs = Number(opt["time-limit"] ?? (opt.scenario.startsWith("devtools") ? 100 : 60)) * 1000;
 const watchdog = setTimeout(async () => {
   result.error = `scenario ${opt.scenario} did not finish within ${limitMs} ms (steps so far in "steps")`;
   log(result.error);

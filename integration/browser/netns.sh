@@ -16,6 +16,8 @@
 #      sorad-a.status, sorad-b.status, data-a/, data-b/
 # A status file's first line is sorad's exit status after SIGTERM ("exit
 # status 0"), its second how long the stop took.
+# With BROWSER_API_BEARER_TOKEN set, every node requires it on its API
+# (api_bearer_token) and the driver sends it.
 # stdout: the driver's JSON. WORK_DIR also gets driver.stderr and the
 # browser profile.
 set -euo pipefail
@@ -70,11 +72,16 @@ for i in "${!names[@]}"; do
   args=(--config= --node_name="${names[$i]}" --listen_address="${addrs[$i]}"
     --data_dir="$work/data$tag" --log_format=text --log_level=debug
     --cluster_secret="$cluster_secret")
+  # The token goes in sorad's environment, not on its command line.
+  envs=()
+  if [ -n "${BROWSER_API_BEARER_TOKEN:-}" ]; then
+    envs+=(SORAD_API_BEARER_TOKEN="$BROWSER_API_BEARER_TOKEN")
+  fi
   if [ "${#contacts[@]}" -gt 0 ]; then
     args+=(--contact_node_name_list="$(IFS=,; echo "${contacts[*]}")")
   fi
   mkdir -p "$work/data$tag"
-  "$sorad_bin" "${args[@]}" >"$work/sorad$tag.log" 2>&1 &
+  env "${envs[@]}" "$sorad_bin" "${args[@]}" >"$work/sorad$tag.log" 2>&1 &
   pids+=($!)
 done
 
