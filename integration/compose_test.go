@@ -72,7 +72,7 @@ func dockerEngine() error {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "docker", "info").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("docker info: %w: %s", err, lastLines(string(out), 3))
+		return fmt.Errorf("docker info: %w: %s", err, strings.Join(strings.Fields(lastLines(string(out), 2)), " "))
 	}
 	return nil
 }
@@ -249,9 +249,12 @@ func TestCompose(t *testing.T) {
 	}
 	p := newComposeProject(t, tools[0])
 	for _, tool := range tools {
-		t.Run("config/"+strings.ReplaceAll(tool.String(), " ", "_"), func(t *testing.T) {
+		ok := t.Run("config/"+strings.ReplaceAll(tool.String(), " ", "_"), func(t *testing.T) {
 			p.checkConfig(t, tool)
 		})
+		if !ok {
+			t.Fatalf("the configuration %s renders is not the cluster's: not running it", tool)
+		}
 	}
 	if err := dockerEngine(); err != nil {
 		loud(t, "NO DOCKER ENGINE (%v): the compose cluster was NOT run; only its configuration was rendered and checked (.ci/run starts dockerd)", err)
@@ -648,6 +651,8 @@ func (p *composeProject) runCluster(t *testing.T) {
 		}
 	})
 
+	start := time.Now()
+	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
 	// Up: three nodes from an image of a static binary.
 	p.buildBinary(t, composeVersion)
 	p.must(3*time.Minute, "up", "-d", "--build")
@@ -663,6 +668,7 @@ func (p *composeProject) runCluster(t *testing.T) {
 		checkDevtoolsServed(t, n.devtools)
 	}
 
+	phase("formed")
 	// Media from the host through every node's published UDP port: each
 	// channel is placed on the node contacted (the least loaded, or the
 	// contacted one on a tie).
@@ -675,6 +681,7 @@ func (p *composeProject) runCluster(t *testing.T) {
 		t.Logf("media through %s (udp %d): %v", n.service, n.mediaPort, media[i].sub.Received())
 	}
 
+	phase("media through every node")
 	// stop sorad2: the others list it disconnected and go on serving, its
 	// channel included.
 	p.must(time.Minute, "stop", n2.service)
@@ -691,6 +698,7 @@ func (p *composeProject) runCluster(t *testing.T) {
 	}
 	t.Logf("channel %s of the stopped %s now served by %s", media[1].channel, n2.service, media[1].pub.URL())
 
+	phase(n2.service + " stopped, its channel served by another node")
 	// start sorad2: it rejoins with its epoch one up.
 	p.must(time.Minute, "start", n2.service)
 	waitCluster(t, nodes, all, 60*time.Second, n2.service+" back with epoch+1", func(e composeNodeEntry) bool {
@@ -698,6 +706,7 @@ func (p *composeProject) runCluster(t *testing.T) {
 	})
 	checkDevtoolsServed(t, n2.devtools)
 
+	phase(n2.service + " started and back in the cluster")
 	// Rolling rebuild of sorad1: block new sessions, drain it (the test's
 	// clients on it leave), rebuild the image with another version, and
 	// recreate only sorad1 from it.
@@ -711,6 +720,7 @@ func (p *composeProject) runCluster(t *testing.T) {
 		status, body, err := composeCall(n1, "Sora_20201013.ListConnections", nil)
 		return err == nil && status == http.StatusOK && strings.TrimSpace(string(body)) == "[]"
 	})
+	phase(n1.service + " drained")
 	p.buildBinary(t, composeRebuilt)
 	p.must(3*time.Minute, "build", n1.service)
 	images = append(images, p.imageID(t))
@@ -718,6 +728,7 @@ func (p *composeProject) runCluster(t *testing.T) {
 		t.Fatalf("the rebuilt image is the old one (%s)", images[0])
 	}
 	p.must(2*time.Minute, "up", "-d", "--no-deps", n1.service)
+	phase(n1.service + " rebuilt and recreated")
 	// It comes back with its data: epoch + 1, the mode it had, the new
 	// version; the others still run the old image.
 	waitCluster(t, nodes, all, 60*time.Second, n1.service+" rebuilt", func(e composeNodeEntry) bool {
@@ -738,6 +749,7 @@ func (p *composeProject) runCluster(t *testing.T) {
 	for _, m := range media {
 		m.close()
 	}
+	phase(n1.service + " back in mode normal, media through it")
 }
 
 // TestComposeDockerfilesAlike checks that deploy/Dockerfile.prebuilt makes
