@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -573,7 +574,35 @@ func connectMedia(t *testing.T, ctx context.Context, n composeNode, channel stri
 	t.Cleanup(func() { _ = sub.Close() })
 	m := &composeMedia{channel: channel, pub: pub, sub: sub}
 	m.waitFlow(t, ctx, 50)
+	for _, c := range []*soraclient.Client{pub, sub} {
+		checkLoopbackCandidates(t, c)
+	}
 	return m
+}
+
+// checkLoopbackCandidates checks that c offered only loopback candidates:
+// its media left the host through no other interface.
+func checkLoopbackCandidates(t *testing.T, c *soraclient.Client) {
+	t.Helper()
+	desc := c.PeerConnection().LocalDescription()
+	if desc == nil {
+		t.Fatalf("%s has no local description", c.ConnectionID())
+	}
+	n := 0
+	for _, line := range strings.Split(desc.SDP, "\n") {
+		if !strings.HasPrefix(line, "a=candidate:") {
+			continue
+		}
+		// foundation component transport priority address port typ ...
+		f := strings.Fields(line)
+		if ip := net.ParseIP(f[min(4, len(f)-1)]); ip == nil || !ip.IsLoopback() {
+			t.Errorf("%s offered a candidate off loopback: %s", c.ConnectionID(), line)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Errorf("%s offered no candidate", c.ConnectionID())
+	}
 }
 
 // waitFlow waits until the receiver has more packets of each kind than
