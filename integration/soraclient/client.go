@@ -61,6 +61,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"sort"
 	"strings"
@@ -171,6 +172,9 @@ type Options struct {
 	// AcceptReplays turns off SRTP replay protection, so that a packet the
 	// server sends again (see RequestResend) reaches the track's reader.
 	AcceptReplays bool
+	// LoopbackOnly gathers ICE candidates on loopback addresses only, so
+	// the client's media leaves through no other interface of the host.
+	LoopbackOnly bool
 	// BeforeAnswer, when set, is called once the client has applied its
 	// answer (its ICE agent is checking) and before it sends the answer.
 	BeforeAnswer func()
@@ -571,7 +575,7 @@ func (o *offerMessage) rtcConfiguration() (webrtc.Configuration, error) {
 	return cfg, nil
 }
 
-func newAPI(singleCheck, acceptReplays bool) (*webrtc.API, error) {
+func newAPI(singleCheck, acceptReplays, loopbackOnly bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("soraclient: register codecs: %w", err)
@@ -597,6 +601,9 @@ func newAPI(singleCheck, acceptReplays bool) (*webrtc.API, error) {
 		se.SetICEMaxBindingRequests(0)
 	}
 	se.DisableSRTPReplayProtection(acceptReplays)
+	if loopbackOnly {
+		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
@@ -622,7 +629,7 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	if c.api, err = newAPI(c.opts.SingleCheck, c.opts.AcceptReplays); err != nil {
+	if c.api, err = newAPI(c.opts.SingleCheck, c.opts.AcceptReplays, c.opts.LoopbackOnly); err != nil {
 		return err
 	}
 	if c.pc, err = c.api.NewPeerConnection(cfg); err != nil {
