@@ -2,8 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -309,13 +307,4 @@ func TestDevtoolsServed(t *testing.T) {
 			t.Errorf("devtools = false: GET %s = %v %.100s, want 404", p, resp, body)
 		}
 	}
-}
-
-func randomHex(t *testing.T, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
