@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,14 +30,24 @@ func TestMain(m *testing.M) {
 }
 
 // Every in-process node listens on its own loopback address (127.0.2.x) and
-// the same cluster port, as real nodes do.
+// the same cluster port, as real nodes do. With SORAD_TEST_ADDRESS_BASE=N
+// (as the integration tests read it) they use 127.0.N+5.x instead, so
+// that a developer's run can go beside CI's.
 const testPort = 25890
 
 var nextHost atomic.Int32
 
+var hostBase = sync.OnceValue(func() int {
+	n, err := strconv.Atoi(os.Getenv("SORAD_TEST_ADDRESS_BASE"))
+	if err != nil || n < 11 || n > 200 {
+		return 2
+	}
+	return n + 5
+})
+
 func newHostName(short string) string {
 	n := nextHost.Add(1)
-	return fmt.Sprintf("%s@127.0.%d.%d", short, 2+n/250, 1+n%250)
+	return fmt.Sprintf("%s@127.0.%d.%d", short, hostBase()+int(n)/250, 1+n%250)
 }
 
 type testNode struct {
