@@ -11,12 +11,14 @@
 //
 // A client whose role sends ("sendrecv", "sendonly") publishes synthetic
 // media on the m-lines named by the offer's "mid": an Opus audio track (one
-// 20 ms frame every 20 ms) and a video track of the negotiated codec (one
+// 20 ms frame every 20 ms, sized to Options.AudioBitrateKbps) and a video track of the negotiated codec (one
 // frame every 33 ms, sized to Options.VideoBitrateKbps; VP8 key frames every
 // 30 frames). The payloads are not real encodings; an SFU forwards bytes.
 // Every remote track is read and counted per "<stream id>/<kind>", where the
 // stream id is the msid stream id, which Sora sets to the sending
-// connection's connection_id.
+// connection's connection_id; the packets a track's sequence numbers say
+// were sent but never arrived are counted as lost. SentBytes counts what
+// the client itself has sent.
 //
 // Every received signaling message is kept (the last 10 000) so tests can
 // assert on them with Messages and WaitMessage.
@@ -88,6 +90,7 @@ const (
 	closeWaitTimeout = time.Second
 	readLimit        = 16 << 20 // largest signaling frame accepted, bytes
 	defaultVideoKbps = 500
+	defaultAudioKbps = 32
 )
 
 // Options configures Connect. Only SignalingURL is required; everything else
@@ -120,6 +123,9 @@ type Options struct {
 	VideoCodec string
 	// VideoBitrateKbps sizes the synthetic video frames; default 500.
 	VideoBitrateKbps int
+	// AudioBitrateKbps sizes the synthetic Opus frames (one every 20 ms);
+	// default 32 (80-byte frames), at most 510 as Opus allows.
+	AudioBitrateKbps int
 	// VideoIVF, when set, names an IVF file (VP8 or VP9, e.g. made by
 	// ffmpeg) whose frames are sent instead of the synthetic ones, one per
 	// 33 ms, from the start again at its end: real, decodable video.
@@ -231,6 +237,10 @@ type TrackStats struct {
 	Bytes       int64 // RTP payload bytes
 	FirstPacket time.Time
 	LastPacket  time.Time
+	// Lost is how many packets the sequence numbers from the first packet
+	// received to the highest one say were sent but have not arrived (a
+	// packet that comes late or twice lowers it again; never below 0).
+	Lost int64
 }
 
 type trackCounter struct {
@@ -239,6 +249,9 @@ type trackCounter struct {
 	bytes     atomic.Int64
 	firstNano atomic.Int64
 	lastNano  atomic.Int64
+
+	seqMu sync.Mutex
+	seq   seqCounter
 
 	logMu sync.Mutex
 	log   []PacketInfo // with Options.RecordPackets, the last MaxPackets
@@ -268,6 +281,7 @@ type Client struct {
 	audioTrack   *webrtc.TrackLocalStaticRTP
 	audioMid     string
 	audioLevel   atomic.Uint32
+	sentBytes    atomic.Int64 // media payload handed to the local tracks
 	videoTrack   *webrtc.TrackLocalStaticSample
 	videoSender  *webrtc.RTPSender
 	videoMid     string
@@ -339,6 +353,9 @@ func Connect(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.VideoBitrateKbps <= 0 {
 		opts.VideoBitrateKbps = defaultVideoKbps
+	}
+	if opts.AudioBitrateKbps <= 0 {
+		opts.AudioBitrateKbps = defaultAudioKbps
 	}
 	log := opts.Logger
 	if log == nil {
@@ -892,6 +909,9 @@ func (c *Client) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			tc.lastNano.Store(now.UnixNano())
 			tc.bytes.Add(int64(len(pkt.Payload)))
 			tc.packets.Add(1)
+			tc.seqMu.Lock()
+			tc.seq.add(pkt.SequenceNumber)
+			tc.seqMu.Unlock()
 			if c.opts.RecordPackets {
 				tc.logMu.Lock()
 				if len(tc.log) >= MaxPackets {
@@ -1137,7 +1157,11 @@ func (c *Client) Received() map[string]TrackStats {
 }
 
 func (tc *trackCounter) snapshot() TrackStats {
+	tc.seqMu.Lock()
+	expected := tc.seq.expected()
+	tc.seqMu.Unlock()
 	s := TrackStats{Packets: tc.packets.Load(), Bytes: tc.bytes.Load()}
+	s.Lost = max(expected-s.Packets, 0)
 	if n := tc.firstNano.Load(); n != 0 {
 		s.FirstPacket = time.Unix(0, n)
 	}
