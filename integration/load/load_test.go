@@ -165,3 +165,20 @@ func TestWriteTable(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteTableNothingConnected: figures measured over no client are
+// shown as "-", not as zeros.
+func TestWriteTableNothingConnected(t *testing.T) {
+	rep := &Report{Channels: 1, PublishersPerChannel: 1, SubscribersPerChannel: 1, Media: "Opus 32 kbit/s",
+		Publishers: RoleReport{Planned: 1, Failed: 1}, Subscribers: RoleReport{Planned: 1, Failed: 1},
+		ConnectFailures: map[string]int{"connection refused": 2}}
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"publishers        1          0       1            -            -            -", "sent per publisher    -    -    -", "  connection refused: 2\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -55,6 +55,7 @@ func (r *runner) progressLoop(ctx context.Context, start time.Time, w io.Writer)
 	tick := time.NewTicker(progressInterval)
 	defer tick.Stop()
 	prev, prevAt := totals{}, start
+	older, olderAt := prev, prevAt // the line before prev's
 	for {
 		done := false
 		select {
@@ -64,11 +65,19 @@ func (r *runner) progressLoop(ctx context.Context, start time.Time, w io.Writer)
 		}
 		now := time.Now()
 		cur := r.totals()
-		fmt.Fprintln(w, r.progressLine(now.Sub(start), now.Sub(prevAt), prev, cur))
-		if done {
-			return
+		if !done {
+			fmt.Fprintln(w, r.progressLine(now.Sub(start), now.Sub(prevAt), prev, cur))
+			older, olderAt, prev, prevAt = prev, prevAt, cur, now
+			continue
 		}
-		prev, prevAt = cur, now
+		// The last line: rates over at least half an interval, so that
+		// a run ending just after a line does not show the noise of a
+		// few milliseconds.
+		if now.Sub(prevAt) < progressInterval/2 && prevAt != start {
+			prev, prevAt = older, olderAt
+		}
+		fmt.Fprintln(w, r.progressLine(now.Sub(start), now.Sub(prevAt), prev, cur)+"  (end)")
+		return
 	}
 }
 

@@ -180,6 +180,14 @@ func spread(v []float64) Spread {
 	return Spread{Min: v[0], P50: percentile(v, 0.5), Max: v[len(v)-1]}
 }
 
+// figure formats a figure measured over n clients: "-" for none.
+func figure(v float64, n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
 // plural is "1 thing" or "n things".
 func plural(n int, thing string) string {
 	if n == 1 {
@@ -223,12 +231,18 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		name string
 		r    RoleReport
 	}{{"publishers", rep.Publishers}, {"subscribers", rep.Subscribers}} {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t\n", row.name, row.r.Planned, row.r.Connected, row.r.Failed, row.r.JoinP50Ms, row.r.JoinP99Ms, row.r.JoinMaxMs)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t\n", row.name, row.r.Planned, row.r.Connected, row.r.Failed,
+			figure(row.r.JoinP50Ms, row.r.Connected), figure(row.r.JoinP99Ms, row.r.Connected), figure(row.r.JoinMaxMs, row.r.Connected))
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "kbit/s (media payload)\tmin\tp50\tmax\t")
-	fmt.Fprintf(tw, "sent per publisher\t%.1f\t%.1f\t%.1f\t\n", rep.SentKbps.Min, rep.SentKbps.P50, rep.SentKbps.Max)
-	fmt.Fprintf(tw, "received per subscriber\t%.1f\t%.1f\t%.1f\t\n", rep.ReceivedKbps.Min, rep.ReceivedKbps.P50, rep.ReceivedKbps.Max)
+	for _, row := range []struct {
+		name string
+		s    Spread
+		n    int
+	}{{"sent per publisher", rep.SentKbps, rep.Publishers.Connected}, {"received per subscriber", rep.ReceivedKbps, rep.Subscribers.Connected}} {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", row.name, figure(row.s.Min, row.n), figure(row.s.P50, row.n), figure(row.s.Max, row.n))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ import (
 const (
 	audioInterval    = 20 * time.Millisecond
 	videoInterval    = 33 * time.Millisecond
-	keyFrameInterval = 30 // frames
+	keyFrameInterval = 30  // frames
 	maxAudioKbps     = 510 // Opus's highest bit rate
 	videoWidth       = 640
 	videoHeight      = 360
