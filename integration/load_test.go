@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
@@ -77,6 +78,7 @@ func TestLoadTester(t *testing.T) {
 		Channels: 2, Publishers: 1, Subscribers: 3,
 		Audio: true, Video: true, VideoCodec: "VP8", VideoKbps: 300,
 		Duration: 6 * time.Second, JoinRate: 20,
+		ICENetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 	}
 
 	t.Run("in process", func(t *testing.T) {
@@ -108,7 +110,7 @@ func TestLoadTester(t *testing.T) {
 		// The URLs come from the cluster's ListClusterNodes; the run is
 		// long, and SIGINT ends it once every client is connected.
 		cmd := exec.CommandContext(ctx, bin, "-api-url", nodes[0].APIURL(), "-channels", "2", "-publishers", "1", "-subscribers", "3",
-			"-video-codec", "H264", "-video-bitrate", "300", "-duration", "80s", "-join-rate", "20", "-json")
+			"-video-codec", "H264", "-video-bitrate", "300", "-duration", "80s", "-join-rate", "20", "-ice-networks", "127.0.0.0/8", "-json")
 		var stdout bytes.Buffer
 		cmd.Stdout = &stdout
 		stderr, err := cmd.StderrPipe()

@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -98,6 +99,7 @@ Flags:
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", load.DefaultJoinTimeout, fmt.Sprintf("bound on one connect, WebSocket open to PeerConnection connected (at most %v)", load.MaxJoinTimeout))
 	metadata := fs.String("metadata", "", `JSON sent as every connect's "metadata", e.g. '{"access_token":"..."}' (never printed)`)
 	metadataFile := fs.String("metadata-file", "", "file holding the -metadata JSON (keeps a token out of the process list)")
+	iceNetworks := fs.String("ice-networks", "", "CIDR networks, comma-separated: the clients' ICE candidates only on local addresses in them (default: every interface)")
 	fs.BoolVar(&cfg.InsecureSkipVerify, "insecure", false, "accept any TLS certificate on wss:// and https:// URLs")
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON (with every subscriber's figures) instead of the table")
 	fs.BoolVar(&quiet, "quiet", false, "no progress line on stderr")
@@ -111,6 +113,16 @@ Flags:
 		if u = strings.TrimSpace(u); u != "" {
 			cfg.URLs = append(cfg.URLs, u)
 		}
+	}
+	for n := range strings.SplitSeq(*iceNetworks, ",") {
+		if n = strings.TrimSpace(n); n == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return cfg, false, false, fmt.Errorf("-ice-networks: %w", err)
+		}
+		cfg.ICENetworks = append(cfg.ICENetworks, p.Masked())
 	}
 	cfg.Video = !strings.EqualFold(cfg.VideoCodec, "none")
 	if cfg.Video {

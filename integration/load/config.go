@@ -16,6 +16,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -102,6 +104,10 @@ type Config struct {
 	Metadata json.RawMessage
 	// InsecureSkipVerify accepts any certificate on wss:// URLs.
 	InsecureSkipVerify bool
+	// ICENetworks, when not empty, limits the clients' ICE candidates to
+	// local addresses in these networks (e.g. 127.0.0.0/8, or the
+	// interface that reaches the server).
+	ICENetworks []netip.Prefix
 }
 
 // WithDefaults returns c with its zero durations, rates, bit rates and
@@ -182,6 +188,8 @@ func (c Config) Validate() error {
 		return errors.New("a simulcast rid without simulcast")
 	case c.SimulcastRID != "" && !slices.Contains([]string{"r0", "r1", "r2"}, c.SimulcastRID):
 		return fmt.Errorf("simulcast rid %q: want r0, r1 or r2", c.SimulcastRID)
+	case len(c.ICENetworks) > MaxURLs:
+		return fmt.Errorf("%d ICE networks: at most %d", len(c.ICENetworks), MaxURLs)
 	case len(c.Metadata) > maxMetadataBytes:
 		return fmt.Errorf("metadata of %d bytes: at most %d", len(c.Metadata), maxMetadataBytes)
 	case len(c.Metadata) > 0 && !json.Valid(c.Metadata):
@@ -201,6 +209,27 @@ func checkURL(raw string, schemes ...string) error {
 		return fmt.Errorf("%q: want a %s URL with a host", raw, strings.Join(schemes, " or "))
 	}
 	return nil
+}
+
+// iceFilter admits the local addresses of ICENetworks; nil when it is
+// empty.
+func (c Config) iceFilter() func(net.IP) bool {
+	if len(c.ICENetworks) == 0 {
+		return nil
+	}
+	return func(ip net.IP) bool {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			return false
+		}
+		a = a.Unmap()
+		for _, p := range c.ICENetworks {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // channelID is the name of channel i.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -179,6 +181,20 @@ func TestWriteTableNothingConnected(t *testing.T) {
 	for _, want := range []string{"publishers        1          0       1            -            -            -", "sent per publisher    -    -    -", "  connection refused: 2\n"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestICEFilter(t *testing.T) {
+	c := valid()
+	if c.iceFilter() != nil {
+		t.Fatal("a filter without ICE networks")
+	}
+	c.ICENetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16")}
+	f := c.iceFilter()
+	for ip, want := range map[string]bool{"127.0.100.3": true, "10.1.2.3": true, "10.2.0.1": false, "192.0.2.2": false, "::1": false, "::ffff:127.0.0.1": true} {
+		if got := f(net.ParseIP(ip)); got != want {
+			t.Errorf("filter(%s) = %v, want %v", ip, got, want)
 		}
 	}
 }

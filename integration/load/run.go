@@ -206,6 +206,7 @@ func (r *runner) options(m *member) soraclient.Options {
 		AudioBitrateKbps: cfg.AudioKbps,
 		Simulcast:        cfg.Simulcast,
 		TLSConfig:        cfg.tlsConfig(),
+		ICEIPFilter:      cfg.iceFilter(),
 	}
 	if len(cfg.Metadata) > 0 {
 		o.Metadata = cfg.Metadata

@@ -63,6 +63,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"sort"
 	"strings"
@@ -174,6 +175,10 @@ type Options struct {
 	// never repeating an unanswered one (pion's default repeats it every
 	// 200 ms): a check the server drops then fails the connection.
 	SingleCheck bool
+	// ICEIPFilter, when set, limits the client's ICE host candidates to
+	// the local addresses it returns true for (e.g. net.IP.IsLoopback);
+	// nil gathers on every interface.
+	ICEIPFilter func(net.IP) bool
 	// AcceptReplays turns off SRTP replay protection, so that a packet the
 	// server sends again (see RequestResend) reaches the track's reader.
 	AcceptReplays bool
@@ -588,7 +593,7 @@ func (o *offerMessage) rtcConfiguration() (webrtc.Configuration, error) {
 	return cfg, nil
 }
 
-func newAPI(singleCheck, acceptReplays bool) (*webrtc.API, error) {
+func newAPI(opts Options) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("soraclient: register codecs: %w", err)
@@ -610,10 +615,13 @@ func newAPI(singleCheck, acceptReplays bool) (*webrtc.API, error) {
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true) // tests run on 127.0.x.y
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	if singleCheck {
+	if opts.SingleCheck {
 		se.SetICEMaxBindingRequests(0)
 	}
-	se.DisableSRTPReplayProtection(acceptReplays)
+	if opts.ICEIPFilter != nil {
+		se.SetIPFilter(opts.ICEIPFilter)
+	}
+	se.DisableSRTPReplayProtection(opts.AcceptReplays)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
@@ -639,7 +647,7 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	if c.api, err = newAPI(c.opts.SingleCheck, c.opts.AcceptReplays); err != nil {
+	if c.api, err = newAPI(c.opts); err != nil {
 		return err
 	}
 	if c.pc, err = c.api.NewPeerConnection(cfg); err != nil {

@@ -1,6 +1,10 @@
 package soraclient
 
-import "testing"
+import (
+	"net"
+	"strings"
+	"testing"
+)
 
 func TestSeqCounter(t *testing.T) {
 	for _, tc := range []struct {
@@ -87,5 +91,34 @@ func TestAudioBitrateAndSentBytes(t *testing.T) {
 			t.Errorf("%d kbit/s: SentBytes = %d, want a multiple of %d, at least 10 frames", tc.kbps, sent, tc.wantSize)
 		}
 		_ = c.Close()
+	}
+}
+
+// TestICEIPFilter: with a filter the client offers host candidates only on
+// the addresses it admits.
+func TestICEIPFilter(t *testing.T) {
+	ctx := testContext(t)
+	fs := newFakeServer(t, fakeConfig{})
+	c := mustConnect(t, ctx, Options{SignalingURL: fs.URL, ChannelID: "ch-ice", Role: "sendonly", Audio: true,
+		ICEIPFilter: func(ip net.IP) bool { return ip.IsLoopback() }})
+	defer c.Close()
+	s := fs.session(t, ctx, 0)
+	s.waitMsg(t, ctx, "candidate")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, m := range s.msgs {
+		if m["type"] != "candidate" {
+			continue
+		}
+		cand, _ := m["candidate"].(string)
+		f := strings.Fields(cand)
+		if len(f) < 5 || net.ParseIP(f[4]) == nil || !net.ParseIP(f[4]).IsLoopback() {
+			t.Errorf("candidate %q is not on a loopback address", cand)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Error("no candidate")
 	}
 }
