@@ -70,6 +70,12 @@ func checkLoadReport(t *testing.T, nodes []*harness.Node, rep *load.Report) {
 // TestLoadTester runs the load in process and then as the built command,
 // stopped with SIGINT once everything is connected.
 func TestLoadTester(t *testing.T) {
+	buildCtx, cancelBuild := context.WithTimeout(context.Background(), 5*time.Minute)
+	bin, err := harness.BuildCommand(buildCtx, t.TempDir(), "sorad-load")
+	cancelBuild()
+	if err != nil {
+		t.Fatal(err)
+	}
 	nodes := loadCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -79,6 +85,7 @@ func TestLoadTester(t *testing.T) {
 		Audio: true, Video: true, VideoCodec: "VP8", VideoKbps: 300,
 		Duration: 6 * time.Second, JoinRate: 20,
 		ICENetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		MetricsURLs: []string{nodes[0].APIURL() + "metrics", nodes[1].APIURL() + "metrics"},
 	}
 
 	t.Run("in process", func(t *testing.T) {
@@ -91,6 +98,9 @@ func TestLoadTester(t *testing.T) {
 			t.Error("report says interrupted")
 		}
 		checkLoadReport(t, nodes, rep)
+		if s := rep.Steady; s == nil || s.ServerCPUError != "" || s.ServerCPUSeconds == nil || s.PacketsPerSecond <= 0 {
+			t.Errorf("after the joins: %+v; want packets and the nodes' CPU time", s)
+		}
 		lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
 		if last := lines[len(lines)-1]; !strings.Contains(last, "pubs 2/2  subs 6/6") || !strings.Contains(last, "failed 0  closed 0") {
 			t.Errorf("last progress line %q, want every client connected", last)
@@ -103,10 +113,6 @@ func TestLoadTester(t *testing.T) {
 	})
 
 	t.Run("command", func(t *testing.T) {
-		bin, err := harness.BuildCommand(ctx, t.TempDir(), "sorad-load")
-		if err != nil {
-			t.Fatal(err)
-		}
 		// The URLs come from the cluster's ListClusterNodes; the run is
 		// long, and SIGINT ends it once every client is connected.
 		cmd := exec.CommandContext(ctx, bin, "-api-url", nodes[0].APIURL(), "-channels", "2", "-publishers", "1", "-subscribers", "3",

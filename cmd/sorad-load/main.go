@@ -104,6 +104,7 @@ Flags:
 	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", load.DefaultJoinTimeout, fmt.Sprintf("bound on one connect, WebSocket open to PeerConnection connected (at most %v)", load.MaxJoinTimeout))
 	metadata := fs.String("metadata", "", `JSON sent as every connect's "metadata", e.g. '{"access_token":"..."}' (never printed)`)
 	metadataFile := fs.String("metadata-file", "", "file holding the -metadata JSON (keeps a token out of the process list)")
+	metricsURLs := fs.String("metrics-url", "", "Prometheus endpoints of the servers, comma-separated (sorad: http://<node>:3000/metrics): their process_cpu_seconds_total gives the servers' CPU once every client has joined")
 	iceNetworks := fs.String("ice-networks", "", "CIDR networks, comma-separated: the clients' ICE candidates only on local addresses in them (default: every interface)")
 	fs.BoolVar(&cfg.InsecureSkipVerify, "insecure", false, "accept any TLS certificate on wss:// and https:// URLs")
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON (with every subscriber's figures) instead of the table")
@@ -117,6 +118,11 @@ Flags:
 	for u := range strings.SplitSeq(*urls, ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			cfg.URLs = append(cfg.URLs, u)
+		}
+	}
+	for u := range strings.SplitSeq(*metricsURLs, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.MetricsURLs = append(cfg.MetricsURLs, u)
 		}
 	}
 	for n := range strings.SplitSeq(*iceNetworks, ",") {

@@ -108,6 +108,11 @@ type Config struct {
 	// local addresses in these networks (e.g. 127.0.0.0/8, or the
 	// interface that reaches the server).
 	ICENetworks []netip.Prefix
+	// MetricsURLs are Prometheus text endpoints of the servers (sorad's
+	// http://<node>:3000/metrics): their process_cpu_seconds_total, read
+	// when every client has joined and at the end, gives the servers' CPU
+	// time under the steady load.
+	MetricsURLs []string
 }
 
 // WithDefaults returns c with its zero durations, rates, bit rates and
@@ -152,6 +157,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("signaling URL: %w", err)
 		}
 	}
+	for _, u := range c.MetricsURLs {
+		if err := checkURL(u, "http", "https"); err != nil {
+			return fmt.Errorf("metrics URL: %w", err)
+		}
+	}
 	if c.APIURL != "" {
 		if err := checkURL(c.APIURL, "http", "https"); err != nil {
 			return fmt.Errorf("API URL: %w", err)
@@ -188,6 +198,8 @@ func (c Config) Validate() error {
 		return errors.New("a simulcast rid without simulcast")
 	case c.SimulcastRID != "" && !slices.Contains([]string{"r0", "r1", "r2"}, c.SimulcastRID):
 		return fmt.Errorf("simulcast rid %q: want r0, r1 or r2", c.SimulcastRID)
+	case len(c.MetricsURLs) > MaxURLs:
+		return fmt.Errorf("%d metrics URLs: at most %d", len(c.MetricsURLs), MaxURLs)
 	case len(c.ICENetworks) > MaxURLs:
 		return fmt.Errorf("%d ICE networks: at most %d", len(c.ICENetworks), MaxURLs)
 	case len(c.Metadata) > maxMetadataBytes:

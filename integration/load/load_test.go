@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -196,5 +198,55 @@ func TestICEFilter(t *testing.T) {
 		if got := f(net.ParseIP(ip)); got != want {
 			t.Errorf("filter(%s) = %v, want %v", ip, got, want)
 		}
+	}
+}
+
+func TestReadMetric(t *testing.T) {
+	body := "# HELP process_cpu_seconds_total CPU.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total_other 9\nprocess_cpu_seconds_total 12.5\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/metrics":
+			fmt.Fprint(w, body)
+		case "/empty":
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	if v, err := readMetric(ctx, srv.URL+"/metrics", cpuMetric, nil); err != nil || v != 12.5 {
+		t.Errorf("readMetric = %v, %v; want 12.5", v, err)
+	}
+	for path, want := range map[string]string{"/empty": "no process_cpu_seconds_total", "/nothing": "status 404"} {
+		if _, err := readMetric(ctx, srv.URL+path, cpuMetric, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("readMetric(%s): %v, want an error with %q", path, err, want)
+		}
+	}
+}
+
+func TestSteady(t *testing.T) {
+	at := time.Now()
+	from := sample{at: at, t: totals{packets: 100, received: 1000}, cpu: 10}
+	to := sample{at: at.Add(2 * time.Second), t: totals{packets: 2100, received: 251000}, cpu: 10.5}
+	s := steady(from, to)
+	if s.Seconds != 2 || s.PacketsPerSecond != 1000 || s.ReceivedKbps != 1000 ||
+		*s.ServerCPUSeconds != 0.5 || *s.ServerCPUPercent != 25 || *s.ServerCPUUsPerPacket != 250 {
+		t.Errorf("steady = %+v", s)
+	}
+	noMetrics := steady(sample{at: at}, sample{at: at.Add(time.Second)})
+	if noMetrics.ServerCPUSeconds != nil || noMetrics.ServerCPUError != "" {
+		t.Errorf("steady without metrics = %+v", noMetrics)
+	}
+	failed := steady(sample{at: at, cpuError: errors.New("read x: status 404")}, sample{at: at.Add(time.Second)})
+	if failed.ServerCPUError != "read x: status 404" || failed.ServerCPUSeconds != nil {
+		t.Errorf("steady with a failed read = %+v", failed)
+	}
+	rep := &Report{Steady: s}
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if want := "after the joins (2.0 s): subscribers received 1000 packets/s, 1.00 Mbit/s; server CPU 0.50 s (25% of a core), 250.00 us per packet received"; !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, b.String())
 	}
 }

@@ -48,6 +48,10 @@ type Report struct {
 	PacketsLost        int64   `json:"packets_lost"`
 	LossPercent        float64 `json:"loss_percent"`
 
+	// Steady is the part of the run after every client had joined; nil
+	// when the joins took the whole run.
+	Steady *Steady `json:"steady,omitempty"`
+
 	// ConnectFailures counts failed connects by close code and reason (or
 	// what else went wrong); ClosedByServer counts joined clients the
 	// server closed before the end, by close code and reason.
@@ -254,6 +258,19 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "subscribers receiving every publisher: %d of %d\n", rep.SubscribersWithAll, rep.Subscribers.Connected)
 	fmt.Fprintf(&b, "packets received: %d, lost: %d (%.2f%%)\n", rep.PacketsReceived, rep.PacketsLost, rep.LossPercent)
 	fmt.Fprintf(&b, "joined through a redirect: %d\n", rep.Redirected)
+	if s := rep.Steady; s != nil {
+		fmt.Fprintf(&b, "after the joins (%.1f s): subscribers received %.0f packets/s, %s", s.Seconds, s.PacketsPerSecond, rate(s.ReceivedKbps))
+		switch {
+		case s.ServerCPUError != "":
+			fmt.Fprintf(&b, "; server CPU unknown: %s", s.ServerCPUError)
+		case s.ServerCPUSeconds != nil:
+			fmt.Fprintf(&b, "; server CPU %.2f s (%.0f%% of a core)", *s.ServerCPUSeconds, *s.ServerCPUPercent)
+			if s.ServerCPUUsPerPacket != nil {
+				fmt.Fprintf(&b, ", %.2f us per packet received", *s.ServerCPUUsPerPacket)
+			}
+		}
+		fmt.Fprintln(&b)
+	}
 	writeCounts(&b, "connect failures", rep.ConnectFailures)
 	writeCounts(&b, "closed by the server during the run", rep.ClosedByServer)
 	_, err := io.WriteString(w, b.String())

@@ -105,11 +105,30 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		}()
 	}
 	r.joinAll(runCtx)
+	joined := make(chan struct{})
+	go func() { // ends with the joins, which end with runCtx at the latest
+		r.joins.Wait()
+		close(joined)
+	}()
+	var first *sample
+	select {
+	case <-joined:
+		if runCtx.Err() == nil {
+			s := r.take(runCtx)
+			first = &s
+		}
+	case <-runCtx.Done():
+	}
 	<-runCtx.Done()
-	r.joins.Wait()
+	<-joined
 	progressDone.Wait()
 	end := time.Now()
 	rep := r.report(start, end, ctx.Err() != nil)
+	if first != nil {
+		// The run's context has ended; the servers are read once more
+		// while every client is still connected.
+		rep.Steady = steady(*first, r.take(context.Background()))
+	}
 	r.closeAll()
 	return rep, nil
 }
