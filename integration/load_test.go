@@ -116,7 +116,7 @@ func TestLoadTester(t *testing.T) {
 		// The URLs come from the cluster's ListClusterNodes; the run is
 		// long, and SIGINT ends it once every client is connected.
 		cmd := exec.CommandContext(ctx, bin, "-api-url", nodes[0].APIURL(), "-channels", "2", "-publishers", "1", "-subscribers", "3",
-			"-video-codec", "H264", "-video-bitrate", "300", "-duration", "80s", "-join-rate", "20", "-ice-networks", "127.0.0.0/8", "-json")
+			"-video-codec", "H264", "-video-bitrate", "300", "-duration", "40s", "-join-rate", "20", "-ice-networks", "127.0.0.0/8", "-json")
 		var stdout bytes.Buffer
 		cmd.Stdout = &stdout
 		stderr, err := cmd.StderrPipe()

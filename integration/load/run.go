@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	var first *sample
 	select {
 	case <-joined:
-		if runCtx.Err() == nil {
+		if runCtx.Err() == nil && len(r.joinedMembers()) > 0 {
 			s := r.take(runCtx)
 			first = &s
 		}
