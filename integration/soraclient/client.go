@@ -11,9 +11,10 @@
 //
 // A client whose role sends ("sendrecv", "sendonly") publishes synthetic
 // media on the m-lines named by the offer's "mid": an Opus audio track (one
-// 20 ms frame every 20 ms, sized to Options.AudioBitrateKbps) and a video track of the negotiated codec (one
-// frame every 33 ms, sized to Options.VideoBitrateKbps; VP8 key frames every
-// 30 frames). The payloads are not real encodings; an SFU forwards bytes.
+// 20 ms frame every 20 ms, sized to Options.AudioBitrateKbps) and a video
+// track of the negotiated codec (one frame every 33 ms, sized to
+// Options.VideoBitrateKbps; VP8 key frames every 30 frames). The payloads
+// are not real encodings; an SFU forwards bytes.
 // Every remote track is read and counted per "<stream id>/<kind>", where the
 // stream id is the msid stream id, which Sora sets to the sending
 // connection's connection_id; the packets a track's sequence numbers say
