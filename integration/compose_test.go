@@ -558,7 +558,8 @@ type composeMedia struct {
 // follow redirects; it returns them with the node that served them.
 func connectMedia(t *testing.T, ctx context.Context, n composeNode, channel string) *composeMedia {
 	t.Helper()
-	opts := soraclient.Options{SignalingURL: n.signaling, ChannelID: channel, Audio: true, Video: true, VideoCodec: "VP8", LoopbackOnly: true}
+	opts := soraclient.Options{SignalingURL: n.signaling, ChannelID: channel, Audio: true, Video: true, VideoCodec: "VP8",
+		ICEIPFilter: net.IP.IsLoopback} // the media leaves through no other interface of the host
 	pubOpts, subOpts := opts, opts
 	pubOpts.Role, subOpts.Role = "sendonly", "recvonly"
 	pub, err := soraclient.Connect(ctx, pubOpts)

@@ -53,19 +53,25 @@ func MemberTrust(name string) (*trust.Store, error) {
 // race detector when the caller runs with it. It finds the module root by
 // walking up from the working directory.
 func Build(ctx context.Context, dir string) (string, error) {
+	return BuildCommand(ctx, dir, "sorad")
+}
+
+// BuildCommand compiles cmd/<name> of this module into dir as Build does
+// cmd/sorad, and returns the binary's path.
+func BuildCommand(ctx context.Context, dir, name string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "sorad")
+	bin := filepath.Join(dir, name)
 	args := []string{"build", "-o", bin}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/sorad")...)
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/"+name)...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/sorad: %w\n%s", err, out)
+		return "", fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, out)
 	}
 	return bin, nil
 }

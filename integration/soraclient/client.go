@@ -11,12 +11,15 @@
 //
 // A client whose role sends ("sendrecv", "sendonly") publishes synthetic
 // media on the m-lines named by the offer's "mid": an Opus audio track (one
-// 20 ms frame every 20 ms) and a video track of the negotiated codec (one
-// frame every 33 ms, sized to Options.VideoBitrateKbps; VP8 key frames every
-// 30 frames). The payloads are not real encodings; an SFU forwards bytes.
+// 20 ms frame every 20 ms, sized to Options.AudioBitrateKbps) and a video
+// track of the negotiated codec (one frame every 33 ms, sized to
+// Options.VideoBitrateKbps; VP8 key frames every 30 frames). The payloads
+// are not real encodings; an SFU forwards bytes.
 // Every remote track is read and counted per "<stream id>/<kind>", where the
 // stream id is the msid stream id, which Sora sets to the sending
-// connection's connection_id.
+// connection's connection_id; the packets a track's sequence numbers say
+// were sent but never arrived are counted as lost. SentBytes counts what
+// the client itself has sent.
 //
 // Every received signaling message is kept (the last 10 000) so tests can
 // assert on them with Messages and WaitMessage.
@@ -89,6 +92,7 @@ const (
 	closeWaitTimeout = time.Second
 	readLimit        = 16 << 20 // largest signaling frame accepted, bytes
 	defaultVideoKbps = 500
+	defaultAudioKbps = 32
 )
 
 // Options configures Connect. Only SignalingURL is required; everything else
@@ -121,6 +125,9 @@ type Options struct {
 	VideoCodec string
 	// VideoBitrateKbps sizes the synthetic video frames; default 500.
 	VideoBitrateKbps int
+	// AudioBitrateKbps sizes the synthetic Opus frames (one every 20 ms);
+	// default 32 (80-byte frames), at most 510 as Opus allows.
+	AudioBitrateKbps int
 	// VideoIVF, when set, names an IVF file (VP8 or VP9, e.g. made by
 	// ffmpeg) whose frames are sent instead of the synthetic ones, one per
 	// 33 ms, from the start again at its end: real, decodable video.
@@ -169,12 +176,13 @@ type Options struct {
 	// never repeating an unanswered one (pion's default repeats it every
 	// 200 ms): a check the server drops then fails the connection.
 	SingleCheck bool
+	// ICEIPFilter, when set, limits the client's ICE host candidates to
+	// the local addresses it returns true for (e.g. net.IP.IsLoopback);
+	// nil gathers on every interface.
+	ICEIPFilter func(net.IP) bool
 	// AcceptReplays turns off SRTP replay protection, so that a packet the
 	// server sends again (see RequestResend) reaches the track's reader.
 	AcceptReplays bool
-	// LoopbackOnly gathers ICE candidates on loopback addresses only, so
-	// the client's media leaves through no other interface of the host.
-	LoopbackOnly bool
 	// BeforeAnswer, when set, is called once the client has applied its
 	// answer (its ICE agent is checking) and before it sends the answer.
 	BeforeAnswer func()
@@ -235,6 +243,10 @@ type TrackStats struct {
 	Bytes       int64 // RTP payload bytes
 	FirstPacket time.Time
 	LastPacket  time.Time
+	// Lost is how many packets the sequence numbers from the first packet
+	// received to the highest one say were sent but have not arrived (a
+	// packet that comes late or twice lowers it again; never below 0).
+	Lost int64
 }
 
 type trackCounter struct {
@@ -243,6 +255,9 @@ type trackCounter struct {
 	bytes     atomic.Int64
 	firstNano atomic.Int64
 	lastNano  atomic.Int64
+
+	seqMu sync.Mutex
+	seq   seqCounter
 
 	logMu sync.Mutex
 	log   []PacketInfo // with Options.RecordPackets, the last MaxPackets
@@ -272,6 +287,7 @@ type Client struct {
 	audioTrack   *webrtc.TrackLocalStaticRTP
 	audioMid     string
 	audioLevel   atomic.Uint32
+	sentBytes    atomic.Int64 // media payload handed to the local tracks
 	videoTrack   *webrtc.TrackLocalStaticSample
 	videoSender  *webrtc.RTPSender
 	videoMid     string
@@ -343,6 +359,9 @@ func Connect(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.VideoBitrateKbps <= 0 {
 		opts.VideoBitrateKbps = defaultVideoKbps
+	}
+	if opts.AudioBitrateKbps <= 0 {
+		opts.AudioBitrateKbps = defaultAudioKbps
 	}
 	log := opts.Logger
 	if log == nil {
@@ -575,7 +594,7 @@ func (o *offerMessage) rtcConfiguration() (webrtc.Configuration, error) {
 	return cfg, nil
 }
 
-func newAPI(singleCheck, acceptReplays, loopbackOnly bool) (*webrtc.API, error) {
+func newAPI(opts Options) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("soraclient: register codecs: %w", err)
@@ -597,13 +616,13 @@ func newAPI(singleCheck, acceptReplays, loopbackOnly bool) (*webrtc.API, error) 
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true) // tests run on 127.0.x.y
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	if singleCheck {
+	if opts.SingleCheck {
 		se.SetICEMaxBindingRequests(0)
 	}
-	se.DisableSRTPReplayProtection(acceptReplays)
-	if loopbackOnly {
-		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	if opts.ICEIPFilter != nil {
+		se.SetIPFilter(opts.ICEIPFilter)
 	}
+	se.DisableSRTPReplayProtection(opts.AcceptReplays)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
@@ -629,7 +648,7 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	if c.api, err = newAPI(c.opts.SingleCheck, c.opts.AcceptReplays, c.opts.LoopbackOnly); err != nil {
+	if c.api, err = newAPI(c.opts); err != nil {
 		return err
 	}
 	if c.pc, err = c.api.NewPeerConnection(cfg); err != nil {
@@ -899,6 +918,9 @@ func (c *Client) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			tc.lastNano.Store(now.UnixNano())
 			tc.bytes.Add(int64(len(pkt.Payload)))
 			tc.packets.Add(1)
+			tc.seqMu.Lock()
+			tc.seq.add(pkt.SequenceNumber)
+			tc.seqMu.Unlock()
 			if c.opts.RecordPackets {
 				tc.logMu.Lock()
 				if len(tc.log) >= MaxPackets {
@@ -1144,7 +1166,11 @@ func (c *Client) Received() map[string]TrackStats {
 }
 
 func (tc *trackCounter) snapshot() TrackStats {
+	tc.seqMu.Lock()
+	expected := tc.seq.expected()
+	tc.seqMu.Unlock()
 	s := TrackStats{Packets: tc.packets.Load(), Bytes: tc.bytes.Load()}
+	s.Lost = max(expected-s.Packets, 0)
 	if n := tc.firstNano.Load(); n != 0 {
 		s.FirstPacket = time.Unix(0, n)
 	}

@@ -53,6 +53,9 @@ type fakeConfig struct {
 	// rpcErr is non-nil, that error object; with neither it does not
 	// answer.
 	rpc func(method string, params json.RawMessage) (result any, rpcErr map[string]any)
+	// skipSeqEvery, when positive, makes the publishers' feeds leave out
+	// every skipSeqEvery-th sequence number, as if that packet were lost.
+	skipSeqEvery int
 }
 
 // fakeDC is a DataChannel the fake server opens.
@@ -127,6 +130,7 @@ type serverTrack struct {
 	packets    atomic.Int64
 	keyFrames  atomic.Int64 // VP8 key frames seen
 	firstByte  atomic.Int64 // first payload byte of the first packet + 1
+	lastSize   atomic.Int64 // payload bytes of the last packet
 	mu         sync.Mutex
 	timestamps []uint32 // first distinct RTP timestamps, bounded
 }
@@ -378,6 +382,9 @@ func (s *fakeSession) addPublisherLocked(id string) error {
 			case <-tick.C:
 			}
 			seq++
+			if skip := s.fs.cfg.skipSeqEvery; skip > 0 && seq%uint16(skip) == 0 {
+				seq++
+			}
 			ts += 1800
 			_ = track.WriteRTP(&rtp.Packet{
 				Header:  rtp.Header{Version: 2, Marker: true, SequenceNumber: seq, Timestamp: ts},
@@ -418,6 +425,7 @@ func (s *fakeSession) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) 
 			return
 		}
 		st.firstByte.CompareAndSwap(0, int64(pkt.Payload[0])+1)
+		st.lastSize.Store(int64(len(pkt.Payload)))
 		st.mu.Lock()
 		if n := len(st.timestamps); n < 50 && (n == 0 || st.timestamps[n-1] != pkt.Timestamp) {
 			st.timestamps = append(st.timestamps, pkt.Timestamp)

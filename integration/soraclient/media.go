@@ -20,8 +20,8 @@ import (
 const (
 	audioInterval    = 20 * time.Millisecond
 	videoInterval    = 33 * time.Millisecond
-	keyFrameInterval = 30 // frames
-	opusFrameBytes   = 80 // 32 kbit/s at 20 ms
+	keyFrameInterval = 30  // frames
+	maxAudioKbps     = 510 // Opus's highest bit rate
 	videoWidth       = 640
 	videoHeight      = 360
 )
@@ -105,7 +105,7 @@ func (c *Client) runMedia(ctx context.Context) {
 			c.log.Error("soraclient: read IVF; sending synthetic video", "err", err)
 		}
 	}
-	opus := opusFrame()
+	opus := opusFrame(c.opts.AudioBitrateKbps)
 	audio := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(time.Now().UnixNano()), Timestamp: uint32(time.Now().UnixNano())}}
 	frame := 0
 	for {
@@ -125,6 +125,8 @@ func (c *Client) runMedia(ctx context.Context) {
 			}
 			if err := c.audioTrack.WriteRTP(&audio); err != nil {
 				c.log.Debug("soraclient: write audio", "err", err)
+			} else {
+				c.sentBytes.Add(int64(len(opus)))
 			}
 		case <-videoTick.C:
 			for _, l := range c.layers {
@@ -137,6 +139,8 @@ func (c *Client) runMedia(ctx context.Context) {
 				}
 				if err := c.videoTrack.WriteSample(media.Sample{Data: data, Duration: videoInterval}); err != nil {
 					c.log.Debug("soraclient: write video", "err", err)
+				} else {
+					c.sentBytes.Add(int64(len(data)))
 				}
 			}
 			frame++
@@ -172,10 +176,10 @@ func readIVF(path string) ([][]byte, error) {
 	return frames, nil
 }
 
-// opusFrame returns a 20 ms CELT fullband mono frame: TOC byte config 31,
-// code 0, followed by arbitrary bytes.
-func opusFrame() []byte {
-	b := make([]byte, opusFrameBytes)
+// opusFrame returns a 20 ms CELT fullband mono frame of kbps: TOC byte
+// config 31, code 0, followed by arbitrary bytes.
+func opusFrame(kbps int) []byte {
+	b := make([]byte, max(min(kbps, maxAudioKbps)*1000/8*int(audioInterval/time.Millisecond)/1000, 2))
 	b[0] = 31 << 3
 	fill(b[1:])
 	return b

@@ -149,6 +149,8 @@ func (c *Client) writeLayerFrame(l *simulcastLayer, frame int, midID, ridID uint
 		}
 		if err := l.track.WriteRTP(pkt); err != nil {
 			c.log.Debug("soraclient: write layer", "rid", l.rid, "err", err)
+		} else {
+			c.sentBytes.Add(int64(len(pkt.Payload)))
 		}
 	}
 }
