@@ -534,19 +534,56 @@ func TestConnectionFailedEvent(t *testing.T) {
 }
 
 // An answer field sorad does not support is logged once, however many
-// connects carry it, and changes nothing else.
+// connects carry it, and changes nothing else. The codec parameter
+// overrides are among them: sorad negotiates one set per codec, which the
+// API and the event webhooks show unchanged.
 func TestUnsupportedOverrideLoggedOnce(t *testing.T) {
+	unsupported := map[string]string{
+		"turn_tcp_only":     `true`,
+		"audio_opus_params": `{"stereo":true}`,
+		"video_vp9_params":  `{"profile_id":2}`,
+		"video_av1_params":  `{"profile":1}`,
+		"video_h264_params": `{"profile_level_id":"640c1f"}`,
+	}
+	answer := `{"allowed":true`
+	for k, v := range unsupported {
+		answer += `,"` + k + `":` + v
+	}
+	answer += "}"
 	r := newReceiver(t)
-	r.setAuth(func(map[string]any) (int, string) { return 200, `{"allowed":true,"turn_tcp_only":true}` })
+	r.setAuth(func(map[string]any) (int, string) { return 200, answer })
 	var logs syncBuffer
-	_, url := startWithWebhooks(t, r, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, 2*time.Second)
+	m, url := startWithWebhooks(t, r, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, 2*time.Second)
+	var ids []string
 	for range 3 {
-		if _, err := connect(t, url, soraclient.Options{ChannelID: "unsupported", Role: "recvonly", Audio: true}); err != nil {
+		c, err := connect(t, url, soraclient.Options{ChannelID: "unsupported", Role: "recvonly", Audio: true, Video: true, VideoCodec: "VP9"})
+		if err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, c.ConnectionID())
 	}
-	if n := strings.Count(logs.String(), `"field":"turn_tcp_only"`); n != 1 {
-		t.Errorf("the unsupported field was logged %d times, want once:\n%s", n, logs.String())
+	for k := range unsupported {
+		if n := strings.Count(logs.String(), `"field":"`+k+`"`); n != 1 {
+			t.Errorf("the unsupported field %s was logged %d times, want once", k, n)
+		}
+	}
+	for _, info := range m.ListChannelConnections("unsupported") {
+		if got := string(mustJSON(info.Video)); !strings.Contains(got, `"vp9_params":{"profile_id":0}`) {
+			t.Errorf("ListChannelConnections video %s, want the VP9 parameters sorad negotiates", got)
+		}
+		if got := string(mustJSON(info.Audio)); got != `{"codec_type":"OPUS"}` {
+			t.Errorf("ListChannelConnections audio %s", got)
+		}
+	}
+	for _, id := range ids {
+		e := r.find("/event", about("connection.created", id))
+		d, _ := e.body["data"].(map[string]any)
+		if got := string(mustJSON(d["video_vp9_params"])); got != `{"profile_id":0}` {
+			t.Errorf("connection.created video_vp9_params %s, want the negotiated ones", got)
+		}
+	}
+	if t.Failed() {
+		t.Logf("logs:\n%s", logs.String())
 	}
 }
 
