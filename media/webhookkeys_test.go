@@ -74,7 +74,7 @@ var (
 		"data_channel_signaling", "ignore_disconnect_websocket", "sora_client", "e2ee").with(hookCounts...).
 		maybe("client_id", "bundle_id", "metadata", "simulcast_rid", "spotlight_number", "spotlight_focus_rid", "spotlight_unfocus_rid",
 			"audio_codec_type", "audio_bit_rate", "video_codec_type", "video_bit_rate", "video_vp9_params", "video_av1_params", "video_h264_params",
-			"data_channels", "redirect")
+			"data_channels", "forwarding_filter", "redirect")
 	soraClientKeys = keys("type", "raw", "version", "commit_short", "environment", "libwebrtc")
 
 	sessionCreatedKeys   = hookCommon.with("type", "external_signaling_url", "channel_id", "session_id", "multistream", "spotlight", "created_time", "created_timestamp")
@@ -108,15 +108,19 @@ var (
 // at the top, in data, in data.ice_connection_state and in session
 // connections.
 func TestWebhookKeySets(t *testing.T) {
-	const sigURL = "ws://127.0.0.1:5000/signaling"
+	const (
+		sigURL           = "ws://127.0.0.1:5000/signaling"
+		forwardingFilter = `{"action":"block","rules":[[{"field":"client_id","operator":"is_in","values":["x"]}]]}`
+	)
 	r := newReceiver(t)
 	r.setAuth(func(map[string]any) (int, string) { return 200, `{"allowed":true,"event_metadata":{"user":42}}` })
 	m, url := startWithWebhooks(t, r, Config{PingInterval: 100 * time.Millisecond, UserAgentStatsInterval: 100 * time.Millisecond,
-		WebhookUpdateInterval: 300 * time.Millisecond, ConnectTimeout: time.Second, ExternalSignalingURL: sigURL}, 2*time.Second)
+		WebhookUpdateInterval: 300 * time.Millisecond, ConnectTimeout: 5 * time.Second, ExternalSignalingURL: sigURL}, 2*time.Second)
 
 	pub, err := connect(t, url, soraclient.Options{ChannelID: "keys", Role: "sendrecv", ClientID: "pub", Audio: true, Video: true, VideoCodec: "VP9",
 		Metadata: map[string]any{"k": "v"},
-		Extra:    map[string]any{"audio": map[string]any{"codec_type": "OPUS", "bit_rate": 48}, "video": map[string]any{"codec_type": "VP9", "vp9_params": map[string]any{"profile_id": 0}}}})
+		Extra: map[string]any{"audio": map[string]any{"codec_type": "OPUS", "bit_rate": 48}, "video": map[string]any{"codec_type": "VP9", "vp9_params": map[string]any{"profile_id": 0}},
+			"forwarding_filter": json.RawMessage(forwardingFilter)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,10 +135,13 @@ func TestWebhookKeySets(t *testing.T) {
 	auth := r.find("/auth", func(b map[string]any) bool { return b["client_id"] == "pub" })
 	authKeys.check(t, "auth", auth.body)
 	soraClientKeys.check(t, "auth sora_client", object(t, "auth", auth.body, "sora_client"))
-	for _, k := range []string{"client_id", "metadata", "audio_codec_type", "audio_bit_rate", "video_codec_type", "video_vp9_params"} {
+	for _, k := range []string{"client_id", "metadata", "audio_codec_type", "audio_bit_rate", "video_codec_type", "video_vp9_params", "forwarding_filter"} {
 		if _, ok := auth.body[k]; !ok {
 			t.Errorf("auth lacks %q, which the connect gave: %s", k, auth.raw)
 		}
+	}
+	if got := string(mustJSON(auth.body["forwarding_filter"])); got != forwardingFilter {
+		t.Errorf("auth forwarding_filter %s, want the connect's %s", got, forwardingFilter)
 	}
 
 	created := r.find("/session", ofWebhookType("session.created"))

@@ -215,6 +215,7 @@ type authRequest struct {
 	DataChannelSignaling      bool            `json:"data_channel_signaling"`
 	IgnoreDisconnectWebSocket bool            `json:"ignore_disconnect_websocket"`
 	DataChannels              json.RawMessage `json:"data_channels,omitempty"`
+	ForwardingFilter          json.RawMessage `json:"forwarding_filter,omitempty"`
 	Redirect                  bool            `json:"redirect,omitempty"`
 	SoraClient                soraClient      `json:"sora_client"`
 	E2EE                      bool            `json:"e2ee"`
@@ -300,19 +301,20 @@ func (m *Media) authRequest(req signaling.ConnectRequest, id string) authRequest
 		}
 		r.videoParamFields = requestedVideoParams(req.Video.Raw)
 	}
+	var sent struct {
+		DataChannels     json.RawMessage `json:"data_channels"`
+		ForwardingFilter json.RawMessage `json:"forwarding_filter"`
+	}
+	_ = json.Unmarshal(req.Raw, &sent) // a validated connect
 	if len(req.DataChannels) > 0 {
-		r.DataChannels = rawDataChannels(req.Raw)
+		r.DataChannels = sent.DataChannels
+	}
+	// sorad applies no forwarding filter, but the auth webhook is told of
+	// one a client asked for, and may refuse the connect for it.
+	if f := sent.ForwardingFilter; len(f) > 0 && string(f) != "null" {
+		r.ForwardingFilter = f
 	}
 	return r
-}
-
-// rawDataChannels is the data_channels of a connect as sent.
-func rawDataChannels(connect json.RawMessage) json.RawMessage {
-	var w struct {
-		DataChannels json.RawMessage `json:"data_channels"`
-	}
-	_ = json.Unmarshal(connect, &w)
-	return w.DataChannels
 }
 
 // eventData is the data of a connection.* event webhook.
