@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/sorad/sorad/fsm"
 	"github.com/sorad/sorad/integration/soraclient"
@@ -168,6 +169,17 @@ func TestWebhookKeySets(t *testing.T) {
 		}
 	}
 	checkConnectionEvent("connection.created", connectionDataKeys, about("connection.created", pub.ConnectionID()))
+	// The ICE times follow the PeerConnection's states: it went through
+	// checking and is connected now.
+	m.mu.Lock()
+	pc := m.conns[pub.ConnectionID()]
+	m.mu.Unlock()
+	pc.iceTimes.mu.Lock()
+	state, since := pc.iceTimes.state, pc.iceTimes.since
+	pc.iceTimes.mu.Unlock()
+	if (state != webrtc.ICEConnectionStateConnected && state != webrtc.ICEConnectionStateCompleted) || since.IsZero() {
+		t.Errorf("ICE state as the event webhooks measure it: %s since %v", state, since)
+	}
 	checkConnectionEvent("connection.updated", connectionDataKeys, about("connection.updated", pub.ConnectionID()))
 
 	st := r.find("/stats", func(b map[string]any) bool {
