@@ -304,6 +304,14 @@ func TestSeedClusterAndModeAPIs(t *testing.T) {
 		}
 		extra = append(extra, "total_auth_webhook_allowed", "total_auth_webhook_denied", "total_successful_auth_webhook", "total_failed_auth_webhook")
 		checkShape(t, "GetStatsReport", seed(t, "GetStatsReport.response.json"), got, extra...)
+		// The webhook counters are not only allowed but required: every
+		// one is there, a number, from the node's start (cluster is
+		// checked below).
+		for _, key := range extra[1:] {
+			if s, _ := shape(got.(map[string]any)[key]); s != "number" {
+				t.Fatalf("GetStatsReport %s = %v, want a number", key, got.(map[string]any)[key])
+			}
+		}
 		cl, _ := got.(map[string]any)["cluster"].(map[string]any)
 		for key, typ := range map[string]string{"raft_state": "string", "raft_term": "number", "raft_commit_index": "number"} {
 			if s, _ := shape(cl[key]); s != typ {

@@ -199,15 +199,25 @@ func (c *connection) videoInfo() any {
 	}
 	codec := c.videoCodec()
 	out := map[string]any{"codec_type": codec, "bit_rate": c.videoBitRate.Load()}
-	switch codec {
-	case "VP9":
-		out["vp9_params"] = map[string]int{"profile_id": 0}
-	case "AV1":
-		out["av1_params"] = map[string]int{"profile": 0}
-	case "H264":
-		out["h264_params"] = map[string]string{"profile_level_id": "42e01f"}
+	if key, params := videoParams(codec); key != "" {
+		out[key] = params
 	}
 	return out
+}
+
+// videoParams are the codec parameters sorad negotiates for a video codec,
+// under the key Sora shows them with (vp9_params, av1_params,
+// h264_params); "" for a codec without any.
+func videoParams(codec string) (key string, params any) {
+	switch codec {
+	case "VP9":
+		return "vp9_params", map[string]int{"profile_id": 0}
+	case "AV1":
+		return "av1_params", map[string]int{"profile": 0}
+	case "H264":
+		return "h264_params", map[string]string{"profile_level_id": "42e01f"}
+	}
+	return "", nil
 }
 
 // sortedConnections returns this node's admitted connections, by channel

@@ -56,6 +56,7 @@ type connection struct {
 	typeReason string
 
 	established atomic.Bool
+	iceTimes    iceTimes                 // for the event webhooks
 	connectedAt atomic.Int64             // Unix microseconds
 	lastPong    atomic.Int64             // Unix nanoseconds
 	uaStats     atomic.Pointer[uaReport] // the client's latest statistics report

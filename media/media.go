@@ -131,6 +131,9 @@ type Config struct {
 	// WebhookUpdateInterval is how often session.updated and
 	// connection.updated go out.
 	WebhookUpdateInterval time.Duration
+	// ExternalSignalingURL is this node's signaling URL, sent in the
+	// session webhooks ("" leaves it out).
+	ExternalSignalingURL string
 	// RecordSessions records every session in the cluster (a Raft write
 	// at its start and its end), so that the end of a session that dies
 	// with its node is reported, once, by the cluster: on when session

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 
@@ -38,6 +39,7 @@ type negotiation struct {
 func (c *connection) start(pubs []*published) error {
 	c.pc.OnConnectionStateChange(c.onConnectionState)
 	c.pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		c.iceTimes.observe(s, time.Now())
 		switch s {
 		case webrtc.ICEConnectionStateNew:
 		case webrtc.ICEConnectionStateChecking:

@@ -22,6 +22,8 @@ type session struct {
 	id        string
 	created   time.Time
 	spotlight bool
+	// externalSignalingURL is this node's, for the session webhooks.
+	externalSignalingURL string
 
 	mu      sync.Mutex
 	model   *channel.Channel
@@ -46,6 +48,8 @@ func (m *Media) newSession(req signaling.ConnectRequest) *session {
 		id:        newID(),
 		created:   time.Now(),
 		spotlight: req.Spotlight,
+		// The session webhooks name the node the session lives on.
+		externalSignalingURL: m.cfg.ExternalSignalingURL,
 		model: channel.New(channel.Config{
 			Spotlight:       req.Spotlight,
 			SpotlightNumber: number,

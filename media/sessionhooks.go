@@ -47,6 +47,7 @@ type sessionConnection struct {
 	EventMetadata                json.RawMessage `json:"event_metadata,omitempty"`
 	ConnectionCreatedTimestamp   string          `json:"connection_created_timestamp"`
 	ConnectionDestroyedTimestamp *string         `json:"connection_destroyed_timestamp"`
+	videoParamFields
 }
 
 // recordJoinLocked notes a connection joining. s.mu is held.
@@ -70,6 +71,7 @@ func (s *session) recordJoinLocked(c *connection) {
 	}
 	if e.Video {
 		e.VideoCodecType, e.VideoBitRate = c.videoCodec(), int(c.videoBitRate.Load())
+		e.videoParamFields = negotiatedVideoParams(e.VideoCodecType)
 	}
 	r.byID[c.id] = len(r.history)
 	r.history = append(r.history, e)
@@ -100,6 +102,9 @@ type sessionWebhook struct {
 	// session.destroyed
 	DestroyedTime      int64  `json:"destroyed_time,omitempty"`
 	DestroyedTimestamp string `json:"destroyed_timestamp,omitempty"`
+	// ExternalSignalingURL is the signaling URL of the node the session
+	// lives on.
+	ExternalSignalingURL string `json:"external_signaling_url,omitempty"`
 }
 
 // sessionWebhookLocked builds a session.* webhook; updated and destroyed
@@ -109,6 +114,7 @@ func (s *session) sessionWebhookLocked(typ string) sessionWebhook {
 		Type: typ, ChannelID: s.channelID, SessionID: s.id, Multistream: true, Spotlight: s.spotlight,
 		CreatedTime: s.created.Unix(), CreatedTimestamp: signaling.Timestamp(s.created),
 	}
+	w.ExternalSignalingURL = s.externalSignalingURL
 	if typ == "session.created" {
 		return w
 	}

@@ -211,13 +211,59 @@ type authRequest struct {
 	Video                     any             `json:"video"`
 	VideoCodecType            string          `json:"video_codec_type,omitempty"`
 	VideoBitRate              int             `json:"video_bit_rate,omitempty"`
+	videoParamFields                          // as the client's video object gave them
 	DataChannelSignaling      bool            `json:"data_channel_signaling"`
 	IgnoreDisconnectWebSocket bool            `json:"ignore_disconnect_websocket"`
 	DataChannels              json.RawMessage `json:"data_channels,omitempty"`
+	ForwardingFilter          json.RawMessage `json:"forwarding_filter,omitempty"`
 	Redirect                  bool            `json:"redirect,omitempty"`
 	SoraClient                soraClient      `json:"sora_client"`
 	E2EE                      bool            `json:"e2ee"`
 	channelCounts
+}
+
+// videoParamFields are video_vp9_params, video_av1_params and
+// video_h264_params; at most one is set.
+type videoParamFields struct {
+	VideoVP9Params  any `json:"video_vp9_params,omitempty"`
+	VideoAV1Params  any `json:"video_av1_params,omitempty"`
+	VideoH264Params any `json:"video_h264_params,omitempty"`
+}
+
+// set puts params under the field named by key (vp9_params, av1_params
+// or h264_params); other keys are ignored.
+func (f *videoParamFields) set(key string, params any) {
+	switch key {
+	case "vp9_params":
+		f.VideoVP9Params = params
+	case "av1_params":
+		f.VideoAV1Params = params
+	case "h264_params":
+		f.VideoH264Params = params
+	}
+}
+
+// negotiatedVideoParams are the parameters sorad negotiates for codec.
+func negotiatedVideoParams(codec string) videoParamFields {
+	var f videoParamFields
+	f.set(videoParams(codec))
+	return f
+}
+
+// requestedVideoParams are the codec parameters a client's video object
+// carried, as it sent them.
+func requestedVideoParams(video json.RawMessage) videoParamFields {
+	var obj map[string]json.RawMessage
+	var f videoParamFields
+	if json.Unmarshal(video, &obj) != nil {
+		return f
+	}
+	for _, key := range []string{"vp9_params", "av1_params", "h264_params"} {
+		if v, ok := obj[key]; ok {
+			f.set(key, v)
+		}
+	}
+	return f
 }
 
 // mediaField is audio or video as webhooks show them: false, true, or the
@@ -253,20 +299,22 @@ func (m *Media) authRequest(req signaling.ConnectRequest, id string) authRequest
 		if r.VideoCodecType == "" {
 			r.VideoCodecType = m.cfg.DefaultVideoCodec
 		}
+		r.videoParamFields = requestedVideoParams(req.Video.Raw)
 	}
+	var sent struct {
+		DataChannels     json.RawMessage `json:"data_channels"`
+		ForwardingFilter json.RawMessage `json:"forwarding_filter"`
+	}
+	_ = json.Unmarshal(req.Raw, &sent) // a validated connect
 	if len(req.DataChannels) > 0 {
-		r.DataChannels = rawDataChannels(req.Raw)
+		r.DataChannels = sent.DataChannels
+	}
+	// sorad applies no forwarding filter, but the auth webhook is told of
+	// one a client asked for, and may refuse the connect for it.
+	if f := sent.ForwardingFilter; len(f) > 0 && string(f) != "null" {
+		r.ForwardingFilter = f
 	}
 	return r
-}
-
-// rawDataChannels is the data_channels of a connect as sent.
-func rawDataChannels(connect json.RawMessage) json.RawMessage {
-	var w struct {
-		DataChannels json.RawMessage `json:"data_channels"`
-	}
-	_ = json.Unmarshal(connect, &w)
-	return w.DataChannels
 }
 
 // eventData is the data of a connection.* event webhook.
@@ -278,19 +326,29 @@ type eventData struct {
 	Video          bool   `json:"video"`
 	VideoCodecType string `json:"video_codec_type,omitempty"`
 	VideoBitRate   int    `json:"video_bit_rate,omitempty"`
+	videoParamFields
 	channelCounts
-	TurnTransportType  string `json:"turn_transport_type"`
-	CreatedTime        int64  `json:"created_time"`
-	CreatedTimestamp   string `json:"created_timestamp"`
-	TotalReceivedBytes int64  `json:"total_received_bytes"`
-	TotalSentBytes     int64  `json:"total_sent_bytes"`
-	// connection.destroyed and connection.failed
+	TurnTransportType  string         `json:"turn_transport_type"`
+	CreatedTime        int64          `json:"created_time"`
+	CreatedTimestamp   string         `json:"created_timestamp"`
+	ICEConnectionState iceStateTotals `json:"ice_connection_state"`
+	TotalReceivedBytes int64          `json:"total_received_bytes"`
+	TotalSentBytes     int64          `json:"total_sent_bytes"`
+	// connection.destroyed
 	DestroyedTime        int64           `json:"destroyed_time,omitempty"`
 	DestroyedTimestamp   string          `json:"destroyed_timestamp,omitempty"`
 	Reason               string          `json:"reason,omitempty"`
 	DisconnectAPIReason  json.RawMessage `json:"disconnect_api_reason,omitempty"`
 	TypeDisconnectReason string          `json:"type_disconnect_reason,omitempty"`
-	Message              string          `json:"message,omitempty"` // connection.failed
+}
+
+// failedData is the data of connection.failed: why, the channel's counts
+// and the bytes the connection moved before it gave up.
+type failedData struct {
+	Message string `json:"message"`
+	channelCounts
+	TotalReceivedBytes int64 `json:"total_received_bytes"`
+	TotalSentBytes     int64 `json:"total_sent_bytes"`
 }
 
 // connectionFields say which connection a webhook is about.
@@ -320,7 +378,7 @@ type connectionEvent struct {
 	LogWritten bool   `json:"log_written"`
 	connectionFields
 	EventMetadata json.RawMessage `json:"event_metadata,omitempty"`
-	Data          *eventData      `json:"data,omitempty"`
+	Data          any             `json:"data,omitempty"` // *eventData or *failedData
 	// spotlight.* only
 	SpotlightNumber *int  `json:"spotlight_number,omitempty"`
 	Fixed           *bool `json:"fixed,omitempty"`
@@ -352,13 +410,20 @@ func (c *connection) eventData(members []*connection) *eventData {
 	}
 	if c.req.Video.Enabled {
 		d.VideoCodecType, d.VideoBitRate = c.videoCodec(), int(c.videoBitRate.Load())
+		d.videoParamFields = negotiatedVideoParams(d.VideoCodecType)
 	}
-	st := c.stats()
-	for _, t := range st.Tracks {
-		d.TotalReceivedBytes += t.Bytes
-		d.TotalSentBytes += t.SentBytes
-	}
+	d.ICEConnectionState = c.iceTimes.totals(time.Now())
+	d.TotalReceivedBytes, d.TotalSentBytes = c.totalBytes()
 	return d
+}
+
+// totalBytes are the bytes c's tracks received and sent.
+func (c *connection) totalBytes() (received, sent int64) {
+	for _, t := range c.stats().Tracks {
+		received += t.Bytes
+		sent += t.SentBytes
+	}
+	return received, sent
 }
 
 // sendEvent hands an event webhook to the delivery.
@@ -386,19 +451,22 @@ func (c *connection) eventEnded() {
 	code, reason := c.closedWith()
 	now := time.Now()
 	if !c.isEstablished() {
-		e := c.event("connection.failed", members)
-		e.Data.Message = reason
-		e.Data.DestroyedTime, e.Data.DestroyedTimestamp = now.Unix(), signaling.Timestamp(now)
+		e := c.eventHeader("connection.failed")
+		d := &failedData{Message: reason, channelCounts: countsOf(members)}
+		d.TotalReceivedBytes, d.TotalSentBytes = c.totalBytes()
+		e.Data = d
 		c.m.sendEvent(e)
 		return
 	}
-	e := c.event("connection.destroyed", members)
-	e.Data.DestroyedTime, e.Data.DestroyedTimestamp = now.Unix(), signaling.Timestamp(now)
-	e.Data.Reason = reason
+	e := c.eventHeader("connection.destroyed")
+	d := c.eventData(members)
+	d.DestroyedTime, d.DestroyedTimestamp = now.Unix(), signaling.Timestamp(now)
+	d.Reason = reason
 	if code == signaling.CloseNormal && reason == "DISCONNECTED-API" {
-		e.Data.DisconnectAPIReason = c.disconnectAPIReason()
+		d.DisconnectAPIReason = c.disconnectAPIReason()
 	}
-	e.Data.TypeDisconnectReason = c.typeDisconnectReason()
+	d.TypeDisconnectReason = c.typeDisconnectReason()
+	e.Data = d
 	c.m.sendEvent(e)
 }
 

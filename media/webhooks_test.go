@@ -420,27 +420,121 @@ func TestAuthWebhookConnectOverrides(t *testing.T) {
 		answer string
 		opts   soraclient.Options
 		check  func(t *testing.T, m *Media, c *soraclient.Client)
+		// hooks, when set, checks further with the receiver and the
+		// signaling URL at hand.
+		hooks func(t *testing.T, x overrideEnv)
 	}{
 		{"bundle_id", `{"bundle_id":"b9"}`, soraclient.Options{Role: "recvonly", Audio: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
 			if c.Offer()["bundle_id"] != "b9" {
 				t.Errorf("offer %v", c.Offer())
 			}
-		}},
+		}, nil},
 		{"audio off", `{"audio":false}`, soraclient.Options{Role: "sendrecv", Audio: true, Video: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
 			if o := c.Offer(); o["audio"] != false || o["video"] != true {
 				t.Errorf("offer %v", o)
+			}
+		}, nil},
+		{"video off", `{"video":false}`, soraclient.Options{Role: "sendrecv", Audio: true, Video: true, VideoCodec: "VP8"}, func(t *testing.T, m *Media, c *soraclient.Client) {
+			if o := c.Offer(); o["audio"] != true || o["video"] != false || o["video_codec_type"] != nil {
+				t.Errorf("offer %v", o)
+			}
+			if sdp, _ := c.Offer()["sdp"].(string); strings.Contains(sdp, "m=video") {
+				t.Errorf("the offer has a video m-line:\n%s", sdp)
+			}
+			if l := m.ListChannelConnections("over"); len(l) != 1 || l[0].Video != false {
+				t.Errorf("ListChannelConnections %+v", l)
+			}
+		}, func(t *testing.T, x overrideEnv) {
+			d, _ := x.r.find("/event", about("connection.created", x.c.ConnectionID())).body["data"].(map[string]any)
+			if d["video"] != false || d["audio"] != true {
+				t.Errorf("connection.created data %v", d)
+			}
+		}},
+		{"audio codec and bit rate", `{"audio_codec_type":"OPUS","audio_bit_rate":24}`, soraclient.Options{Role: "sendrecv", Audio: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
+			if o := c.Offer(); o["audio_codec_type"] != "OPUS" || o["audio"] != true {
+				t.Errorf("offer %v", o)
+			}
+		}, func(t *testing.T, x overrideEnv) {
+			d, _ := x.r.find("/event", about("connection.created", x.c.ConnectionID())).body["data"].(map[string]any)
+			if d["audio_codec_type"] != "OPUS" || d["audio_bit_rate"] != float64(24) {
+				t.Errorf("connection.created data %v", d)
 			}
 		}},
 		{"simulcast", `{"simulcast":true}`, soraclient.Options{Role: "sendonly", Video: true, VideoCodec: "VP8"}, func(t *testing.T, _ *Media, c *soraclient.Client) {
 			if o := c.Offer(); o["simulcast"] != true || o["encodings"] == nil {
 				t.Errorf("offer %v", o)
 			}
-		}},
+		}, nil},
 		{"spotlight", `{"spotlight":true,"spotlight_number":2}`, soraclient.Options{Role: "sendrecv", Audio: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
 			if o := c.Offer(); o["spotlight"] != true {
 				t.Errorf("offer %v", o)
 			}
+			// The first sender is focused; the notify carries the
+			// channel's spotlight number, which the override set.
+			n := waitNotify(t, c, func(n map[string]any) bool {
+				return n["event_type"] == "spotlight.focused" && n["connection_id"] == c.ConnectionID()
+			})
+			if n["spotlight_number"] != float64(2) {
+				t.Errorf("spotlight.focused %v, want spotlight_number 2", n)
+			}
+		}, nil},
+		{"event_metadata", `{"event_metadata":{"user":7}}`, soraclient.Options{Role: "recvonly", Audio: true}, func(t *testing.T, m *Media, c *soraclient.Client) {
+			for what, l := range map[string][]ConnectionInfo{"ListConnections": m.ListConnections(), "ListChannelConnections": m.ListChannelConnections("over")} {
+				if len(l) != 1 || string(l[0].EventMetadata) != `{"user":7}` {
+					t.Errorf("%s %+v", what, l)
+				}
+			}
+		}, func(t *testing.T, x overrideEnv) {
+			created := x.r.find("/event", about("connection.created", x.c.ConnectionID()))
+			if got := string(mustJSON(created.body["event_metadata"])); got != `{"user":7}` {
+				t.Errorf("connection.created event_metadata %s", got)
+			}
+			if err := x.m.Disconnect(Selector{ChannelID: "over", ConnectionID: x.c.ConnectionID()}, nil); err != nil {
+				t.Fatal(err)
+			}
+			destroyed := x.r.find("/event", about("connection.destroyed", x.c.ConnectionID()))
+			if got := string(mustJSON(destroyed.body["event_metadata"])); got != `{"user":7}` {
+				t.Errorf("connection.destroyed event_metadata %s", got)
+			}
+			end := x.r.find("/session", ofWebhookType("session.destroyed"))
+			if cs, _ := end.body["connections"].([]any); len(cs) != 1 || !strings.Contains(string(mustJSON(cs[0])), `"event_metadata":{"user":7}`) {
+				t.Errorf("session.destroyed connections %s", mustJSON(end.body["connections"]))
+			}
 		}},
+		{"metadata as authz_metadata", `{"metadata":{"plan":"gold"}}`, soraclient.Options{Role: "sendrecv", Audio: true, Metadata: map[string]any{"token": "first"}},
+			func(t *testing.T, _ *Media, c *soraclient.Client) {
+				if got := string(mustJSON(c.Offer()["metadata"])); got != `{"plan":"gold"}` {
+					t.Errorf("offer metadata %s", got)
+				}
+			}, func(t *testing.T, x overrideEnv) {
+				// A second connection (given the same answer): each learns
+				// the other's authz_metadata and authn_metadata.
+				other, err := connect(t, x.url, soraclient.Options{ChannelID: "over", Role: "recvonly", Audio: true, Metadata: map[string]any{"token": "second"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := waitNotify(t, x.c, func(n map[string]any) bool {
+					return n["event_type"] == "connection.created" && n["connection_id"] == other.ConnectionID()
+				})
+				if got := string(mustJSON(n["authz_metadata"])); got != `{"plan":"gold"}` || string(mustJSON(n["authn_metadata"])) != `{"token":"second"}` {
+					t.Errorf("connection.created notify %s", mustJSON(n))
+				}
+				self := waitNotify(t, other, func(n map[string]any) bool {
+					return n["event_type"] == "connection.created" && n["connection_id"] == other.ConnectionID()
+				})
+				if got := string(mustJSON(self["data"])); !strings.Contains(got, `"authz_metadata":{"plan":"gold"}`) || !strings.Contains(got, `"authn_metadata":{"token":"first"}`) {
+					t.Errorf("the newcomer's connection.created data %s", got)
+				}
+				if err := other.Close(); err != nil {
+					t.Fatal(err)
+				}
+				gone := waitNotify(t, x.c, func(n map[string]any) bool {
+					return n["event_type"] == "connection.destroyed" && n["connection_id"] == other.ConnectionID()
+				})
+				if got := string(mustJSON(gone["authz_metadata"])); got != `{"plan":"gold"}` {
+					t.Errorf("connection.destroyed notify %s", mustJSON(gone))
+				}
+			}},
 		{"DataChannel signaling", `{"data_channel_signaling":true,"ignore_disconnect_websocket":true,"data_channels":[{"label":"#x","direction":"sendrecv"}]}`,
 			soraclient.Options{Role: "sendrecv", Audio: true}, func(t *testing.T, _ *Media, c *soraclient.Client) {
 				o := c.Offer()
@@ -452,7 +546,7 @@ func TestAuthWebhookConnectOverrides(t *testing.T) {
 				case <-time.After(10 * time.Second):
 					t.Error("no switched")
 				}
-			}},
+			}, nil},
 		{"rpc_methods", `{"data_channel_signaling":true,"rpc_methods":["2025.2.0/ResetSpotlightRid","NotServed"]}`, soraclient.Options{Role: "sendrecv", Audio: true},
 			func(t *testing.T, _ *Media, c *soraclient.Client) {
 				if got := string(mustJSON(c.Offer()["rpc_methods"])); got != `["2025.2.0/ResetSpotlightRid"]` {
@@ -466,12 +560,12 @@ func TestAuthWebhookConnectOverrides(t *testing.T) {
 				if !errors.As(err, &re) || re.Code != -32601 {
 					t.Errorf("a method the auth webhook did not grant: %v", err)
 				}
-			}},
+			}, nil},
 		{"signaling_notify_metadata", `{"signaling_notify_metadata":{"seat":3}}`, soraclient.Options{Role: "recvonly", Audio: true}, func(t *testing.T, m *Media, c *soraclient.Client) {
 			if md, err := m.GetSignalingNotifyMetadata("over", c.ConnectionID()); err != nil || string(md) != `{"seat":3}` {
 				t.Errorf("metadata %s %v", md, err)
 			}
-		}},
+		}, nil},
 		{"user_agent_stats off", `{"user_agent_stats":false}`, soraclient.Options{Role: "recvonly", Audio: true}, func(t *testing.T, m *Media, c *soraclient.Client) {
 			time.Sleep(500 * time.Millisecond) // several pings
 			for _, msg := range c.Messages() {
@@ -479,7 +573,7 @@ func TestAuthWebhookConnectOverrides(t *testing.T) {
 					t.Errorf("asked for statistics: %s", msg.Raw)
 				}
 			}
-		}},
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -494,8 +588,38 @@ func TestAuthWebhookConnectOverrides(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.check(t, m, c)
+			if tt.hooks != nil {
+				tt.hooks(t, overrideEnv{m: m, r: r, url: url, c: c})
+			}
 		})
 	}
+}
+
+// overrideEnv is what a case of TestAuthWebhookConnectOverrides checks
+// with: the media plane, the webhook receiver, the signaling URL and the
+// connection the answer was about.
+type overrideEnv struct {
+	m   *Media
+	r   *receiver
+	url string
+	c   *soraclient.Client
+}
+
+// waitNotify waits up to 10 s for a notify to c matching match.
+func waitNotify(t *testing.T, c *soraclient.Client, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	var found map[string]any
+	eventuallyTrue(t, "a matching notify", func() bool {
+		for _, msg := range c.Messages() {
+			var n map[string]any
+			if msg.Type == "notify" && json.Unmarshal(msg.Raw, &n) == nil && match(n) {
+				found = n
+				return true
+			}
+		}
+		return false
+	})
+	return found
 }
 
 func mustJSON(v any) []byte {
@@ -534,19 +658,56 @@ func TestConnectionFailedEvent(t *testing.T) {
 }
 
 // An answer field sorad does not support is logged once, however many
-// connects carry it, and changes nothing else.
+// connects carry it, and changes nothing else. The codec parameter
+// overrides are among them: sorad negotiates one set per codec, which the
+// API and the event webhooks show unchanged.
 func TestUnsupportedOverrideLoggedOnce(t *testing.T) {
+	unsupported := map[string]string{
+		"turn_tcp_only":     `true`,
+		"audio_opus_params": `{"stereo":true}`,
+		"video_vp9_params":  `{"profile_id":2}`,
+		"video_av1_params":  `{"profile":1}`,
+		"video_h264_params": `{"profile_level_id":"640c1f"}`,
+	}
+	answer := `{"allowed":true`
+	for k, v := range unsupported {
+		answer += `,"` + k + `":` + v
+	}
+	answer += "}"
 	r := newReceiver(t)
-	r.setAuth(func(map[string]any) (int, string) { return 200, `{"allowed":true,"turn_tcp_only":true}` })
+	r.setAuth(func(map[string]any) (int, string) { return 200, answer })
 	var logs syncBuffer
-	_, url := startWithWebhooks(t, r, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, 2*time.Second)
+	m, url := startWithWebhooks(t, r, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, 2*time.Second)
+	var ids []string
 	for range 3 {
-		if _, err := connect(t, url, soraclient.Options{ChannelID: "unsupported", Role: "recvonly", Audio: true}); err != nil {
+		c, err := connect(t, url, soraclient.Options{ChannelID: "unsupported", Role: "recvonly", Audio: true, Video: true, VideoCodec: "VP9"})
+		if err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, c.ConnectionID())
 	}
-	if n := strings.Count(logs.String(), `"field":"turn_tcp_only"`); n != 1 {
-		t.Errorf("the unsupported field was logged %d times, want once:\n%s", n, logs.String())
+	for k := range unsupported {
+		if n := strings.Count(logs.String(), `"field":"`+k+`"`); n != 1 {
+			t.Errorf("the unsupported field %s was logged %d times, want once", k, n)
+		}
+	}
+	for _, info := range m.ListChannelConnections("unsupported") {
+		if got := string(mustJSON(info.Video)); !strings.Contains(got, `"vp9_params":{"profile_id":0}`) {
+			t.Errorf("ListChannelConnections video %s, want the VP9 parameters sorad negotiates", got)
+		}
+		if got := string(mustJSON(info.Audio)); got != `{"codec_type":"OPUS"}` {
+			t.Errorf("ListChannelConnections audio %s", got)
+		}
+	}
+	for _, id := range ids {
+		e := r.find("/event", about("connection.created", id))
+		d, _ := e.body["data"].(map[string]any)
+		if got := string(mustJSON(d["video_vp9_params"])); got != `{"profile_id":0}` {
+			t.Errorf("connection.created video_vp9_params %s, want the negotiated ones", got)
+		}
+	}
+	if t.Failed() {
+		t.Logf("logs:\n%s", logs.String())
 	}
 }
 
@@ -583,5 +744,78 @@ func TestFirstUnsupportedIsBounded(t *testing.T) {
 	}
 	if n != maxUnsupported {
 		t.Fatalf("%d fields reported, want at most %d", n, maxUnsupported)
+	}
+}
+
+// The auth webhook's simulcast_rid, simulcast_request_rid,
+// spotlight_focus_rid and spotlight_unfocus_rid choose the layers a
+// receiver gets, as its video packets show (every answer here is other
+// than the default: r0 for simulcast, r1 focused and r0 unfocused).
+func TestAuthWebhookLayerOverrides(t *testing.T) {
+	r := newReceiver(t)
+	r.setAuth(func(b map[string]any) (int, string) {
+		switch b["client_id"] {
+		case "rid":
+			return 200, `{"allowed":true,"simulcast_rid":"r2"}`
+		case "request-rid":
+			return 200, `{"allowed":true,"simulcast_rid":"r2","simulcast_request_rid":"r1"}`
+		case "spot-rids":
+			return 200, `{"allowed":true,"spotlight_focus_rid":"r2","spotlight_unfocus_rid":"r1"}`
+		}
+		return 200, `{"allowed":true}`
+	})
+	_, url := startWithWebhooks(t, r, Config{}, 2*time.Second)
+	join := func(channelID, role, clientID string, extra map[string]any) *soraclient.Client {
+		t.Helper()
+		c, err := connect(t, url, soraclient.Options{ChannelID: channelID, Role: role, ClientID: clientID, Audio: true, Video: true, VideoCodec: "VP8",
+			Simulcast: true, RecordPackets: true, Extra: extra})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	pub := join("layers", "sendonly", "", nil)
+	rid := join("layers", "recvonly", "rid", nil)
+	req := join("layers", "recvonly", "request-rid", nil)
+	waitVideoLayer(t, rid, pub, 2)
+	waitVideoLayer(t, req, pub, 1)
+
+	spot := map[string]any{"spotlight": true}
+	focused := join("spot-layers", "sendonly", "", spot)
+	// The first sender is focused; the second, with spotlight_number 1,
+	// is not.
+	waitNotify(t, focused, func(n map[string]any) bool {
+		return n["event_type"] == "spotlight.focused" && n["connection_id"] == focused.ConnectionID()
+	})
+	unfocused := join("spot-layers", "sendonly", "", spot)
+	o := join("spot-layers", "recvonly", "spot-rids", spot)
+	waitVideoLayer(t, o, focused, 2)
+	waitVideoLayer(t, o, unfocused, 1)
+}
+
+// waitVideoLayer waits up to 20 s until the last 30 video packets c got
+// from sender are all of one simulcast layer.
+func waitVideoLayer(t *testing.T, c, sender *soraclient.Client, layer int) {
+	t.Helper()
+	const n = 30
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		log := c.Packets(sender.ConnectionID(), "video")
+		ok := len(log) >= n
+		for i := max(0, len(log)-n); ok && i < len(log); i++ {
+			ok = log[i].Layer == layer
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			var last []int
+			for _, p := range log[max(0, len(log)-n):] {
+				last = append(last, p.Layer)
+			}
+			t.Fatalf("%s: the last video packets from %s are of layers %v, want all %d", c.ConnectionID(), sender.ConnectionID(), last, layer)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -184,6 +184,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MessagingBurst:          cfg.MessagingMessageBurst,
 		Webhooks:                hooks,
 		WebhookUpdateInterval:   cfg.WebhookUpdateInterval,
+		ExternalSignalingURL:    cfg.ExternalSignalingURL,
 		RecordSessions:          cfg.SessionWebhookURL != "",
 		DefaultVideoCodec:       cfg.DefaultVideoCodecType,
 		DefaultVideoBitRate:     cfg.DefaultVideoBitRate,

@@ -22,16 +22,16 @@ var connectOverrides = map[string]bool{
 }
 
 // mediaOverrides are the answer fields that go into the connect's audio or
-// video object, under the name given.
+// video object, under the name given. The codec parameter fields
+// (audio_opus_params, video_vp9_params, video_av1_params,
+// video_h264_params) are not among them: sorad negotiates one fixed set of
+// parameters per codec, so they are returned to the caller as fields it
+// does not apply, rather than kept as if they had been.
 var mediaOverrides = map[string]struct{ kind, field string }{
-	"audio_codec_type":  {"audio", "codec_type"},
-	"audio_bit_rate":    {"audio", "bit_rate"},
-	"audio_opus_params": {"audio", "opus_params"},
-	"video_codec_type":  {"video", "codec_type"},
-	"video_bit_rate":    {"video", "bit_rate"},
-	"video_vp9_params":  {"video", "vp9_params"},
-	"video_av1_params":  {"video", "av1_params"},
-	"video_h264_params": {"video", "h264_params"},
+	"audio_codec_type": {"audio", "codec_type"},
+	"audio_bit_rate":   {"audio", "bit_rate"},
+	"video_codec_type": {"video", "codec_type"},
+	"video_bit_rate":   {"video", "bit_rate"},
 }
 
 // ApplyOverrides returns req with the connect fields of an auth webhook's

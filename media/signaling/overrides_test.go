@@ -36,6 +36,10 @@ func TestApplyOverrides(t *testing.T) {
 			return r.DataChannelSignaling && r.IgnoreDisconnectWebSocket && len(r.DataChannels) == 1
 		}, nil, ""},
 		{"the rest is returned", `{"metadata":{"a":1},"event_metadata":{},"turn_tcp_only":true}`, func(r ConnectRequest) bool { return true }, []string{"event_metadata", "metadata", "turn_tcp_only"}, ""},
+		{"codec parameters are not applied", `{"audio_opus_params":{"stereo":true},"video_vp9_params":{"profile_id":2},"video_av1_params":{"profile":1},"video_h264_params":{"profile_level_id":"640c1f"}}`,
+			func(r ConnectRequest) bool {
+				return r.Video.CodecType == "VP9" && r.Video.BitRate == 800 && !strings.Contains(string(r.Video.Raw), "params") && r.Audio.Enabled && len(r.Audio.Raw) == 0
+			}, []string{"audio_opus_params", "video_av1_params", "video_h264_params", "video_vp9_params"}, ""},
 		{"a bad codec", `{"video_codec_type":"NOPE"}`, nil, nil, "INVALID-AUTH-WEBHOOK-OVERRIDE"},
 		{"rids without spotlight", `{"spotlight_focus_rid":"r1"}`, nil, nil, "INVALID-AUTH-WEBHOOK-OVERRIDE"},
 	}
