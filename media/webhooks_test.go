@@ -778,8 +778,8 @@ func TestAuthWebhookLayerOverrides(t *testing.T) {
 	pub := join("layers", "sendonly", "", nil)
 	rid := join("layers", "recvonly", "rid", nil)
 	req := join("layers", "recvonly", "request-rid", nil)
-	waitVideoLayer(t, rid, pub, 2)
-	waitVideoLayer(t, req, pub, 1)
+	waitVideoLayer(t, context.Background(), rid, pub, 2, 30)
+	waitVideoLayer(t, context.Background(), req, pub, 1, 30)
 
 	spot := map[string]any{"spotlight": true}
 	focused := join("spot-layers", "sendonly", "", spot)
@@ -790,32 +790,6 @@ func TestAuthWebhookLayerOverrides(t *testing.T) {
 	})
 	unfocused := join("spot-layers", "sendonly", "", spot)
 	o := join("spot-layers", "recvonly", "spot-rids", spot)
-	waitVideoLayer(t, o, focused, 2)
-	waitVideoLayer(t, o, unfocused, 1)
-}
-
-// waitVideoLayer waits up to 20 s until the last 30 video packets c got
-// from sender are all of one simulcast layer.
-func waitVideoLayer(t *testing.T, c, sender *soraclient.Client, layer int) {
-	t.Helper()
-	const n = 30
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		log := c.Packets(sender.ConnectionID(), "video")
-		ok := len(log) >= n
-		for i := max(0, len(log)-n); ok && i < len(log); i++ {
-			ok = log[i].Layer == layer
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			var last []int
-			for _, p := range log[max(0, len(log)-n):] {
-				last = append(last, p.Layer)
-			}
-			t.Fatalf("%s: the last video packets from %s are of layers %v, want all %d", c.ConnectionID(), sender.ConnectionID(), last, layer)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitVideoLayer(t, context.Background(), o, focused, 2, 30)
+	waitVideoLayer(t, context.Background(), o, unfocused, 1, 30)
 }
