@@ -83,7 +83,7 @@ func TestLoadTester(t *testing.T) {
 		URLs:     []string{signalingURL(nodes[0]), signalingURL(nodes[1])},
 		Channels: 2, Publishers: 1, Subscribers: 3,
 		Audio: true, Video: true, VideoCodec: "VP8", VideoKbps: 300,
-		Duration: 6 * time.Second, JoinRate: 20,
+		Duration: 8 * time.Second, JoinRate: 20,
 		ICENetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		MetricsURLs: []string{nodes[0].APIURL() + "metrics", nodes[1].APIURL() + "metrics"},
 	}
@@ -114,7 +114,8 @@ func TestLoadTester(t *testing.T) {
 
 	t.Run("command", func(t *testing.T) {
 		// The URLs come from the cluster's ListClusterNodes; the run is
-		// long, and SIGINT ends it once every client is connected.
+		// long, and SIGINT ends it once every client has been connected
+		// for a few progress lines (so that each has received media).
 		cmd := exec.CommandContext(ctx, bin, "-api-url", nodes[0].APIURL(), "-channels", "2", "-publishers", "1", "-subscribers", "3",
 			"-video-codec", "H264", "-video-bitrate", "300", "-duration", "40s", "-join-rate", "20", "-ice-networks", "127.0.0.0/8", "-json")
 		var stdout bytes.Buffer
@@ -135,13 +136,15 @@ func TestLoadTester(t *testing.T) {
 		go func() {
 			defer close(drained)
 			sc := bufio.NewScanner(stderr)
-			once := sync.Once{}
+			all := 0
 			for sc.Scan() {
 				mu.Lock()
 				errLines = append(errLines, sc.Text())
 				mu.Unlock()
 				if strings.Contains(sc.Text(), "pubs 2/2  subs 6/6") {
-					once.Do(func() { close(connected) })
+					if all++; all == 3 {
+						close(connected)
+					}
 				}
 			}
 		}()
