@@ -131,6 +131,7 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 					c.log.Info("registered in the cluster", "epoch", res.Node.Epoch)
 				}
 				warned = false
+				c.staleSessions.Store(true)
 			case errors.As(err, &e) && e.Type == TypeNodeNotMember:
 				c.markPurged()
 			case ctx.Err() != nil:
@@ -139,6 +140,11 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 				c.log.Warn("cannot register in the cluster yet; retrying", "error", err)
 				warned = true
 			}
+		}
+		// Once registered, this process ends what the cluster still
+		// records of its predecessors' sessions (see sessions.go).
+		if c.staleSessions.Load() && c.ended.Load() != nil && !c.needsRegistration() && c.endStaleSessions(ctx) {
+			c.staleSessions.Store(false)
 		}
 		select {
 		case <-ctx.Done():
