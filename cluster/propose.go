@@ -117,6 +117,10 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	warned := false
+	// Until lateUntil the sessions of earlier processes are looked for
+	// again on every tick: a record the previous process sent just before
+	// it died may reach the leader after this process registered.
+	var lateUntil time.Time
 	for {
 		if c.needsRegistration() {
 			reg := fsm.RegisterNode{Info: c.info(), Incarnation: c.incarnation, TimeMicros: time.Now().UnixMicro()}
@@ -132,6 +136,7 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 				}
 				warned = false
 				c.staleSessions.Store(true)
+				lateUntil = time.Now().Add(2 * c.cfg.RequestTimeout)
 			case errors.As(err, &e) && e.Type == TypeNodeNotMember:
 				c.markPurged()
 			case ctx.Err() != nil:
@@ -143,7 +148,7 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 		}
 		// Once registered, this process ends what the cluster still
 		// records of its predecessors' sessions (see sessions.go).
-		if c.staleSessions.Load() && c.ended.Load() != nil && !c.needsRegistration() && c.endStaleSessions(ctx) {
+		if (c.staleSessions.Load() || time.Now().Before(lateUntil)) && c.ended.Load() != nil && !c.needsRegistration() && c.endStaleSessions(ctx) {
 			c.staleSessions.Store(false)
 		}
 		select {

@@ -85,6 +85,9 @@ func (c *Cluster) endStaleSessions(ctx context.Context) bool {
 				failed++
 				c.log.Warn("cannot end a session of an earlier process of this node yet; retrying", "channel_id", ch.ID, "session_id", ch.SessionID, "error", err)
 			case res.Err == nil:
+				// Also when the leader is of a version that skips the
+				// command (it records no sessions): then no replica
+				// that records sessions keeps this one either.
 				ended = append(ended, ch)
 			}
 		}()
