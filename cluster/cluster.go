@@ -161,6 +161,9 @@ type Cluster struct {
 	liveness    *liveness
 	api         atomic.Pointer[APIHandler]          // answers forwarded API calls
 	ended       atomic.Pointer[func([]fsm.Channel)] // see OnSessionsEnded
+	// staleSessions: this process registered and has not yet ended the
+	// sessions recorded for its earlier processes (endStaleSessions).
+	staleSessions atomic.Bool
 	// electionAsked is when this node last stood for election after the
 	// leader's process died (Unix nanoseconds); see standForElection.
 	electionAsked atomic.Int64

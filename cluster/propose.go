@@ -117,6 +117,10 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	warned := false
+	// Until lateUntil the sessions of earlier processes are looked for
+	// again on every tick: a record the previous process sent just before
+	// it died may reach the leader after this process registered.
+	var lateUntil time.Time
 	for {
 		if c.needsRegistration() {
 			reg := fsm.RegisterNode{Info: c.info(), Incarnation: c.incarnation, TimeMicros: time.Now().UnixMicro()}
@@ -131,6 +135,8 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 					c.log.Info("registered in the cluster", "epoch", res.Node.Epoch)
 				}
 				warned = false
+				c.staleSessions.Store(true)
+				lateUntil = time.Now().Add(2 * c.cfg.RequestTimeout)
 			case errors.As(err, &e) && e.Type == TypeNodeNotMember:
 				c.markPurged()
 			case ctx.Err() != nil:
@@ -139,6 +145,11 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 				c.log.Warn("cannot register in the cluster yet; retrying", "error", err)
 				warned = true
 			}
+		}
+		// Once registered, this process ends what the cluster still
+		// records of its predecessors' sessions (see sessions.go).
+		if (c.staleSessions.Load() || time.Now().Before(lateUntil)) && c.ended.Load() != nil && !c.needsRegistration() && c.endStaleSessions(ctx) {
+			c.staleSessions.Store(false)
 		}
 		select {
 		case <-ctx.Done():

@@ -86,7 +86,10 @@ type PurgeNode struct {
 // ExpectedSessionID is set, the recorded session is that one (so a late
 // forget cannot erase the next session). A recorded session that ends
 // without its node, when the channel is taken over or the node purged, is
-// reported in the Result's Ended.
+// reported in the Result's Ended. Node and Epoch are the holder as the
+// channel records it: after its node restarted, an epoch before the
+// node's, which is how the node's next process forgets (and then reports)
+// the sessions that died with the process before.
 type SetChannelSession struct {
 	Channel           string `json:"channel_id"`
 	Node              string `json:"node"`

@@ -165,6 +165,22 @@ func (f *FSM) ChannelsHeldBy(node string, epoch uint64) []string {
 	return ids
 }
 
+// RecordedSessionsBefore returns, sorted by channel ID, the channels that
+// node held at an epoch before epoch and that still record a session: the
+// sessions that died with an earlier process of node.
+func (f *FSM) RecordedSessionsBefore(node string, epoch uint64) []Channel {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []Channel
+	for _, ch := range f.state.Channels {
+		if ch.NodeInCharge == node && ch.NodeInChargeEpoch < epoch && ch.SessionID != "" {
+			out = append(out, ch)
+		}
+	}
+	slices.SortFunc(out, func(a, b Channel) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
 // Channel returns one channel's record and whether it is stale.
 func (f *FSM) Channel(id string) (ch Channel, stale bool, ok bool) {
 	f.mu.RLock()

@@ -613,6 +613,10 @@ func TestChannelSessions(t *testing.T) {
 		{"the holder's restart and a new assignment end it", []Command{rec("s1", ""), register(a, "p2", 2), AssignChannel{Channel: "c", Node: a, ExpectedNode: a, ExpectedEpoch: 1}}, nil, "", []string{"s1"}},
 		{"a purge ends it", []Command{rec("s1", ""), PurgeNode{Node: a}}, nil, "", []string{"s1"}},
 		{"a release by its node reports nothing", []Command{rec("s1", ""), ReleaseChannel{Channel: "c", Node: a, Epoch: 1}}, nil, "", nil},
+		{"its node's next process forgets it at the old epoch", []Command{rec("s1", ""), register(a, "p2", 2), rec("", "s1")}, nil, "", nil},
+		{"a takeover after that forget reports nothing", []Command{rec("s1", ""), register(a, "p2", 2), rec("", "s1"), AssignChannel{Channel: "c", Node: b, ExpectedNode: a, ExpectedEpoch: 1}}, nil, "", nil},
+		{"that forget after a takeover is refused", []Command{rec("s1", ""), register(a, "p2", 2), AssignChannel{Channel: "c", Node: b, ExpectedNode: a, ExpectedEpoch: 1}, rec("", "s1")}, ErrConflict, "", nil},
+		{"that forget after a purge is refused", []Command{rec("s1", ""), PurgeNode{Node: a}, rec("", "s1")}, ErrConflict, "", nil},
 		{"a forgotten session is not reported", []Command{rec("s1", ""), rec("", "s1"), AssignChannel{Channel: "c", Node: b, ExpectedNode: a, ExpectedEpoch: 1}}, nil, "", nil},
 	}
 	for _, tt := range tests {
@@ -635,5 +639,32 @@ func TestChannelSessions(t *testing.T) {
 				t.Errorf("ended %v, want %v", ended, tt.lastEnded)
 			}
 		})
+	}
+}
+
+// The sessions recorded for earlier processes of a node are those of the
+// channels it holds at an older epoch; the current process's are not.
+func TestRecordedSessionsBefore(t *testing.T) {
+	a, b := "a@h", "b@h"
+	f, _ := applyAll(t,
+		register(a, "p1", 1), register(b, "p1", 1),
+		AssignChannel{Channel: "old2", Node: a}, AssignChannel{Channel: "old1", Node: a}, AssignChannel{Channel: "bare", Node: a},
+		AssignChannel{Channel: "other", Node: b},
+		SetChannelSession{Channel: "old1", Node: a, Epoch: 1, SessionID: "s1"},
+		SetChannelSession{Channel: "old2", Node: a, Epoch: 1, SessionID: "s2"},
+		SetChannelSession{Channel: "other", Node: b, Epoch: 1, SessionID: "s3"},
+		register(a, "p2", 2),
+		AssignChannel{Channel: "new", Node: a},
+		SetChannelSession{Channel: "new", Node: a, Epoch: 2, SessionID: "s4"},
+	)
+	var got []string
+	for _, ch := range f.RecordedSessionsBefore(a, 2) {
+		got = append(got, ch.ID+"/"+ch.SessionID)
+	}
+	if want := []string{"old1/s1", "old2/s2"}; !slices.Equal(got, want) {
+		t.Fatalf("recorded sessions of a before epoch 2: %v, want %v", got, want)
+	}
+	if got := f.RecordedSessionsBefore(a, 1); len(got) != 0 {
+		t.Fatalf("recorded sessions of a before epoch 1: %v, want none", got)
 	}
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -127,9 +128,8 @@ func TestWebhooksInACluster(t *testing.T) {
 		})
 		return id
 	}
+	// session.created goes once the session is recorded in the cluster.
 	busy, idleSession := sessionOf("busy"), sessionOf("idle")
-	// The nodes record their sessions in the cluster asynchronously.
-	time.Sleep(time.Second)
 
 	dead.Kill()
 	pub2, sub2 := pairAgain(t, ctx, live, "busy", 20*time.Second)
@@ -160,55 +160,225 @@ func TestWebhooksInACluster(t *testing.T) {
 	}
 }
 
-// TestWebhooksRollingUpgrade: a node drained for an upgrade
-// (block_new_session, its clients leave, restart, normal) ends its session
-// with one session.destroyed; the channel's next session, wherever it
-// starts, is created once; nothing is reported twice or as vanished.
+// createdSessions returns the ids of channel's sessions, in the order of
+// their session.created.
+func (s *webhookSink) createdSessions(channel string) []string {
+	var ids []string
+	for _, b := range s.calls("/session", func(b map[string]any) bool { return b["type"] == "session.created" && b["channel_id"] == channel }) {
+		id, _ := b["session_id"].(string)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// newSession waits for channel's session.created number n (from 1) and
+// returns its id.
+func (s *webhookSink) newSession(t *testing.T, channel string, n int) string {
+	t.Helper()
+	harness.Eventually(t, 10*time.Second, fmt.Sprintf("session.created number %d of %s", n, channel), func() bool {
+		return len(s.createdSessions(channel)) >= n
+	})
+	return s.createdSessions(channel)[n-1]
+}
+
+// count returns how many session webhooks of type typ name the session.
+func (s *webhookSink) count(typ, sessionID string) int {
+	return len(s.calls("/session", sessionEvent(typ, sessionID)))
+}
+
+// checkOnce fails unless every session in ids was created once and ended
+// once, by the webhook type end (and never by the other).
+func (s *webhookSink) checkOnce(t *testing.T, ids []string, end string) {
+	t.Helper()
+	other := map[string]string{"session.destroyed": "session.vanished", "session.vanished": "session.destroyed"}[end]
+	for _, id := range ids {
+		for typ, want := range map[string]int{"session.created": 1, end: 1, other: 0} {
+			if n := s.count(typ, id); n != want {
+				t.Errorf("session %s: %d %s, want %d", id, n, typ, want)
+			}
+		}
+	}
+}
+
+// settle waits long enough for a webhook that a node sent in error to
+// arrive: the checks after it assert that none did.
+func settle() { time.Sleep(2 * time.Second) }
+
+// TestWebhooksKilledNodeRestarted: a node killed with its sessions and
+// restarted (not purged), with nobody connecting to their channels again,
+// reports each session's end once, as session.vanished, after its
+// restart; restarting another node, or that one again, reports nothing
+// more.
+func TestWebhooksKilledNodeRestarted(t *testing.T) {
+	sink := newWebhookSink(t)
+	h := harness.New(t, soradBin)
+	nodes := startCluster(t, h, 3, sink.args()...)
+	dead, live := nodes[0], nodes[1:]
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	for _, n := range live {
+		setMode(t, nodes, n, "block_new_session")
+	}
+	pub, sub, err := pair(ctx, []string{signalingURL(dead)}, "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	defer sub.Close()
+	connectClient(t, ctx, dead, soraclient.Options{ChannelID: "idle", Role: "sendrecv", Audio: true})
+	for _, n := range live {
+		setMode(t, nodes, n, "normal")
+	}
+	// session.created goes once the session is recorded in the cluster.
+	ids := []string{sink.newSession(t, "busy", 1), sink.newSession(t, "idle", 1)}
+
+	dead.Kill()
+	dead.Start()
+	waitFormed(t, nodes, 20*time.Second)
+	for _, id := range ids {
+		harness.Eventually(t, 10*time.Second, "session "+id+" reported ended after its node's restart", func() bool {
+			return sink.count("session.vanished", id) > 0
+		})
+		v := sink.calls("/session", sessionEvent("session.vanished", id))[0]
+		if v["node_in_charge"] != dead.Name || v["created_timestamp"] == nil || v["destroyed_timestamp"] == nil {
+			t.Errorf("session.vanished %v, want node_in_charge %s and both timestamps", v, dead.Name)
+		}
+	}
+	// Nobody came back to the channels: they stay with the restarted
+	// node's old epoch, stale, until a connect takes them.
+	for _, ch := range []string{"busy", "idle"} {
+		if owner := ownerOf(live[0], ch); owner != dead.Name {
+			t.Errorf("%s held by %q, want still %s (stale)", ch, owner, dead.Name)
+		}
+	}
+
+	live[0].Kill()
+	live[0].Start()
+	waitFormed(t, nodes, 20*time.Second)
+	dead.Restart()
+	waitFormed(t, nodes, 20*time.Second)
+	settle()
+	sink.checkOnce(t, ids, "session.vanished")
+}
+
+// TestWebhooksKilledStandaloneNodeRestarted: a standalone node killed with
+// its session reports its end once, after it restarts.
+func TestWebhooksKilledStandaloneNodeRestarted(t *testing.T) {
+	sink := newWebhookSink(t)
+	n, ctx := mediaNode(t, 60*time.Second, sink.args()...)
+	pub, sub, err := pair(ctx, []string{signalingURL(n)}, "solo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	defer sub.Close()
+	id := sink.newSession(t, "solo", 1)
+
+	n.Kill()
+	n.Start()
+	harness.Eventually(t, 10*time.Second, "the node back", func() bool { return formed(n, []string{n.Name}) })
+	harness.Eventually(t, 10*time.Second, "the killed session reported ended", func() bool { return sink.count("session.vanished", id) > 0 })
+	n.Restart()
+	harness.Eventually(t, 10*time.Second, "the node back again", func() bool { return formed(n, []string{n.Name}) })
+	settle()
+	sink.checkOnce(t, []string{id}, "session.vanished")
+}
+
+// TestWebhooksRollingUpgrade: all three nodes are upgraded one at a time
+// (block_new_session, the clients of its sessions leave, restart, normal)
+// while the sessions on the other nodes go on and the drained channels
+// start again wherever placement puts them. Every session is created
+// once and ended once with session.destroyed; nothing is reported as
+// vanished.
 func TestWebhooksRollingUpgrade(t *testing.T) {
 	sink := newWebhookSink(t)
 	h := harness.New(t, soradBin)
 	nodes := startCluster(t, h, 3, append(sink.args(), "--channel_release_delay=500ms")...)
-	up, others := nodes[0], nodes[1:]
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
-	for _, n := range others {
-		setMode(t, nodes, n, "block_new_session")
-	}
-	pub, sub, err := pair(ctx, []string{signalingURL(up)}, "roll")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range others {
-		setMode(t, nodes, n, "normal")
-	}
-	harness.Eventually(t, 5*time.Second, "roll on the node to upgrade", func() bool { return ownerOf(others[0], "roll") == up.Name })
-	time.Sleep(time.Second) // the session's record reaches the cluster
 
-	setMode(t, nodes, up, "block_new_session")
-	_ = pub.Close()
-	_ = sub.Close()
-	harness.Eventually(t, 10*time.Second, "session.destroyed of the drained session", func() bool {
-		return len(sink.calls("/session", func(b map[string]any) bool { return b["type"] == "session.destroyed" && b["channel_id"] == "roll" })) == 1
-	})
-	up.Restart()
-	harness.Eventually(t, 15*time.Second, "the upgraded node back", func() bool { return formed(up, names(nodes)) })
-	setMode(t, nodes, up, "normal")
-	pub2, sub2, err := pair(ctx, urlsOf(nodes), "roll")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub2.Close()
-	defer sub2.Close()
-	time.Sleep(2 * time.Second) // anything duplicated would be here by now
-	created := sink.calls("/session", func(b map[string]any) bool { return b["type"] == "session.created" && b["channel_id"] == "roll" })
-	if len(created) != 2 || created[0]["session_id"] == created[1]["session_id"] {
-		t.Fatalf("session.created for roll: %v, want two sessions, each once", created)
-	}
-	first, _ := created[0]["session_id"].(string)
-	for typ, want := range map[string]int{"session.destroyed": 1, "session.vanished": 0, "session.created": 1} {
-		if n := len(sink.calls("/session", sessionEvent(typ, first))); n != want {
-			t.Errorf("%d %s for the drained session, want %d", n, typ, want)
+	type flow struct{ pub, sub *soraclient.Client }
+	channels := []string{"roll-a", "roll-b", "roll-c"}
+	flows := map[string]flow{}
+	var sessions []string
+	start := func(ch string, urls []string) {
+		t.Helper()
+		next := len(sink.createdSessions(ch)) + 1
+		pub, sub, err := pair(ctx, urls, ch)
+		if err != nil {
+			t.Fatalf("%s: %v", ch, err)
 		}
+		flows[ch] = flow{pub, sub}
+		sessions = append(sessions, sink.newSession(t, ch, next))
+	}
+	defer func() {
+		for _, f := range flows {
+			_ = f.pub.Close()
+			_ = f.sub.Close()
+		}
+	}()
+	// Placement follows load: one channel per node.
+	for i, ch := range channels {
+		start(ch, []string{signalingURL(nodes[i])})
+	}
+
+	for _, up := range nodes {
+		others := except(nodes, up)
+		setMode(t, nodes, up, "block_new_session")
+		var drained []string
+		for _, ch := range channels {
+			if ownerOf(others[0], ch) != up.Name {
+				continue
+			}
+			drained = append(drained, ch)
+			last := sink.createdSessions(ch)
+			_ = flows[ch].pub.Close()
+			_ = flows[ch].sub.Close()
+			delete(flows, ch)
+			harness.Eventually(t, 10*time.Second, "session.destroyed of "+ch+" drained from "+up.Name, func() bool {
+				return sink.count("session.destroyed", last[len(last)-1]) == 1
+			})
+		}
+		// Placement puts each channel on the least loaded node, so every
+		// node upgraded has a session to drain.
+		if len(drained) == 0 {
+			t.Fatalf("no session on %s to drain", up.Name)
+		}
+		t.Logf("%s drained %v", up.Name, drained)
+		up.Restart()
+		waitFormed(t, nodes, 20*time.Second)
+		setMode(t, nodes, up, "normal")
+		// The sessions on the other nodes went on meanwhile.
+		for ch, f := range flows {
+			had := f.sub.Received()[f.pub.ConnectionID()+"/video"].Packets
+			wait, cancelWait := context.WithTimeout(ctx, 10*time.Second)
+			err := f.sub.WaitPackets(wait, f.pub.ConnectionID(), "video", had+5)
+			cancelWait()
+			if err != nil {
+				t.Fatalf("%s stopped while %s was upgraded: %v", ch, up.Name, err)
+			}
+		}
+		for _, ch := range drained {
+			start(ch, urlsOf(nodes))
+		}
+	}
+
+	for ch, f := range flows {
+		_ = f.pub.Close()
+		_ = f.sub.Close()
+		delete(flows, ch)
+	}
+	for _, id := range sessions {
+		harness.Eventually(t, 10*time.Second, "session.destroyed of "+id, func() bool { return sink.count("session.destroyed", id) > 0 })
+	}
+	settle()
+	if len(sessions) != 6 {
+		t.Errorf("%d sessions, want 6: three channels, each drained once", len(sessions))
+	}
+	sink.checkOnce(t, sessions, "session.destroyed")
+	if n := len(sink.calls("/session", func(b map[string]any) bool { return b["type"] == "session.created" })); n != len(sessions) {
+		t.Errorf("%d session.created for %d sessions", n, len(sessions))
 	}
 	if n := len(sink.calls("/session", func(b map[string]any) bool { return b["type"] == "session.vanished" })); n != 0 {
 		t.Errorf("%d session.vanished in a rolling upgrade", n)

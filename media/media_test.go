@@ -44,6 +44,8 @@ type fakeCluster struct {
 	changes  chan struct{}
 	held     []string // reported by ChannelsHeld
 	noLease  bool     // the node is cut off from the cluster
+	// recordErr, if set, is what RecordSession returns for a channel.
+	recordErr func(channelID string) error
 }
 
 func newFakeCluster() *fakeCluster {
@@ -118,6 +120,9 @@ func (f *fakeCluster) RecordSession(_ context.Context, ch, session string, _ tim
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("record-session " + ch + " " + session)
+	if f.recordErr != nil {
+		return f.recordErr(ch)
+	}
 	return nil
 }
 

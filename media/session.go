@@ -34,7 +34,10 @@ type session struct {
 	fenced atomic.Bool // ended because the cluster moved the channel
 	// quorumLost: ended because this node's cluster lease ran out.
 	quorumLost atomic.Bool
-	recorded   chan struct{} // closed once RecordSession is over (RecordSessions)
+	recorded   chan struct{} // closed once session.created is queued, or never will be
+	// unannounced: the channel moved before the session was recorded, so
+	// session.created never went (nor will its end).
+	unannounced atomic.Bool
 }
 
 // newSession starts the session of the channel req connects to.

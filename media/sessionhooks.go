@@ -197,7 +197,9 @@ func (m *Media) webhookLoop() {
 		case <-t.C:
 			h := m.hooks()
 			for _, s := range m.sessionList() {
-				h.Session(s.sessionWebhook("session.updated"))
+				if s.announced() {
+					h.Session(s.sessionWebhook("session.updated"))
+				}
 				members := s.established()
 				for _, c := range members {
 					m.sendEvent(c.event("connection.updated", members))
@@ -207,28 +209,50 @@ func (m *Media) webhookLoop() {
 	}
 }
 
-// sessionStarted announces a new session and, with RecordSessions, records
-// it in the cluster.
+// sessionStarted records a new session in the cluster (with
+// RecordSessions), then announces it: so every session.created has a
+// record behind it, and the cluster reports the end of every session it
+// announced, even if this node dies right after. Recording is a Raft write
+// off the connect path; only session.created waits for it. A session whose
+// channel moved before it was recorded is about to be fenced off: it is
+// never announced, and so neither is its end.
 func (m *Media) sessionStarted(s *session) {
-	m.announceSessionCreated(s)
 	if !m.cfg.RecordSessions {
+		m.announceSessionCreated(s)
+		close(s.recorded)
 		return
 	}
 	m.goOwned(func() {
 		defer close(s.recorded)
 		ctx, cancel := context.WithTimeout(m.ctx, recordTimeout)
 		defer cancel()
-		if err := m.cluster.RecordSession(ctx, s.channelID, s.id, s.created); err != nil {
+		switch err := m.cluster.RecordSession(ctx, s.channelID, s.id, s.created); {
+		case errors.Is(err, cluster.ErrChannelTakenOver):
+			s.unannounced.Store(true)
+			m.log.Info("session not announced: its channel moved before it was recorded", "session_id", s.id)
+			return
+		case err != nil:
 			m.log.Warn("session not recorded in the cluster: its end is not reported if this node dies with it", "session_id", s.id, "error", err)
 		}
+		m.announceSessionCreated(s)
 	})
+}
+
+// announced reports whether s's session.created went (or is queued).
+func (s *session) announced() bool {
+	select {
+	case <-s.recorded:
+		return !s.unannounced.Load()
+	default:
+		return false
+	}
 }
 
 // recordTimeout bounds recording a session in the cluster.
 const recordTimeout = 10 * time.Second
 
-// sessionEnded reports the end of a session: its record in the cluster is
-// removed first (so that the cluster does not report it again), then
+// sessionEnded reports the end of an announced session: its record in the
+// cluster is removed first (so that the cluster does not report it again), then
 // session.destroyed goes. A session fenced off with RecordSessions was
 // reported by the node that took its channel over. One closed when this
 // node's lease ended waits for the cluster to answer again: then either its
@@ -245,6 +269,9 @@ func (m *Media) sessionEnded(s *session) {
 	}
 	m.goOwned(func() {
 		<-s.recorded
+		if s.unannounced.Load() {
+			return
+		}
 		if s.quorumLost.Load() && !m.cluster.WaitLease(m.ctx) {
 			m.log.Warn("node stopped while cut off from the cluster: the end of a session closed by the lease is left to the cluster (session.vanished once its channel moves)", "session_id", s.id)
 			return
