@@ -152,7 +152,7 @@ func (m *Media) applySessionAnswer(s *session, fields map[string]json.RawMessage
 		switch k {
 		case "session_metadata":
 			if len(v) > m.cfg.MaxMetadataSize {
-				m.log.Warn("session.created answer: session_metadata larger than signaling_max_metadata_size; ignored", "session_id", s.id)
+				m.log.Warn("session.created answer: session_metadata larger than signaling_max_metadata_size; ignored", "channel_id", s.channelID, "session_id", s.id)
 				continue
 			}
 			s.mu.Lock()
@@ -161,11 +161,11 @@ func (m *Media) applySessionAnswer(s *session, fields map[string]json.RawMessage
 		case "spotlight_number":
 			var n int
 			if err := json.Unmarshal(v, &n); err != nil || !s.spotlight {
-				m.log.Warn("session.created answer: spotlight_number ignored (not a number, or not a spotlight channel)", "session_id", s.id)
+				m.log.Warn("session.created answer: spotlight_number ignored (not a number, or not a spotlight channel)", "channel_id", s.channelID, "session_id", s.id)
 				continue
 			}
 			if err := s.change(func(c *channel.Channel) ([]channel.Event, error) { return c.SetSpotlightNumber(n, time.Now()) }); err != nil {
-				m.log.Warn("session.created answer: spotlight_number refused", "session_id", s.id, "error", err)
+				m.log.Warn("session.created answer: spotlight_number refused", "channel_id", s.channelID, "session_id", s.id, "error", err)
 			}
 		default:
 			if m.firstUnsupported("session." + k) {
@@ -229,10 +229,10 @@ func (m *Media) sessionStarted(s *session) {
 		switch err := m.cluster.RecordSession(ctx, s.channelID, s.id, s.created); {
 		case errors.Is(err, cluster.ErrChannelTakenOver):
 			s.unannounced.Store(true)
-			m.log.Info("session not announced: its channel moved before it was recorded", "session_id", s.id)
+			m.log.Info("session not announced: its channel moved before it was recorded", "channel_id", s.channelID, "session_id", s.id)
 			return
 		case err != nil:
-			m.log.Warn("session not recorded in the cluster: its end is not reported if this node dies with it", "session_id", s.id, "error", err)
+			m.log.Warn("session not recorded in the cluster: its end is not reported if this node dies with it", "channel_id", s.channelID, "session_id", s.id, "error", err)
 		}
 		m.announceSessionCreated(s)
 	})
@@ -264,7 +264,7 @@ func (m *Media) sessionEnded(s *session) {
 		return
 	}
 	if s.fenced.Load() {
-		m.log.Info("session ended by fencing; the cluster reports its end", "session_id", s.id)
+		m.log.Info("session ended by fencing; the cluster reports its end", "channel_id", s.channelID, "session_id", s.id)
 		return
 	}
 	m.goOwned(func() {
@@ -273,17 +273,17 @@ func (m *Media) sessionEnded(s *session) {
 			return
 		}
 		if s.quorumLost.Load() && !m.cluster.WaitLease(m.ctx) {
-			m.log.Warn("node stopped while cut off from the cluster: the end of a session closed by the lease is left to the cluster (session.vanished once its channel moves)", "session_id", s.id)
+			m.log.Warn("node stopped while cut off from the cluster: the end of a session closed by the lease is left to the cluster (session.vanished once its channel moves)", "channel_id", s.channelID, "session_id", s.id)
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), recordTimeout)
 		defer cancel()
 		switch err := m.cluster.ForgetSession(ctx, s.channelID, s.id); {
 		case errors.Is(err, cluster.ErrChannelTakenOver):
-			m.log.Info("session ended after its channel moved; the cluster reported its end", "session_id", s.id)
+			m.log.Info("session ended after its channel moved; the cluster reported its end", "channel_id", s.channelID, "session_id", s.id)
 			return
 		case err != nil:
-			m.log.Warn("session record not removed from the cluster", "session_id", s.id, "error", err)
+			m.log.Warn("session record not removed from the cluster", "channel_id", s.channelID, "session_id", s.id, "error", err)
 		}
 		m.announceSessionDestroyed(s)
 	})
