@@ -97,6 +97,30 @@ func runTests(m *testing.M) int {
 	return code
 }
 
+// testClusterConfig is the configuration of a one-node test cluster with
+// fast timings.
+func testClusterConfig(name, host string, port int, dataDir string) cluster.Config {
+	return cluster.Config{
+		NodeName:             name,
+		BindAddress:          host,
+		Port:                 port,
+		DataDir:              dataDir,
+		ExternalAPIURL:       "http://" + host + ":3000/",
+		ExternalSignalingURL: "ws://" + host + ":5000/signaling",
+		Version:              "test",
+		License:              testLicense,
+		ProbeInterval:        200 * time.Millisecond,
+		PeerTimeout:          time.Second,
+		RequestTimeout:       3 * time.Second,
+		Raft: cluster.RaftTiming{
+			HeartbeatTimeout:   200 * time.Millisecond,
+			ElectionTimeout:    200 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond,
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	}
+}
+
 // openTestCluster opens the shared node and waits until it is a registered
 // member in mode normal and the Raft leader.
 //
@@ -114,25 +138,8 @@ func openTestCluster(dir string) (*cluster.Cluster, error) {
 	}
 	var errs []error
 	for _, host := range hosts {
-		cfg := cluster.Config{
-			NodeName:             "api-test@" + host,
-			BindAddress:          host,
-			Port:                 testPort,
-			DataDir:              filepath.Join(dir, host),
-			ExternalAPIURL:       testAPIURL,
-			ExternalSignalingURL: testSigURL,
-			Version:              "test",
-			License:              testLicense,
-			ProbeInterval:        200 * time.Millisecond,
-			PeerTimeout:          time.Second,
-			RequestTimeout:       3 * time.Second,
-			Raft: cluster.RaftTiming{
-				HeartbeatTimeout:   200 * time.Millisecond,
-				ElectionTimeout:    200 * time.Millisecond,
-				LeaderLeaseTimeout: 100 * time.Millisecond,
-			},
-			Logger: slog.New(slog.DiscardHandler),
-		}
+		cfg := testClusterConfig("api-test@"+host, host, testPort, filepath.Join(dir, host))
+		cfg.ExternalAPIURL, cfg.ExternalSignalingURL = testAPIURL, testSigURL
 		cl, err := cluster.Open(cfg)
 		if err != nil {
 			errs = append(errs, err)

@@ -47,25 +47,7 @@ var webhookCounters = []struct {
 // leader in mode normal.
 func openClusterAt(t *testing.T, host string, port int) *cluster.Cluster {
 	t.Helper()
-	cl, err := cluster.Open(cluster.Config{
-		NodeName:             "hooks-test@" + host,
-		BindAddress:          host,
-		Port:                 port,
-		DataDir:              filepath.Join(t.TempDir(), "data"),
-		ExternalAPIURL:       "http://" + host + ":3000/",
-		ExternalSignalingURL: "ws://" + host + ":5000/signaling",
-		Version:              "test",
-		License:              testLicense,
-		ProbeInterval:        200 * time.Millisecond,
-		PeerTimeout:          time.Second,
-		RequestTimeout:       3 * time.Second,
-		Raft: cluster.RaftTiming{
-			HeartbeatTimeout:   200 * time.Millisecond,
-			ElectionTimeout:    200 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond,
-		},
-		Logger: slog.New(slog.DiscardHandler),
-	})
+	cl, err := cluster.Open(testClusterConfig("hooks-test@"+host, host, port, filepath.Join(t.TempDir(), "data")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@
 package load
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -118,24 +119,12 @@ type Config struct {
 // WithDefaults returns c with its zero durations, rates, bit rates and
 // codec set to the defaults.
 func (c Config) WithDefaults() Config {
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	if c.JoinRate == 0 {
-		c.JoinRate = DefaultJoinRate
-	}
-	if c.JoinTimeout == 0 {
-		c.JoinTimeout = DefaultJoinTimeout
-	}
-	if c.VideoCodec == "" {
-		c.VideoCodec = DefaultVideoCodec
-	}
-	if c.VideoKbps == 0 {
-		c.VideoKbps = DefaultVideoKbps
-	}
-	if c.AudioKbps == 0 {
-		c.AudioKbps = DefaultAudioKbps
-	}
+	c.Duration = cmp.Or(c.Duration, DefaultDuration)
+	c.JoinRate = cmp.Or(c.JoinRate, DefaultJoinRate)
+	c.JoinTimeout = cmp.Or(c.JoinTimeout, DefaultJoinTimeout)
+	c.VideoCodec = cmp.Or(c.VideoCodec, DefaultVideoCodec)
+	c.VideoKbps = cmp.Or(c.VideoKbps, DefaultVideoKbps)
+	c.AudioKbps = cmp.Or(c.AudioKbps, DefaultAudioKbps)
 	if c.ChannelPrefix == "" {
 		b := make([]byte, 4)
 		_, _ = rand.Read(b)
