@@ -65,6 +65,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"runtime"
 	"sort"
 	"strings"
@@ -177,8 +178,11 @@ type Options struct {
 	// 200 ms): a check the server drops then fails the connection.
 	SingleCheck bool
 	// ICEIPFilter, when set, limits the client's ICE host candidates to
-	// the local addresses it returns true for (e.g. net.IP.IsLoopback);
-	// nil gathers on every interface.
+	// the local addresses it returns true for (e.g. net.IP.IsLoopback).
+	// nil gathers on loopback only when the signaling URL's host is a
+	// loopback address (where only loopback candidates can reach the
+	// server, and the host's other interfaces, which may come and go, can
+	// only get in the way), and on every interface otherwise.
 	ICEIPFilter func(net.IP) bool
 	// AcceptReplays turns off SRTP replay protection, so that a packet the
 	// server sends again (see RequestResend) reaches the track's reader.
@@ -594,6 +598,20 @@ func (o *offerMessage) rtcConfiguration() (webrtc.Configuration, error) {
 	return cfg, nil
 }
 
+// loopbackURL reports whether a signaling URL's host is a loopback
+// address (or localhost).
+func loopbackURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsLoopback()
+}
+
 func newAPI(opts Options) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
@@ -648,7 +666,11 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	if c.api, err = newAPI(c.opts); err != nil {
+	apiOpts := c.opts
+	if apiOpts.ICEIPFilter == nil && loopbackURL(c.url) {
+		apiOpts.ICEIPFilter = net.IP.IsLoopback
+	}
+	if c.api, err = newAPI(apiOpts); err != nil {
 		return err
 	}
 	if c.pc, err = c.api.NewPeerConnection(cfg); err != nil {
