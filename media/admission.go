@@ -235,7 +235,14 @@ func (m *Media) place(ctx context.Context, req signaling.ConnectRequest, mode fs
 			return a, m.refusal(mode)
 		}
 		a, err = m.cluster.AcquireChannel(ctx, req.ChannelID, opts)
-		if err != nil || a.Local {
+		if err != nil {
+			return a, m.refusal(mode)
+		}
+		// Placement gives the channel back to this node when it takes new
+		// sessions again by now (ChangeMode normal since the connect
+		// came): then it serves, as it would have had the mode changed a
+		// moment earlier.
+		if a.Local && !cluster.TakesNewSessions(m.cluster.Mode(), m.draining.Load()) {
 			return a, m.refusal(mode)
 		}
 		return a, nil
