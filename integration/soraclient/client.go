@@ -288,14 +288,18 @@ type Client struct {
 
 	offerRaw     json.RawMessage
 	connectionID string
-	audioTrack   *webrtc.TrackLocalStaticRTP
-	audioMid     string
-	audioLevel   atomic.Uint32
-	sentBytes    atomic.Int64 // media payload handed to the local tracks
-	videoTrack   *webrtc.TrackLocalStaticSample
-	videoSender  *webrtc.RTPSender
-	videoMid     string
-	layers       []*simulcastLayer // a simulcast publisher's
+	// answerSDP is the first answer, as created. It is read instead of
+	// pc.LocalDescription(), which adds the gathered candidates into the
+	// description pion itself reads while it applies a re-offer.
+	answerSDP   string
+	audioTrack  *webrtc.TrackLocalStaticRTP
+	audioMid    string
+	audioLevel  atomic.Uint32
+	sentBytes   atomic.Int64 // media payload handed to the local tracks
+	videoTrack  *webrtc.TrackLocalStaticSample
+	videoSender *webrtc.RTPSender
+	videoMid    string
+	layers      []*simulcastLayer // a simulcast publisher's
 
 	candMu     sync.Mutex // orders candidates after the answer
 	answerSent bool
@@ -696,6 +700,7 @@ func (c *Client) handleOffer(ctx context.Context, raw json.RawMessage) error {
 	if err := c.pc.SetLocalDescription(answer); err != nil {
 		return fmt.Errorf("soraclient: set local answer: %w", err)
 	}
+	c.answerSDP = answer.SDP
 	c.logNegotiatedCodecs()
 
 	if !c.goroutine(c.readLoop) {
@@ -749,9 +754,7 @@ func (c *Client) sendAnswer(sdp string) error {
 		return fmt.Errorf("soraclient: send answer: %w", err)
 	}
 	c.answerSent = true
-	if ld := c.pc.LocalDescription(); ld != nil {
-		c.ufrag = sdpAttribute(ld.SDP, "ice-ufrag")
-	}
+	c.ufrag = sdpAttribute(sdp, "ice-ufrag")
 	for _, cand := range c.pendCands {
 		c.sendCandidateLocked(cand)
 	}

@@ -109,12 +109,11 @@ func (c *Client) readLayerRTCP(l *simulcastLayer) {
 // extensionID is the ID the client's answer gave a header extension on the
 // m-line mid (what was negotiated), or 0.
 func (c *Client) extensionID(mid, uri string) uint8 {
-	ld := c.pc.LocalDescription()
-	if ld == nil || mid == "" {
+	if c.answerSDP == "" || mid == "" {
 		return 0
 	}
 	var sd sdp.SessionDescription
-	if err := sd.UnmarshalString(ld.SDP); err != nil {
+	if err := sd.UnmarshalString(c.answerSDP); err != nil {
 		return 0
 	}
 	for _, md := range sd.MediaDescriptions {
