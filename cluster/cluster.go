@@ -100,6 +100,11 @@ type Config struct {
 	// Connections reports the number of live connections on this node, for
 	// placement. Nil counts as zero.
 	Connections func() int
+
+	// holdRegistration, when set (by this package's tests), keeps this
+	// process from registering until it is closed: a restarted node whose
+	// new process answers its peers before it registers.
+	holdRegistration <-chan struct{}
 }
 
 func (cfg *Config) setDefaults() {

@@ -171,3 +171,46 @@ func TestPortClosed(t *testing.T) {
 		}
 	}
 }
+
+// A node restarted after a crash answers its peers before its new process
+// registers. The process that held its channels is gone: a connect
+// elsewhere takes them over at once (FailoverTimeout is an hour here)
+// rather than sending clients to the new process, which serves nobody
+// until it registers, and placement gives the new process no channel
+// before then.
+func TestRestartedHolderIsTakenOverBeforeItRegisters(t *testing.T) {
+	nodes := formCluster(t, 3, func(cfg *Config) { cfg.FailoverTimeout = time.Hour })
+	asker, holder := nodes[0], nodes[1]
+	id := acquireOnTie(t, holder, "busy")
+	for _, n := range []*testNode{asker, nodes[2]} {
+		waitFor(t, 3*time.Second, "assignment replicated on "+n.NodeName(), func() bool {
+			owner, ok := n.ChannelOwner(id)
+			return ok && owner == holder.NodeName()
+		})
+	}
+	hold := make(chan struct{})
+	holder.crash()
+	holder.cfg.holdRegistration = hold
+	holder.restart()
+	defer close(hold)
+	for _, n := range []*testNode{asker, nodes[2]} {
+		waitFor(t, 5*time.Second, n.NodeName()+" hears the new process", func() bool {
+			p, ok := n.liveness.get(holder.NodeName())
+			return ok && p.status.Incarnation == holder.incarnation && !p.gone()
+		})
+	}
+	if r := asker.record(holder.NodeName()); r == nil || r.Epoch != 1 {
+		t.Fatalf("record of the held-back node = %+v, want epoch 1 (not registered again)", r)
+	}
+
+	a, err := asker.AcquireChannel(ctxT(t), id, ChannelOptions{})
+	if err != nil || !a.Assigned || a.Owner.Name == holder.NodeName() {
+		t.Fatalf("acquire of the restarted holder's channel = %+v, %v; want a takeover at once", a, err)
+	}
+	for i := range 4 {
+		a, err := asker.AcquireChannel(ctxT(t), fmt.Sprint("new-", i), ChannelOptions{})
+		if err != nil || a.Owner.Name == holder.NodeName() {
+			t.Fatalf("new channel went to %q (%v); want a node whose process is registered", a.Owner.Name, err)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sorad/sorad/fsm"
 )
 
 // liveness is this node's view of which peers it can reach. A probe is a GET
@@ -102,20 +104,38 @@ func (c *Cluster) Connected(name string) bool {
 const redirectFreshness = 250 * time.Millisecond
 
 // reachableNow reports whether a channel's holder can take a client now:
-// this node, or a connected peer that is not stopping and answered recently
-// or answers a probe.
-func (c *Cluster) reachableNow(ctx context.Context, inst *instance, name string) bool {
-	if name == c.cfg.NodeName {
+// this node, or a connected peer that is not stopping, runs the process the
+// cluster's records registered for it, and answered recently or answers a
+// probe.
+func (c *Cluster) reachableNow(ctx context.Context, inst *instance, holder fsm.Node) bool {
+	if holder.Name == c.cfg.NodeName {
 		return true
 	}
-	p, ok := c.liveness.get(name)
+	p, ok := c.liveness.get(holder.Name)
 	if !ok || time.Since(p.lastOK) >= c.cfg.PeerTimeout || p.status.Draining || p.gone() {
 		return false
 	}
-	if time.Since(p.lastOK) < redirectFreshness {
+	if time.Since(p.lastOK) < redirectFreshness && p.status.Incarnation == holder.Incarnation {
 		return true
 	}
-	return c.probeNow(ctx, inst, name)
+	if !c.probeNow(ctx, inst, holder.Name) {
+		return false
+	}
+	p, _ = c.liveness.get(holder.Name)
+	return !p.status.Draining && p.status.Incarnation == holder.Incarnation
+}
+
+// replaced reports whether the process that answers as a node is not the
+// one its record (n, from this node's copy of the state) registered: the
+// node restarted, and its new process has not registered yet. The earlier
+// process, and with it every channel it held, is gone; until the new one
+// registers it serves nobody.
+func (c *Cluster) replaced(n fsm.Node) bool {
+	if n.Name == c.cfg.NodeName {
+		return false
+	}
+	p, ok := c.liveness.get(n.Name)
+	return ok && !p.lastOK.IsZero() && p.status.Incarnation != n.Incarnation
 }
 
 // isDraining reports whether a node is stopping: this node after Drain, a

@@ -97,7 +97,7 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 		}
 	}
 	for attempt := 0; attempt < maxAcquireAttempts; attempt++ {
-		live := exists && !stale && c.reachableNow(ctx, inst, holder.Name)
+		live := exists && !stale && c.reachableNow(ctx, inst, *holder)
 		if live {
 			return Assignment{Channel: cur, Owner: *holder, Local: holder.Name == c.cfg.NodeName}, nil
 		}
@@ -159,7 +159,7 @@ func (c *Cluster) AcquireChannel(ctx context.Context, channelID string, opts Cha
 func (c *Cluster) candidates(inst *instance) []candidate {
 	var out []candidate
 	for _, n := range inst.fsm.Nodes() {
-		if !TakesNewSessions(n.Mode, c.isDraining(n.Name)) || !c.Connected(n.Name) {
+		if !TakesNewSessions(n.Mode, c.isDraining(n.Name)) || !c.Connected(n.Name) || c.replaced(n) {
 			continue
 		}
 		out = append(out, candidate{Name: n.Name, Connections: c.peerConnections(n.Name), MaxConnections: n.License.MaxConnections})
@@ -260,15 +260,20 @@ type takeoverRequest struct {
 func (c *Cluster) takeOverAsLeader(ctx context.Context, inst *instance, cmd fsm.AssignChannel) (fsm.Result, error) {
 	holder := cmd.ExpectedNode
 	alive := holder == c.cfg.NodeName || c.probeNow(ctx, inst, holder)
-	if alive && !c.isDraining(holder) {
+	// The process that held the channel is gone if another one answers in
+	// its name (a restart not registered yet) or registered since.
+	rec, registered := inst.fsm.Node(holder)
+	restarted := !registered || rec.Epoch != cmd.ExpectedEpoch || c.replaced(rec)
+	if alive && !c.isDraining(holder) && !restarted {
 		return fsm.Result{}, invalid(TypeNodeIsAlive, targetNode{TargetNode: holder})
 	}
 	// A holder that said it was stopping and no longer answers has
-	// stopped, and one whose port refuses connections has died with its
-	// process: nothing to wait for. A silent one may be cut off only.
-	// Silence counts from the holder's last sign of life or lease (see
-	// lease.go): its lease has ended before FailoverTimeout.
-	if p, ok := c.liveness.get(holder); !ok || (!p.status.Draining && !p.gone()) {
+	// stopped, one whose port refuses connections has died with its
+	// process, and one that restarted is another process now: nothing to
+	// wait for. A silent one may be cut off only. Silence counts from the
+	// holder's last sign of life or lease (see lease.go): its lease has
+	// ended before FailoverTimeout.
+	if p, ok := c.liveness.get(holder); !restarted && (!ok || (!p.status.Draining && !p.gone())) {
 		if silent := time.Since(c.heardFrom(inst, holder)); silent < c.cfg.FailoverTimeout {
 			return fsm.Result{}, unavailable(TypeHolderNotDeadYet, map[string]any{"node_in_charge": holder, "silent_ms": silent.Milliseconds()}, nil)
 		}

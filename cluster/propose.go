@@ -121,6 +121,13 @@ func (c *Cluster) registerLoop(ctx context.Context) {
 	// again on every tick: a record the previous process sent just before
 	// it died may reach the leader after this process registered.
 	var lateUntil time.Time
+	if hold := c.cfg.holdRegistration; hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return
+		}
+	}
 	for {
 		if c.needsRegistration() {
 			reg := fsm.RegisterNode{Info: c.info(), Incarnation: c.incarnation, TimeMicros: time.Now().UnixMicro()}

@@ -113,6 +113,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if hooks != nil {
 		defer hooks.Close() // after the media plane, whose last events it delivers
 	}
+	// The client ports listen before this process joins its cluster: peers
+	// send clients here as soon as it registers, and the kernel holds
+	// such a connection until the servers below accept it, instead of
+	// refusing it.
+	listeners, err := listenClientPorts(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeListeners(listeners) // those never served
 	stats := &media.Stats{}
 	cl, err := cluster.Open(cluster.Config{
 		NodeName:             cfg.NodeName,
@@ -227,20 +236,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		signalingHandler = devtools.Mount(signalingHandler, page)
 	}
 	servers := []*namedServer{
-		{name: "api", srv: newHTTPServer(cfg.ListenAddress, cfg.APIPort, api, log), tls: apiTLS},
-		{name: "signaling", srv: newHTTPServer(cfg.ListenAddress, cfg.SignalingPort, signalingHandler, log), tls: signalingTLS},
+		{name: "api", srv: newHTTPServer(hostPort(cfg.ListenAddress, cfg.APIPort), api, log), tls: apiTLS, ln: listeners.api},
+		{name: "signaling", srv: newHTTPServer(hostPort(cfg.ListenAddress, cfg.SignalingPort), signalingHandler, log), tls: signalingTLS, ln: listeners.signaling},
 	}
-	if cfg.PprofAddress != "" {
-		srv := newHTTPServer("", 0, pprofHandler(), log)
-		srv.Addr = cfg.PprofAddress
-		servers = append(servers, &namedServer{name: "pprof", srv: srv})
+	if listeners.pprof != nil {
+		servers = append(servers, &namedServer{name: "pprof", srv: newHTTPServer(cfg.PprofAddress, pprofHandler(), log), ln: listeners.pprof})
 	}
 	serveErr := make(chan error, len(servers))
 	for _, s := range servers {
-		ln, err := net.Listen("tcp", s.srv.Addr)
-		if err != nil {
-			return errors.Join(fmt.Errorf("listen on %s port: %w", s.name, err), shutdown(servers, med, cl, cfg.ShutdownTimeout))
-		}
+		ln := s.ln
 		if s.tls != nil {
 			ln = tls.NewListener(ln, s.tls.config())
 		}
@@ -339,12 +343,59 @@ type namedServer struct {
 	name    string
 	srv     *http.Server
 	tls     *keyPair // nil: plain
+	ln      net.Listener
 	started bool
 }
 
-func newHTTPServer(address string, port int, h http.Handler, log *slog.Logger) *http.Server {
+// clientListeners are the ports clients and operators reach; pprof is nil
+// unless pprof_address is set.
+type clientListeners struct {
+	api, signaling, pprof net.Listener
+}
+
+// listenClientPorts opens the API and signaling ports (and pprof's).
+func listenClientPorts(cfg Config) (clientListeners, error) {
+	var ls clientListeners
+	ports := []struct {
+		name string
+		addr string
+		ln   *net.Listener
+	}{
+		{"api", hostPort(cfg.ListenAddress, cfg.APIPort), &ls.api},
+		{"signaling", hostPort(cfg.ListenAddress, cfg.SignalingPort), &ls.signaling},
+		{"pprof", cfg.PprofAddress, &ls.pprof},
+	}
+	for _, p := range ports {
+		if p.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			closeListeners(ls)
+			return clientListeners{}, fmt.Errorf("listen on %s port: %w", p.name, err)
+		}
+		*p.ln = ln
+	}
+	return ls, nil
+}
+
+func hostPort(host string, port int) string {
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// closeListeners closes the listeners no server took; closing a served
+// one again does nothing.
+func closeListeners(ls clientListeners) {
+	for _, ln := range []net.Listener{ls.api, ls.signaling, ls.pprof} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+func newHTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Addr:              net.JoinHostPort(address, strconv.Itoa(port)),
+		Addr:              addr,
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
