@@ -584,7 +584,7 @@ func connectMedia(t *testing.T, ctx context.Context, n composeNode, channel stri
 // its media left the host through no other interface.
 func checkLoopbackCandidates(t *testing.T, c *soraclient.Client) {
 	t.Helper()
-	desc := c.PeerConnection().LocalDescription()
+	desc := c.LocalDescription()
 	if desc == nil {
 		t.Fatalf("%s has no local description", c.ConnectionID())
 	}

@@ -529,7 +529,7 @@ func TestCandidatesOverDataChannelSignaling(t *testing.T) {
 		t.Fatal(err)
 	}
 	ufrag := ""
-	for _, line := range strings.Split(sub.PeerConnection().LocalDescription().SDP, "\r\n") {
+	for _, line := range strings.Split(sub.LocalDescription().SDP, "\r\n") {
 		if v, ok := strings.CutPrefix(line, "a=ice-ufrag:"); ok {
 			ufrag = v
 			break

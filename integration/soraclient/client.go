@@ -1125,8 +1125,19 @@ func (c *Client) Offer() map[string]any {
 	return m
 }
 
-// PeerConnection returns the underlying pion PeerConnection.
+// PeerConnection returns the underlying pion PeerConnection. Read its
+// local description with LocalDescription.
 func (c *Client) PeerConnection() *webrtc.PeerConnection { return c.pc }
+
+// LocalDescription returns the PeerConnection's local description with the
+// candidates gathered so far, read while no re-offer is being applied: pion
+// adds the candidates into the description it reads itself while it
+// applies one.
+func (c *Client) LocalDescription() *webrtc.SessionDescription {
+	c.negMu.Lock()
+	defer c.negMu.Unlock()
+	return c.pc.LocalDescription()
+}
 
 // Messages returns copies of the received messages, oldest first (at most
 // MaxMessages; older ones were dropped).
