@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -345,52 +344,6 @@ type namedServer struct {
 	tls     *keyPair // nil: plain
 	ln      net.Listener
 	started bool
-}
-
-// clientListeners are the ports clients and operators reach; pprof is nil
-// unless pprof_address is set.
-type clientListeners struct {
-	api, signaling, pprof net.Listener
-}
-
-// listenClientPorts opens the API and signaling ports (and pprof's).
-func listenClientPorts(cfg Config) (clientListeners, error) {
-	var ls clientListeners
-	ports := []struct {
-		name string
-		addr string
-		ln   *net.Listener
-	}{
-		{"api", hostPort(cfg.ListenAddress, cfg.APIPort), &ls.api},
-		{"signaling", hostPort(cfg.ListenAddress, cfg.SignalingPort), &ls.signaling},
-		{"pprof", cfg.PprofAddress, &ls.pprof},
-	}
-	for _, p := range ports {
-		if p.addr == "" {
-			continue
-		}
-		ln, err := net.Listen("tcp", p.addr)
-		if err != nil {
-			closeListeners(ls)
-			return clientListeners{}, fmt.Errorf("listen on %s port: %w", p.name, err)
-		}
-		*p.ln = ln
-	}
-	return ls, nil
-}
-
-func hostPort(host string, port int) string {
-	return net.JoinHostPort(host, strconv.Itoa(port))
-}
-
-// closeListeners closes the listeners no server took; closing a served
-// one again does nothing.
-func closeListeners(ls clientListeners) {
-	for _, ln := range []net.Listener{ls.api, ls.signaling, ls.pprof} {
-		if ln != nil {
-			_ = ln.Close()
-		}
-	}
 }
 
 func newHTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
