@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,7 +135,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 					want = []string{label + `="`}
 				}
 				for _, w := range want {
-					if !anyContains(lines, w) {
+					if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, w) }) {
 						t.Errorf("the dashboard selects %s{%s} (in %q); no sample of %s has it", name, w, expr, name)
 					}
 				}
@@ -144,15 +145,6 @@ func TestDashboardMetricsExist(t *testing.T) {
 	if checked < len(exprs) {
 		t.Errorf("only %d metric references found in %d expressions", checked, len(exprs))
 	}
-}
-
-func anyContains(lines []string, s string) bool {
-	for _, l := range lines {
-		if strings.Contains(l, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // scrape returns a node's /metrics text.
