@@ -223,14 +223,17 @@ func publishAndReceive(t *testing.T, url, channel string) (pub, sub *soraclient.
 func TestAdmissionVerdicts(t *testing.T) {
 	other := fsm.Node{NodeInfo: fsm.NodeInfo{Name: "other@127.0.0.9", ExternalSignalingURL: "ws://127.0.0.9:5000/signaling"}}
 	tests := []struct {
-		name      string
-		mode      fsm.Mode
-		owner     bool // another node is in charge
-		session   bool // a live session of the channel is here
-		handOver  bool
-		wantOffer bool
-		redirect  string
-		refusal   string
+		name     string
+		mode     fsm.Mode
+		owner    bool // another node is in charge
+		session  bool // a live session of the channel is here
+		handOver bool
+		// givenBack: placement gives the released channel back to this
+		// node; normalMeanwhile: ChangeMode normal lands during the release.
+		givenBack, normalMeanwhile bool
+		wantOffer                  bool
+		redirect                   string
+		refusal                    string
 	}{
 		{name: "normal serves", mode: fsm.ModeNormal, wantOffer: true},
 		{name: "held elsewhere is redirected", mode: fsm.ModeNormal, owner: true, redirect: other.ExternalSignalingURL},
@@ -238,6 +241,8 @@ func TestAdmissionVerdicts(t *testing.T) {
 		{name: "block_new_connection redirects channels held elsewhere", mode: fsm.ModeBlockNewConnection, owner: true, redirect: other.ExternalSignalingURL},
 		{name: "block_new_session admits joiners", mode: fsm.ModeBlockNewSession, session: true, wantOffer: true},
 		{name: "block_new_session hands a channel without a session over", mode: fsm.ModeBlockNewSession, handOver: true, redirect: other.ExternalSignalingURL},
+		{name: "block_new_session refuses a channel placement gives back to it", mode: fsm.ModeBlockNewSession, givenBack: true, refusal: "BLOCK-NEW-SESSION"},
+		{name: "block_new_session serves a channel given back once it is normal again", mode: fsm.ModeBlockNewSession, givenBack: true, normalMeanwhile: true, wantOffer: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,6 +259,9 @@ func TestAdmissionVerdicts(t *testing.T) {
 			}
 			if tt.handOver {
 				fc.handOver = &other
+			}
+			if tt.normalMeanwhile {
+				fc.release = func() { fc.setMode(fsm.ModeNormal) }
 			}
 			c, err := connect(t, url, soraclient.Options{ChannelID: "ch", Role: "recvonly", Audio: true, NoRedirect: true})
 			var re *soraclient.RedirectError
@@ -275,10 +283,10 @@ func TestAdmissionVerdicts(t *testing.T) {
 					t.Fatalf("err %v, want 4503 %s", err, tt.refusal)
 				}
 			}
-			if got := fc.callsOf("release"); got != boolInt(tt.handOver) {
-				t.Errorf("%d releases, want %d", got, boolInt(tt.handOver))
+			if got, want := fc.callsOf("release"), boolInt(tt.handOver || tt.givenBack); got != want {
+				t.Errorf("%d releases, want %d", got, want)
 			}
-			if tt.handOver && m.hasSession("ch") {
+			if (tt.handOver || tt.givenBack) && !tt.wantOffer && m.hasSession("ch") {
 				t.Errorf("a session was started on a block_new_session node")
 			}
 		})
