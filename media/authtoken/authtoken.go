@@ -97,6 +97,11 @@ type header struct {
 
 var b64 = base64.RawURLEncoding.Strict()
 
+// isBase64URL reports whether r is in the unpadded base64url alphabet.
+func isBase64URL(r rune) bool {
+	return 'A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_'
+}
+
 // Verify checks token against c and returns its claims.
 func (v *Verifier) Verify(token string, c Connect) (Claims, error) {
 	var claims Claims
@@ -109,6 +114,12 @@ func (v *Verifier) Verify(token string, c Connect) (Claims, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
 		return claims, refuse("ACCESS-TOKEN-INVALID", "not a JWT")
+	}
+	// Go's base64 decoding skips CR and LF even when strict, so a signed
+	// token with one inserted would decode to the same signature: only the
+	// base64url alphabet is taken.
+	if strings.IndexFunc(token, func(r rune) bool { return r != '.' && !isBase64URL(r) }) >= 0 {
+		return claims, refuse("ACCESS-TOKEN-INVALID", "not base64url")
 	}
 	rawHeader, err1 := b64.DecodeString(parts[0])
 	payload, err2 := b64.DecodeString(parts[1])

@@ -93,6 +93,9 @@ func TestVerify(t *testing.T) {
 		{"claims changed after signing", hs, parts[0] + "." + b64.EncodeToString([]byte(`{"channel_id":"room","exp":9999999999,"role":"sendrecv"}`)) + "." + parts[2], conn, "ACCESS-TOKEN-INVALID"},
 		{"two parts", hs, parts[0] + "." + parts[1], conn, "ACCESS-TOKEN-INVALID"},
 		{"not base64", hs, "a.b!.c", conn, "ACCESS-TOKEN-INVALID"},
+		// Go's base64 decoding skips CR and LF: the signature would still match.
+		{"valid token with a CR in its signature", hs, parts[0] + "." + parts[1] + "." + parts[2][:3] + "\r" + parts[2][3:], conn, "ACCESS-TOKEN-INVALID"},
+		{"valid token with a LF in its claims", hs, parts[0] + "." + parts[1][:3] + "\n" + parts[1][3:] + "." + parts[2], conn, "ACCESS-TOKEN-INVALID"},
 		{"too long", hs, strings.Repeat("a", MaxTokenLength+1), conn, "ACCESS-TOKEN-INVALID"},
 	}
 	for _, tt := range tests {
